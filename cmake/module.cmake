@@ -1,0 +1,10 @@
+# prewarm_module(NAME SOURCES ... DEPS ...): one static library prewarm::NAME per module.
+function(prewarm_module name)
+  cmake_parse_arguments(M "" "" "SOURCES;PUBLIC_DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(prewarm_${name} STATIC ${M_SOURCES})
+  add_library(prewarm::${name} ALIAS prewarm_${name})
+  target_include_directories(prewarm_${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_compile_features(prewarm_${name} PUBLIC cxx_std_20)
+  target_compile_options(prewarm_${name} PRIVATE -Wall -Wextra)
+  target_link_libraries(prewarm_${name} PUBLIC ${M_PUBLIC_DEPS} PRIVATE ${M_PRIVATE_DEPS})
+endfunction()

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs everything prewarm needs on a Debian 12 machine, idempotently:
+# Debian packages, CRIU 4.2.1 built from Debian's source tarball, and CRIU's rpc.proto.
+set -euo pipefail
+
+CRIU_VERSION=4.2.1
+CRIU_DEB_VERSION=4.2.1-1
+CRIU_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
+CRIU_SRC_CACHE=${PREWARM_CACHE:-/var/cache/prewarm}/criu
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh must run as root (it installs packages and builds CRIU)" >&2
+  exit 1
+fi
+
+PACKAGES=(
+  # runtime
+  runc iptables iproute2 debootstrap busybox-static curl ca-certificates tar xz-utils
+  # build of prewarm
+  cmake g++ make pkg-config libprotobuf-dev protobuf-compiler libyaml-cpp-dev
+  nlohmann-json3-dev libgtest-dev libssl-dev
+  # build of CRIU
+  libprotobuf-c-dev protobuf-c-compiler python3-protobuf libnl-3-dev libnl-route-3-dev
+  libcap-dev libnet1-dev libbsd-dev libgnutls28-dev libnftables-dev uuid-dev libaio-dev
+  libdrm-dev dpkg-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  log "Debian packages: all present"
+fi
+
+criu_ok() {
+  [ -x /usr/local/sbin/criu ] && [ -f /usr/local/share/prewarm/criu/rpc.proto ] &&
+    /usr/local/sbin/criu --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION}"
+}
+
+if criu_ok; then
+  log "CRIU ${CRIU_VERSION}: already installed"
+else
+  mkdir -p "$CRIU_SRC_CACHE"
+  tarball="$CRIU_SRC_CACHE/criu_${CRIU_VERSION}.orig.tar.xz"
+  if ! echo "${CRIU_SHA256}  ${tarball}" | sha256sum -c --status 2>/dev/null; then
+    # The source tarball is Debian's source package from sid; reuse the host's own mirror.
+    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [ -n "$uri" ] || uri=$(awk '$1=="deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$uri" ] || { echo "cannot find the Debian mirror in the apt configuration" >&2; exit 1; }
+    cat > /etc/apt/sources.list.d/prewarm-sid-src.sources <<SRC
+Types: deb-src
+URIs: ${uri}
+Suites: sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    log "fetching CRIU ${CRIU_DEB_VERSION} source from Debian (sid)"
+    apt-get update -q
+    (cd "$CRIU_SRC_CACHE" && apt-get source --download-only "criu=${CRIU_DEB_VERSION}" || true)
+    echo "${CRIU_SHA256}  ${tarball}" | sha256sum -c --status ||
+      { echo "CRIU tarball missing or its sha256 does not match ${CRIU_SHA256}: ${tarball}" >&2; exit 1; }
+  fi
+  build=$(mktemp -d /tmp/prewarm-criu-build.XXXXXX)
+  trap 'rm -rf "$build"' EXIT
+  tar -C "$build" -xf "$tarball"
+  src=$(find "$build" -mindepth 1 -maxdepth 1 -type d | head -n1)
+  log "building CRIU ${CRIU_VERSION} (about 30 s)"
+  make -C "$src" -j"$(nproc)" criu RUNDIR=/dev/shm >"$build/build.log" 2>&1 ||
+    { tail -n 40 "$build/build.log" >&2; echo "CRIU build failed" >&2; exit 1; }
+  install -D -m 0755 "$src/criu/criu" /usr/local/sbin/criu
+  install -D -m 0644 "$src/images/rpc.proto" /usr/local/share/prewarm/criu/rpc.proto
+  criu_ok || { echo "installed CRIU does not report version ${CRIU_VERSION}" >&2; exit 1; }
+  log "CRIU ${CRIU_VERSION} installed at /usr/local/sbin/criu"
+fi
+
+# CRIU locks the network with iptables-restore; runc finds criu on PATH.
+/usr/local/sbin/criu check >/dev/null 2>&1 || log "warning: 'criu check' did not pass; run 'prewarm doctor'"
+log "done"

@@ -1,0 +1,22 @@
+// Small filesystem helpers that return errors as values.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "base/result.h"
+
+namespace prewarm::fs {
+
+Result<std::string> read_file(const std::filesystem::path& path, size_t max_bytes = 64 << 20);
+// Writes via a temporary file in the same directory, fsync and rename: readers see the old
+// content or the new one, never a torn file.
+Status write_file_atomic(const std::filesystem::path& path, std::string_view content,
+                         mode_t mode = 0600);
+Status write_file(const std::filesystem::path& path, std::string_view content, mode_t mode = 0644);
+Status make_dirs(const std::filesystem::path& path, mode_t mode = 0700);
+// Removes a tree; missing is fine.
+Status remove_all(const std::filesystem::path& path);
+std::string random_hex(size_t bytes);
+
+}  // namespace prewarm::fs

@@ -1,0 +1,35 @@
+// CRIU RPC client: talks to `criu swrk` over a SOCK_SEQPACKET socketpair (rpc.proto).
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace prewarm::criu {
+
+struct Version {
+  int major = 0, minor = 0, sublevel = 0;
+  std::string text;  // "4.2.1"
+};
+
+// Path of the criu binary used (PREWARM_CRIU env var, else /usr/local/sbin/criu, else PATH).
+std::string criu_binary();
+
+Result<Version> version();
+// `criu check` through RPC; the error carries the relevant log lines when it fails.
+Status check();
+// Writes CRIU's cpuinfo.img into dir (records this host's CPU features).
+Status cpuinfo_dump(const std::filesystem::path& dir);
+// Checks that this host's CPU can run what cpuinfo.img in dir describes.
+Status cpuinfo_check(const std::filesystem::path& dir);
+
+// The lines of a CRIU dump/restore log that explain a failure: the lines around the last
+// real error, skipping errors CRIU always prints (e.g. "Can't setup RLIMIT_NOFILE").
+// At most max_lines lines, timestamps kept.
+std::vector<std::string> relevant_log_lines(std::string_view log_text, size_t max_lines = 12);
+// Reads a log file and returns relevant_log_lines joined with '\n' ("" if unreadable).
+std::string relevant_log_tail(const std::filesystem::path& log_file, size_t max_lines = 12);
+
+}  // namespace prewarm::criu

@@ -1,0 +1,53 @@
+// Rootfs sources (directory, tarball, debootstrap recipe), per-instance overlayfs, and the
+// capture/re-application of the changes an app made to its rootfs.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "spec/app_spec.h"
+
+namespace prewarm::rootfs {
+
+using Progress = std::function<void(const std::string&)>;
+
+struct Base {
+  std::filesystem::path dir;  // read-only lower directory shared by all instances
+  std::string id;             // identity: "dir:<path>", "tar:<sha256>", "debootstrap:<key>"
+};
+
+// Resolves a source to a base directory. Tarballs are extracted once into
+// cache_dir/tar/<sha256>; debootstrap recipes are built once into cache_dir/debootstrap/<key>
+// (key = sha256 of suite, variant, sorted packages, mirror); both are built in a temporary
+// directory and renamed into place, so an interrupted build leaves nothing half-made.
+Result<Base> prepare_base(const spec::RootfsSource& source, const std::filesystem::path& cache_dir,
+                          const Progress& progress = {});
+
+// An overlay mount: lower (read-only base) + upper/work under instance_dir, mounted at
+// instance_dir/rootfs.
+struct Overlay {
+  std::filesystem::path lower, upper, work, merged;
+};
+
+// Creates instance_dir/{upper,work,rootfs} and mounts the overlay.
+Result<Overlay> mount_overlay(const std::filesystem::path& lower,
+                              const std::filesystem::path& instance_dir);
+// Unmounts (lazily if busy); not mounted is fine.
+Status unmount(const std::filesystem::path& merged);
+
+// Writes spec files into a root directory (an upper dir before mount, or a rootfs), resolving
+// paths with openat2(RESOLVE_IN_ROOT) so that symlinks can't escape it. Creates parents.
+Status place_files(const std::vector<spec::FileEntry>& files, const std::filesystem::path& root);
+
+// Archives an overlay upper dir (the app's changes, whiteouts and opaque dirs included) as tar.
+Status capture_diff(const std::filesystem::path& upper, const std::filesystem::path& tar_file);
+// Extracts such an archive into a fresh upper dir.
+Status apply_diff(const std::filesystem::path& tar_file, const std::filesystem::path& upper);
+
+// The Debian mirror the host's apt uses (from /etc/apt/sources.list.d/*.sources or sources.list).
+Result<std::string> host_debian_mirror();
+
+}  // namespace prewarm::rootfs

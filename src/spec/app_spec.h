@@ -1,0 +1,98 @@
+// AppSpec: what the user writes (YAML shaped like a Kubernetes container) to describe an app.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace prewarm::spec {
+
+using Millis = std::chrono::milliseconds;
+
+// Kubernetes probe handlers. Exactly one of http/tcp/exec is set.
+struct HttpGetAction {
+  std::string path = "/";
+  int port = 0;
+  std::map<std::string, std::string> headers;  // httpHeaders: [{name, value}]
+};
+struct TcpSocketAction {
+  int port = 0;
+};
+struct ExecAction {
+  std::vector<std::string> command;
+};
+
+struct Probe {
+  std::optional<HttpGetAction> http_get;
+  std::optional<TcpSocketAction> tcp_socket;
+  std::optional<ExecAction> exec;
+  // Kubernetes fields in seconds; the *Milliseconds variants (an extension) take precedence.
+  Millis initial_delay{0};
+  Millis period{10000};
+  Millis timeout{1000};
+  int failure_threshold = 3;
+};
+
+// One warm-up step: an HTTP request repeated `repeat` times, or a command run in the container.
+struct WarmupStep {
+  std::optional<HttpGetAction> http_get;  // method GET
+  std::optional<ExecAction> exec;
+  int repeat = 1;
+};
+
+enum class RootfsKind { kDirectory, kTarball, kDebootstrap };
+
+struct RootfsSource {
+  RootfsKind kind = RootfsKind::kDirectory;
+  std::filesystem::path path;  // directory or tarball; relative paths resolve against the spec's dir
+  // debootstrap recipe
+  std::string suite;
+  std::vector<std::string> packages;
+  std::string variant = "minbase";
+};
+
+struct FileEntry {
+  std::string path;                     // absolute path inside the rootfs
+  std::optional<std::string> content;   // inline content, or
+  std::optional<std::filesystem::path> source;  // a host file (relative to the spec's dir)
+  unsigned mode = 0644;
+};
+
+struct Port {
+  std::string name;
+  int container_port = 0;
+  std::string protocol = "TCP";
+};
+
+struct AppSpec {
+  std::string name;
+  RootfsSource rootfs;
+  std::vector<std::string> command;  // Kubernetes `command` (entrypoint)
+  std::vector<std::string> args;     // Kubernetes `args`
+  std::vector<std::pair<std::string, std::string>> env;  // env: [{name, value}], in order
+  std::string working_dir = "/";
+  std::vector<FileEntry> files;
+  std::vector<Port> ports;
+  std::optional<Probe> readiness_probe;
+  std::vector<WarmupStep> warmup;
+  // How long to wait for open client connections to close before the checkpoint.
+  Millis quiesce_timeout{2000};
+
+  // command followed by args: what the container runs.
+  std::vector<std::string> argv() const;
+};
+
+// Parses and validates. Errors name the field ("readinessProbe.httpGet.port: must be 1..65535").
+// `base_dir` resolves relative paths (normally the spec file's directory).
+Result<AppSpec> parse_spec(std::string_view yaml_text, const std::filesystem::path& base_dir);
+Result<AppSpec> load_spec(const std::filesystem::path& file);
+
+// Serialises a parsed spec back to YAML (stored inside checkpoint images; parse_spec reads it).
+std::string to_yaml(const AppSpec& spec);
+
+}  // namespace prewarm::spec
