@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
@@ -14,7 +15,8 @@ struct Version {
   std::string text;  // "4.2.1"
 };
 
-// Path of the criu binary used (PREWARM_CRIU env var, else /usr/local/sbin/criu, else PATH).
+// Path of the criu binary used (PREWARM_CRIU env var, else /usr/local/sbin/criu, else PATH);
+// "" when there is none.
 std::string criu_binary();
 
 Result<Version> version();
@@ -31,5 +33,8 @@ Status cpuinfo_check(const std::filesystem::path& dir);
 std::vector<std::string> relevant_log_lines(std::string_view log_text, size_t max_lines = 12);
 // Reads a log file and returns relevant_log_lines joined with '\n' ("" if unreadable).
 std::string relevant_log_tail(const std::filesystem::path& log_file, size_t max_lines = 12);
+// True for an error message CRIU prints on every call on this kind of host, which never
+// explains a failure (e.g. "Can't setup RLIMIT_NOFILE for self").
+bool is_benign_error(std::string_view message);
 
 }  // namespace prewarm::criu

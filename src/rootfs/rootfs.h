@@ -39,7 +39,9 @@ Result<Overlay> mount_overlay(const std::filesystem::path& lower,
 Status unmount(const std::filesystem::path& merged);
 
 // Writes spec files into a root directory (an upper dir before mount, or a rootfs), resolving
-// paths with openat2(RESOLVE_IN_ROOT) so that symlinks can't escape it. Creates parents.
+// paths with openat2(RESOLVE_IN_ROOT) so that symlinks can't escape it. Creates parents (0755).
+// In an upper dir, a created parent hides the mode and owner of the lower's directory of the
+// same name (e.g. /tmp's 1777), so prefer the merged view when the parents exist in the base.
 Status place_files(const std::vector<spec::FileEntry>& files, const std::filesystem::path& root);
 
 // Archives an overlay upper dir (the app's changes, whiteouts and opaque dirs included) as tar.
@@ -48,6 +50,20 @@ Status capture_diff(const std::filesystem::path& upper, const std::filesystem::p
 Status apply_diff(const std::filesystem::path& tar_file, const std::filesystem::path& upper);
 
 // The Debian mirror the host's apt uses (from /etc/apt/sources.list.d/*.sources or sources.list).
+// PREWARM_DEBIAN_MIRROR, when set, takes precedence.
 Result<std::string> host_debian_mirror();
+
+// Building blocks of the above, exposed so they can be tested without the host's files.
+
+// One apt source file: a name ending in ".sources" is deb822, anything else one-line format.
+struct AptSourceFile {
+  std::string name;
+  std::string text;
+};
+// The first binary (Types: deb) URI serving a non-security suite, searching files in order.
+Result<std::string> parse_debian_mirror(const std::vector<AptSourceFile>& files);
+
+// Cache key of a debootstrap recipe: sha256 over suite, variant, sorted packages and mirror.
+std::string debootstrap_key(const spec::RootfsSource& source, const std::string& mirror);
 
 }  // namespace prewarm::rootfs

@@ -2,10 +2,12 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
@@ -19,12 +21,18 @@ struct HttpGetAction {
   std::string path = "/";
   int port = 0;
   std::map<std::string, std::string> headers;  // httpHeaders: [{name, value}]
+
+  bool operator==(const HttpGetAction&) const = default;
 };
 struct TcpSocketAction {
   int port = 0;
+
+  bool operator==(const TcpSocketAction&) const = default;
 };
 struct ExecAction {
   std::vector<std::string> command;
+
+  bool operator==(const ExecAction&) const = default;
 };
 
 struct Probe {
@@ -36,6 +44,8 @@ struct Probe {
   Millis period{10000};
   Millis timeout{1000};
   int failure_threshold = 3;
+
+  bool operator==(const Probe&) const = default;
 };
 
 // One warm-up step: an HTTP request repeated `repeat` times, or a command run in the container.
@@ -43,6 +53,8 @@ struct WarmupStep {
   std::optional<HttpGetAction> http_get;  // method GET
   std::optional<ExecAction> exec;
   int repeat = 1;
+
+  bool operator==(const WarmupStep&) const = default;
 };
 
 enum class RootfsKind { kDirectory, kTarball, kDebootstrap };
@@ -54,6 +66,8 @@ struct RootfsSource {
   std::string suite;
   std::vector<std::string> packages;
   std::string variant = "minbase";
+
+  bool operator==(const RootfsSource&) const = default;
 };
 
 struct FileEntry {
@@ -61,12 +75,16 @@ struct FileEntry {
   std::optional<std::string> content;   // inline content, or
   std::optional<std::filesystem::path> source;  // a host file (relative to the spec's dir)
   unsigned mode = 0644;
+
+  bool operator==(const FileEntry&) const = default;
 };
 
 struct Port {
   std::string name;
   int container_port = 0;
   std::string protocol = "TCP";
+
+  bool operator==(const Port&) const = default;
 };
 
 struct AppSpec {
@@ -85,7 +103,14 @@ struct AppSpec {
 
   // command followed by args: what the container runs.
   std::vector<std::string> argv() const;
+
+  // Field-by-field; lets callers (and tests) check that to_yaml/parse_spec round-trips.
+  bool operator==(const AppSpec&) const = default;
 };
+
+// load_spec and parse_spec refuse larger input: a spec is a page of YAML, and the cap keeps a
+// stray multi-gigabyte file (or one stored in a damaged image) from being read into memory.
+inline constexpr size_t kMaxSpecBytes = 1 << 20;
 
 // Parses and validates. Errors name the field ("readinessProbe.httpGet.port: must be 1..65535").
 // `base_dir` resolves relative paths (normally the spec file's directory).

@@ -1,0 +1,177 @@
+// Per-instance overlayfs mounts (shared read-only lower, private upper) and unmounting.
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "base/fs.h"
+#include "rootfs/internal.h"
+#include "rootfs/rootfs.h"
+
+namespace prewarm::rootfs {
+namespace {
+
+bool is_mount_root(const std::filesystem::path& p) {
+  struct statx stx {};
+  if (::statx(AT_FDCWD, p.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) != 0) return false;
+  return (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+         (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
+
+// Creates dir with `mode` when missing; an existing one keeps its mode (an upper dir made by
+// apply_diff carries the captured root's mode).
+Status ensure_dir(const std::filesystem::path& dir, mode_t mode) {
+  if (::mkdir(dir.c_str(), mode) == 0) {
+    if (::chmod(dir.c_str(), mode) != 0) return Error::sys("chmod", errno, dir.string());
+    return {};
+  }
+  if (errno != EEXIST) return Error::sys("mkdir", errno, dir.string());
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return Error(dir.string() + " exists and is not a directory", ENOTDIR);
+  return {};
+}
+
+// The legacy mount(2) option string separates with ',' and lowerdir layers with ':'; our own
+// paths never need those, so refuse them rather than escape.
+Status check_option_path(const std::filesystem::path& p) {
+  if (p.string().find_first_of(",:\\") != std::string::npos)
+    return Error("overlay path " + p.string() +
+                     " contains ',', ':' or '\\', which overlayfs "
+                     "options can't carry; use a path without them",
+                 EINVAL);
+  return {};
+}
+
+// Mount points from /proc/self/mountinfo (field 5), with its octal escapes (\040) undone.
+std::vector<std::string> mount_points() {
+  std::vector<std::string> out;
+  auto text = fs::read_file("/proc/self/mountinfo", 16 << 20);
+  if (!text.ok()) return out;
+  size_t start = 0;
+  while (start < text->size()) {
+    size_t nl = text->find('\n', start);
+    if (nl == std::string::npos) nl = text->size();
+    std::string_view line(text->data() + start, nl - start);
+    start = nl + 1;
+    size_t pos = 0;
+    for (int field = 0; field < 4 && pos != std::string_view::npos; ++field) {
+      pos = line.find(' ', pos);
+      if (pos != std::string_view::npos) ++pos;
+    }
+    if (pos == std::string_view::npos) continue;
+    std::string_view raw = line.substr(pos, line.find(' ', pos) - pos);
+    std::string mp;
+    for (size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '\\' && i + 3 < raw.size()) {
+        int v = 0;
+        bool octal = true;
+        for (size_t j = 1; j <= 3; ++j) {
+          char c = raw[i + j];
+          if (c < '0' || c > '7') octal = false;
+          v = v * 8 + (c - '0');
+        }
+        if (octal) {
+          mp += static_cast<char>(v);
+          i += 3;
+          continue;
+        }
+      }
+      mp += raw[i];
+    }
+    out.push_back(std::move(mp));
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Overlay> mount_overlay(const std::filesystem::path& lower,
+                              const std::filesystem::path& instance_dir) {
+  std::error_code ec;
+  std::filesystem::path abs_lower = std::filesystem::absolute(lower, ec).lexically_normal();
+  std::filesystem::path dir = std::filesystem::absolute(instance_dir, ec).lexically_normal();
+  Overlay ov{abs_lower, dir / "upper", dir / "work", dir / "rootfs"};
+  const std::string what = "mount overlay at " + ov.merged.string();
+
+  struct stat st {};
+  if (::stat(ov.lower.c_str(), &st) != 0)
+    return Error::sys("lower directory", errno, ov.lower.string()).with_context(what);
+  if (!S_ISDIR(st.st_mode))
+    return Error("lower " + ov.lower.string() + " is not a directory", ENOTDIR).with_context(what);
+  for (const auto* p : {&ov.lower, &ov.upper, &ov.work}) {
+    Status s = check_option_path(*p);
+    if (!s.ok()) return std::move(s).error().with_context(what);
+  }
+  std::filesystem::create_directories(dir.parent_path(), ec);  // ensure_dir reports failures
+  // The instance dir only needs to be traversable; 0755 also lets a user-namespaced runtime
+  // reach the rootfs below it.
+  for (auto [p, mode] :
+       {std::pair{&dir, 0755}, {&ov.upper, 0755}, {&ov.work, 0700}, {&ov.merged, 0755}}) {
+    Status s = ensure_dir(*p, static_cast<mode_t>(mode));
+    if (!s.ok()) return std::move(s).error().with_context(what);
+  }
+  if (is_mount_root(ov.merged))
+    return Error(what + ": something is already mounted there; unmount it first", EBUSY);
+
+  // Plain options on purpose: CRIU restores with this overlay as the container's root and
+  // must see an ordinary overlay mount.
+  std::string opts = "lowerdir=" + ov.lower.string() + ",upperdir=" + ov.upper.string() +
+                     ",workdir=" + ov.work.string();
+  if (::mount("overlay", ov.merged.c_str(), "overlay", 0, opts.c_str()) != 0) {
+    int err = errno;
+    Error e = Error::sys("mount overlay", err, ov.merged.string()).with_detail("options: " + opts);
+    if (err == EINVAL)
+      e = std::move(e).with_detail(
+          "EINVAL usually means the upper/work directories sit on a filesystem that can't be an "
+          "overlay upper (overlayfs itself, NFS, FUSE) or that upper and work are on different "
+          "filesystems; the kernel log (dmesg) names the reason");
+    if (err == EPERM) e = std::move(e).with_detail("mounting needs root (CAP_SYS_ADMIN)");
+    return e;
+  }
+  return ov;
+}
+
+Status unmount(const std::filesystem::path& merged) {
+  if (::umount2(merged.c_str(), UMOUNT_NOFOLLOW) == 0) return {};
+  if (errno == EINVAL || errno == ENOENT) return {};  // not mounted, or gone
+  if (errno == EBUSY) {
+    // Open files keep it busy; detach now, the kernel frees it when the last user closes.
+    if (::umount2(merged.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) return {};
+    if (errno == EINVAL || errno == ENOENT) return {};
+  }
+  return Error::sys("unmount", errno, merged.string());
+}
+
+namespace detail {
+
+Status unmount_all_under(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::path canon = std::filesystem::weakly_canonical(dir, ec);
+  if (ec) canon = dir;
+  const std::string root = canon.string();
+  auto under = [&] {
+    std::vector<std::string> hits;
+    for (auto& mp : mount_points()) {
+      if (mp == root || mp.starts_with(root + "/")) hits.push_back(mp);
+    }
+    // Deepest first.
+    std::sort(hits.begin(), hits.end(),
+              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    return hits;
+  };
+  for (const auto& mp : under()) (void)::umount2(mp.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+  auto left = under();
+  if (!left.empty())
+    return Error("could not unmount " + left.front() + " (and " + std::to_string(left.size() - 1) +
+                     " more under " + root + ")",
+                 EBUSY);
+  return {};
+}
+
+}  // namespace detail
+}  // namespace prewarm::rootfs

@@ -1,0 +1,62 @@
+// Resolving a rootfs source to a base directory; the directory kind lives here, the built
+// kinds in tarball.cpp and debootstrap.cpp.
+#include <sys/stat.h>
+
+#include <system_error>
+
+#include "rootfs/internal.h"
+#include "rootfs/rootfs.h"
+
+namespace prewarm::rootfs {
+
+namespace detail {
+
+bool looks_like_rootfs(const std::filesystem::path& dir) {
+  std::error_code ec;
+  for (const char* top : {"bin", "usr"}) {
+    if (std::filesystem::is_directory(dir / top, ec)) return true;
+  }
+  return false;
+}
+
+}  // namespace detail
+
+namespace {
+
+Result<Base> prepare_directory(const spec::RootfsSource& source) {
+  const std::string what = "rootfs.directory " + source.path.string();
+  if (source.path.empty()) return Error("rootfs.directory: no path given", EINVAL);
+  struct stat st {};
+  if (::stat(source.path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Error(what + ": does not exist", ENOENT);
+    return Error::sys("stat", errno, source.path.string()).with_context("rootfs.directory");
+  }
+  if (!S_ISDIR(st.st_mode)) return Error(what + ": is not a directory", ENOTDIR);
+  if (!detail::looks_like_rootfs(source.path))
+    return Error(what +
+                     ": does not look like a root filesystem (no bin/ or usr/ in it); "
+                     "point it at the directory that contains bin/, etc/ and usr/",
+                 ENOENT);
+  std::error_code ec;
+  std::filesystem::path abs = std::filesystem::canonical(source.path, ec);
+  if (ec)
+    return Error::sys("resolve", ec.value(), source.path.string()).with_context("rootfs.directory");
+  return Base{abs, "dir:" + abs.string()};
+}
+
+}  // namespace
+
+Result<Base> prepare_base(const spec::RootfsSource& source, const std::filesystem::path& cache_dir,
+                          const Progress& progress) {
+  switch (source.kind) {
+    case spec::RootfsKind::kDirectory:
+      return prepare_directory(source);
+    case spec::RootfsKind::kTarball:
+      return detail::prepare_tarball(source, cache_dir, progress);
+    case spec::RootfsKind::kDebootstrap:
+      return detail::prepare_debootstrap(source, cache_dir, progress);
+  }
+  return Error("rootfs: unknown source kind", EINVAL);
+}
+
+}  // namespace prewarm::rootfs

@@ -1,0 +1,189 @@
+// Overlay mounts and rootfs diffs on the real kernel (needs root): changes made through one
+// instance's merged view, captured and re-applied as another instance's upper dir, must look
+// the same, deletions and opaque directories included.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "base/fs.h"
+#include "base/unique_fd.h"
+#include "rootfs/rootfs.h"
+
+namespace prewarm::rootfs {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+std::string slurp(const stdfs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void spit(const stdfs::path& p, const std::string& text) {
+  stdfs::create_directories(p.parent_path());
+  std::ofstream(p) << text;
+}
+
+std::vector<std::string> listing(const stdfs::path& dir) {
+  std::vector<std::string> names;
+  for (auto& e : stdfs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Mount points at or below dir, from /proc/mounts.
+std::vector<std::string> mounts_under(const stdfs::path& dir) {
+  std::vector<std::string> out;
+  std::ifstream in("/proc/mounts");
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string src, mp;
+    fields >> src >> mp;
+    if (mp == dir.string() || mp.starts_with(dir.string() + "/")) out.push_back(mp);
+  }
+  return out;
+}
+
+class OverlayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (mounts overlayfs)";
+    std::string tmpl = (stdfs::temp_directory_path() / "overlay-test-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    lower_ = dir_ / "lower";
+    // The read-only base: a file to keep, one to change, one to delete, a directory the app
+    // replaces wholesale (becomes opaque) and one it leaves alone.
+    spit(lower_ / "keep.txt", "keep\n");
+    spit(lower_ / "change.txt", "old\n");
+    spit(lower_ / "delete.txt", "doomed\n");
+    spit(lower_ / "replaced/a", "a\n");
+    spit(lower_ / "replaced/b", "b\n");
+    spit(lower_ / "untouched/x", "x\n");
+    ::chmod(lower_.c_str(), 0755);
+  }
+
+  void TearDown() override {
+    if (dir_.empty()) return;
+    for (const auto& m : mounted_) (void)unmount(m);
+    EXPECT_TRUE(mounts_under(dir_).empty()) << "mounts left behind under " << dir_;
+    if (mounts_under(dir_).empty()) {
+      std::error_code ec;
+      stdfs::remove_all(dir_, ec);
+    }
+  }
+
+  Overlay mount(const stdfs::path& instance) {
+    auto ov = mount_overlay(lower_, instance);
+    EXPECT_TRUE(ov.ok()) << ov.error().to_string();
+    if (!ov.ok()) return {};
+    mounted_.push_back(ov->merged);
+    return *ov;
+  }
+
+  stdfs::path dir_, lower_;
+  std::vector<stdfs::path> mounted_;
+};
+
+TEST_F(OverlayTest, DiffSurvivesCaptureAndApply) {
+  Overlay one = mount(dir_ / "one");
+  ASSERT_FALSE(one.merged.empty());
+  EXPECT_EQ(slurp(one.merged / "keep.txt"), "keep\n");
+  struct stat st {};
+  ASSERT_EQ(::stat(one.merged.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u) << "container root must be 0755";
+
+  // The app's changes, made through the merged view.
+  spit(one.merged / "change.txt", "new\n");
+  spit(one.merged / "added/deep/file", "added\n");
+  stdfs::remove(one.merged / "delete.txt");
+  stdfs::remove_all(one.merged / "replaced");
+  spit(one.merged / "replaced/c", "c\n");
+  // Spec files placed into a live rootfs.
+  spec::FileEntry f;
+  f.path = "/etc/app.conf";
+  f.content = "port: 8080\n";
+  f.mode = 0600;
+  Status placed = place_files({f}, one.merged);
+  ASSERT_TRUE(placed.ok()) << placed.error().to_string();
+
+  // The upper dir holds a whiteout for the deletion and an opaque marker for the replacement.
+  ASSERT_EQ(::lstat((one.upper / "delete.txt").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0));
+  char val[8] = {};
+  EXPECT_EQ(
+      ::lgetxattr((one.upper / "replaced").c_str(), "trusted.overlay.opaque", val, sizeof val), 1);
+  EXPECT_EQ(val[0], 'y');
+
+  const stdfs::path tar = dir_ / "diff.tar";
+  Status captured = capture_diff(one.upper, tar);
+  ASSERT_TRUE(captured.ok()) << captured.error().to_string();
+  ASSERT_TRUE(unmount(one.merged).ok());
+  EXPECT_TRUE(mounts_under(one.merged).empty());
+
+  // A second instance whose upper dir is the captured diff.
+  Status applied = apply_diff(tar, dir_ / "two" / "upper");
+  ASSERT_TRUE(applied.ok()) << applied.error().to_string();
+  Overlay two = mount(dir_ / "two");
+  ASSERT_FALSE(two.merged.empty());
+
+  ASSERT_EQ(::stat(two.merged.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_EQ(slurp(two.merged / "keep.txt"), "keep\n");
+  EXPECT_EQ(slurp(two.merged / "change.txt"), "new\n");
+  EXPECT_EQ(slurp(two.merged / "added/deep/file"), "added\n");
+  EXPECT_FALSE(stdfs::exists(two.merged / "delete.txt")) << "deleted lower file came back";
+  EXPECT_EQ(listing(two.merged / "replaced"), std::vector<std::string>{"c"})
+      << "opaque directory shows lower entries";
+  EXPECT_EQ(listing(two.merged / "untouched"), std::vector<std::string>{"x"});
+  EXPECT_EQ(slurp(two.merged / "etc/app.conf"), "port: 8080\n");
+  ASSERT_EQ(::stat((two.merged / "etc/app.conf").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  // The lower dir itself never changed.
+  EXPECT_EQ(slurp(lower_ / "change.txt"), "old\n");
+  EXPECT_TRUE(stdfs::exists(lower_ / "delete.txt"));
+  EXPECT_EQ(listing(lower_ / "replaced"), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST_F(OverlayTest, UnmountHandlesBusyAndNotMounted) {
+  Overlay ov = mount(dir_ / "busy");
+  ASSERT_FALSE(ov.merged.empty());
+  auto again = mount_overlay(lower_, dir_ / "busy");
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.error().message().find("already mounted"), std::string::npos)
+      << again.error().message();
+
+  UniqueFd open_file(::open((ov.merged / "keep.txt").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(open_file.valid());
+  Status st = unmount(ov.merged);
+  ASSERT_TRUE(st.ok()) << st.error().to_string();
+  EXPECT_TRUE(mounts_under(ov.merged).empty());
+  open_file.reset();
+
+  EXPECT_TRUE(unmount(ov.merged).ok()) << "not mounted is fine";
+  EXPECT_TRUE(unmount(dir_ / "never-existed").ok());
+}
+
+TEST_F(OverlayTest, CaptureErrorQuotesTar) {
+  Status st = capture_diff(dir_ / "no-such-upper", dir_ / "out.tar");
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message().find("no-such-upper"), std::string::npos) << st.error().message();
+  EXPECT_FALSE(stdfs::exists(dir_ / "out.tar"));
+  Status ap = apply_diff(dir_ / "missing.tar", dir_ / "up");
+  ASSERT_FALSE(ap.ok());
+  EXPECT_NE(ap.error().message().find("missing.tar"), std::string::npos) << ap.error().message();
+}
+
+}  // namespace
+}  // namespace prewarm::rootfs
