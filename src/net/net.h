@@ -1,0 +1,45 @@
+// Pod-sandbox-style networking for instances: a host bridge, and per instance a network
+// namespace with loopback up and a veth to the bridge carrying a unique IPv4 address.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "base/result.h"
+
+namespace prewarm::net {
+
+struct Config {
+  std::string bridge = "prewarm0";
+  std::string subnet = "10.89.0.0/16";  // the bridge takes the first address
+  std::filesystem::path state_dir = "/var/lib/prewarm/net";  // IP allocations live here
+};
+
+// Config with PREWARM_BRIDGE / PREWARM_SUBNET environment overrides applied.
+Config config_from_env(const std::filesystem::path& state_dir);
+
+struct Attachment {
+  std::string netns_name;           // "pw-<id>", visible in `ip netns list`
+  std::filesystem::path netns_path;  // /run/netns/pw-<id>
+  std::string ip;                   // instance address, reachable from the host
+  std::string gateway;              // the bridge's address
+  int prefix_len = 0;
+  std::string host_veth;            // host end of the veth pair
+};
+
+// Creates the bridge when missing (idempotent, safe to race).
+Status ensure_bridge(const Config& cfg);
+
+// Allocates an IP (atomically, safe across concurrent processes), creates the netns, the veth
+// pair (eth0 inside, attached to the bridge outside), brings lo and eth0 up and adds a
+// default route via the bridge. On failure nothing is left behind.
+Result<Attachment> attach(const Config& cfg, const std::string& instance_id);
+
+// Undoes attach: deletes the veth, unmounts and removes the netns, releases the IP. Parts that
+// are already gone are fine (used by `rm` after crashes too).
+Status detach(const Config& cfg, const Attachment& att);
+
+// Removes the bridge (only when no veth is attached to it).
+Status remove_bridge_if_unused(const Config& cfg);
+
+}  // namespace prewarm::net
