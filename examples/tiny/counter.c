@@ -1,0 +1,193 @@
+// counter: a tiny HTTP server for prewarm's examples and tests. No dependencies; built static.
+//
+//   GET /         increments an in-memory counter, answers "count=N hostname=H pid=P\n"
+//                 (HEAD answers the same headers and does not count)
+//   GET /count    answers the counter ("N\n") without incrementing it
+//   GET /healthz  answers "ok\n" without counting
+//
+// It listens on 0.0.0.0:$PORT (8080 when PORT is unset). State lives only in memory, so after a
+// checkpoint of a warmed instance the count continues where the warm-up left it. The hostname is
+// read at request time because prewarm gives every restored copy its own.
+//
+// One request per connection ("Connection: close"), served one at a time: a single thread and
+// no connection left open between requests keeps the process trivial to checkpoint.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+  kMaxRequest = 8192,        // request line and headers together
+  kRequestTimeoutMs = 2000,  // a client that has not sent its headers by then is dropped
+  kSendTimeoutMs = 2000,
+};
+
+static unsigned long long counter;
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+// As PID 1 of a container, signals without a handler are ignored: exit on TERM/INT explicitly.
+static void on_signal(int sig) {
+  (void)sig;
+  _exit(0);
+}
+
+// Reads until the end of the headers ("\r\n\r\n"), the buffer is full, EOF or the deadline.
+// Returns the bytes read (NUL-terminated in buf), or -1 if no complete header block arrived.
+static int read_request(int fd, char* buf, size_t cap) {
+  size_t len = 0;
+  long long deadline = now_ms() + kRequestTimeoutMs;
+  buf[0] = '\0';
+  while (len + 1 < cap) {
+    long long left = deadline - now_ms();
+    if (left <= 0) return -1;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r = poll(&p, 1, (int)left);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    len += (size_t)n;
+    buf[len] = '\0';
+    if (strstr(buf, "\r\n\r\n") || strstr(buf, "\n\n")) return (int)len;
+  }
+  return -1;
+}
+
+static void send_all(int fd, const char* data, size_t len) {
+  while (len > 0) {
+    ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // client gone or send timeout: nothing more to do
+    data += n;
+    len -= (size_t)n;
+  }
+}
+
+static void respond(int fd, int status, const char* reason, const char* body, int head_only) {
+  char head[256];
+  size_t body_len = strlen(body);
+  int n = snprintf(head, sizeof head,
+                   "HTTP/1.1 %d %s\r\n"
+                   "Content-Type: text/plain\r\n"
+                   "Content-Length: %zu\r\n"
+                   "Connection: close\r\n"
+                   "\r\n",
+                   status, reason, body_len);
+  send_all(fd, head, (size_t)n);
+  if (!head_only) send_all(fd, body, body_len);
+}
+
+static void handle(int fd) {
+  char req[kMaxRequest];
+  if (read_request(fd, req, sizeof req) < 0) {
+    // Only answer when something arrived: a bare connect (a tcpSocket probe) gets a plain close.
+    if (req[0] != '\0') respond(fd, 400, "Bad Request", "bad request\n", 0);
+    return;
+  }
+  // Request line: METHOD SP TARGET SP VERSION
+  char* method = req;
+  char* sp = strchr(method, ' ');
+  if (!sp) {
+    respond(fd, 400, "Bad Request", "bad request\n", 0);
+    return;
+  }
+  *sp = '\0';
+  char* target = sp + 1;
+  size_t tlen = strcspn(target, " \r\n");
+  target[tlen] = '\0';
+  target[strcspn(target, "?#")] = '\0';  // the query does not select the handler
+
+  int head_only = strcmp(method, "HEAD") == 0;
+  if (!head_only && strcmp(method, "GET") != 0) {
+    respond(fd, 405, "Method Not Allowed", "method not allowed\n", 0);
+    return;
+  }
+
+  char body[512];
+  if (strcmp(target, "/") == 0) {
+    char host[256];
+    if (gethostname(host, sizeof host) != 0) strcpy(host, "?");
+    host[sizeof host - 1] = '\0';
+    if (!head_only) ++counter;  // only a GET counts
+    snprintf(body, sizeof body, "count=%llu hostname=%s pid=%ld\n", counter, host,
+             (long)getpid());
+  } else if (strcmp(target, "/count") == 0) {
+    snprintf(body, sizeof body, "%llu\n", counter);
+  } else if (strcmp(target, "/healthz") == 0) {
+    strcpy(body, "ok\n");
+  } else {
+    respond(fd, 404, "Not Found", "not found\n", head_only);
+    return;
+  }
+  respond(fd, 200, "OK", body, head_only);
+}
+
+int main(void) {
+  int port = 8080;
+  const char* env_port = getenv("PORT");
+  if (env_port && *env_port) {
+    char* end;
+    long v = strtol(env_port, &end, 10);
+    if (*end != '\0' || v < 1 || v > 65535) {
+      fprintf(stderr, "counter: PORT must be 1..65535, got \"%s\"\n", env_port);
+      return 2;
+    }
+    port = (int)v;
+  }
+
+  struct sigaction sa = {0};
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (lfd < 0) {
+    perror("counter: socket");
+    return 1;
+  }
+  int one = 1;
+  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in addr = {0};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((unsigned short)port);
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (bind(lfd, (struct sockaddr*)&addr, sizeof addr) != 0) {
+    perror("counter: bind");
+    return 1;
+  }
+  if (listen(lfd, 128) != 0) {
+    perror("counter: listen");
+    return 1;
+  }
+  printf("counter listening on :%d\n", port);
+  fflush(stdout);
+
+  for (;;) {
+    int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (cfd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+        usleep(10000);  // out of resources: back off instead of spinning
+      continue;         // EINTR, ECONNABORTED and the like: just accept the next one
+    }
+    struct timeval tv = {.tv_sec = kSendTimeoutMs / 1000,
+                         .tv_usec = (kSendTimeoutMs % 1000) * 1000};
+    setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    handle(cfd);
+    close(cfd);
+  }
+}

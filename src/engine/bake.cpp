@@ -1,0 +1,186 @@
+// The bake pipeline.
+#include "engine/bake.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sstream>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/fs.h"
+#include "base/log.h"
+#include "criu/criu.h"
+#include "engine/instance.h"
+#include "image/image.h"
+#include "probe/probe.h"
+#include "rootfs/rootfs.h"
+#include "spec/app_spec.h"
+
+namespace prewarm::engine {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+uint64_t tree_bytes(const stdfs::path& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& e : stdfs::recursive_directory_iterator(dir, ec))
+    if (e.is_regular_file(ec)) total += e.file_size(ec);
+  return total;
+}
+
+// Moves a finished image into place; an existing image of that name is replaced.
+Status install_image(const Context& ctx, const stdfs::path& staged, const std::string& name) {
+  auto final_dir = ctx.image_dir(name);
+  stdfs::path old;
+  if (stdfs::exists(final_dir)) {
+    old = ctx.images_dir() / (".old-" + name + "-" + fs::random_hex(4));
+    if (::rename(final_dir.c_str(), old.c_str()) != 0)
+      return Error::sys("rename", errno, final_dir.string());
+  }
+  if (::rename(staged.c_str(), final_dir.c_str()) != 0) {
+    int err = errno;
+    if (!old.empty()) (void)::rename(old.c_str(), final_dir.c_str());
+    return Error::sys("rename", err, staged.string());
+  }
+  if (!old.empty()) (void)fs::remove_all(old);
+  return {};
+}
+
+// Removes the staging dir unless released.
+struct StagingGuard {
+  stdfs::path dir;
+  ~StagingGuard() {
+    if (!dir.empty()) (void)fs::remove_all(dir);
+  }
+};
+
+}  // namespace
+
+Result<int> open_tcp_connections(pid_t pid) {
+  int count = 0;
+  for (const char* file : {"tcp", "tcp6"}) {
+    auto path = "/proc/" + std::to_string(pid) + "/net/" + file;
+    auto text = fs::read_file(path, 16 << 20);
+    if (!text.ok()) {
+      if (text.error().errno_value() == ENOENT) continue;
+      return std::move(text).error();
+    }
+    std::istringstream in(*text);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string sl, local, remote, state;
+      f >> sl >> local >> remote >> state;
+      if (state != "0A" && state != "06") ++count;  // LISTEN, TIME_WAIT
+    }
+  }
+  return count;
+}
+
+Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const BakeOptions& opts) {
+  Stopwatch total;
+  BakeResult res;
+  PW_ASSIGN(spec::AppSpec spec, spec::load_spec(spec_file));
+  if (!opts.name.empty()) spec.name = opts.name;
+  res.name = spec.name;
+  auto phase = [&](const std::string& name, Stopwatch& sw) {
+    double s = sw.seconds();
+    res.timings_s[name] = s;
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.3f s", s);
+    ctx.say("[bake " + spec.name + "] " + name + ": " + buf);
+    sw.restart();
+  };
+
+  Stopwatch sw;
+  PW_ASSIGN(rootfs::Base base, rootfs::prepare_base(spec.rootfs, ctx.cache_dir / "rootfs",
+                                                     [&](const std::string& m) { ctx.say(m); }));
+  phase("rootfs", sw);
+
+  // The checkpoint's hostname is the app's name; every restore gets its own afterwards.
+  std::string id = spec.name + "-bake-" + fs::random_hex(3);
+  StartTimings st;
+  PW_ASSIGN(ColdInstance inst, start_cold_from_spec(ctx, spec, base.dir, id, spec.name, &st));
+  struct InstanceGuard {
+    const Context& ctx;
+    std::string id;
+    ~InstanceGuard() {
+      if (Status s = remove_instance(ctx, id); !s.ok()) log::warn(s.error().to_string());
+    }
+  } inst_guard{ctx, id};
+  res.timings_s["start"] = (st.total_ms - st.probe_ms) / 1000.0;
+  res.timings_s["ready"] = st.probe_ms / 1000.0;
+  ctx.say("[bake " + spec.name + "] started " + id + " at " + inst.record.ip + ", ready after " +
+          std::to_string(st.total_ms / 1000.0).substr(0, 5) + " s");
+  sw.restart();
+
+  if (!spec.warmup.empty()) {
+    auto rt = ctx.runtime;
+    probe::Target target{inst.record.ip, [rt, id](const std::vector<std::string>& cmd,
+                                                  spec::Millis timeout) {
+                           return rt->exec(id, cmd, timeout);
+                         }};
+    Status w = probe::run_warmup(spec.warmup, target);
+    if (!w.ok()) return std::move(w).error().with_context("warm-up of " + spec.name);
+    phase("warmup", sw);
+  }
+
+  // Quiesce: connections from probes/warm-up must be gone, or CRIU needs --tcp-established.
+  int open = 0;
+  Clock::time_point deadline = Clock::now() + spec.quiesce_timeout;
+  for (;;) {
+    PW_ASSIGN(open, open_tcp_connections(inst.pid));
+    if (open == 0 || Clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (open > 0) {
+    res.tcp_established = true;
+    ctx.say("[bake " + spec.name + "] " + std::to_string(open) +
+            " TCP connection(s) still open; checkpointing them with --tcp-established");
+  }
+  phase("quiesce", sw);
+
+  auto staged = ctx.images_dir() / (".bake-" + spec.name + "-" + fs::random_hex(4));
+  PW_TRY(fs::make_dirs(staged, 0700));
+  StagingGuard staging{staged};
+  PW_TRY(fs::make_dirs(staged / image::kCheckpointDir, 0700));
+  PW_TRY(fs::make_dirs(staged / image::kHostDir, 0700));
+  PW_TRY(criu::cpuinfo_dump(staged / image::kHostDir));
+
+  oci::CheckpointOptions co;
+  co.image_dir = staged / image::kCheckpointDir;
+  co.work_dir = inst.dir / "criu-dump";
+  co.tcp_established = res.tcp_established;
+  PW_TRY(fs::make_dirs(co.work_dir, 0700));
+  ctx.say("[bake " + spec.name + "] checkpointing");
+  PW_TRY(ctx.runtime->checkpoint(id, co));
+  phase("checkpoint", sw);
+
+  // The app's rootfs changes up to the checkpoint (the overlay's upper dir) travel with it.
+  PW_TRY(rootfs::capture_diff(inst.dir / "upper", staged / image::kRootfsDiff));
+  image::Manifest m;
+  m.name = spec.name;
+  m.created = now_rfc3339();
+  m.spec_yaml = spec::to_yaml(spec);
+  m.rootfs_id = base.id;
+  m.rootfs_dir = base.dir.string();
+  std::string criu_v, runc_v;
+  if (auto v = criu::version(); v.ok()) criu_v = v->text;
+  if (auto v = ctx.runtime->version(); v.ok()) runc_v = *v;
+  m.host = image::current_host_facts(criu_v, runc_v);
+  m.tcp_established = res.tcp_established;
+  m.timings_s = res.timings_s;
+  PW_TRY(image::seal(staged, m));
+  PW_TRY(install_image(ctx, staged, spec.name));
+  staging.dir.clear();
+  phase("seal", sw);
+  res.dir = ctx.image_dir(spec.name);
+  res.image_bytes = tree_bytes(res.dir);
+  res.timings_s["total"] = total.seconds();
+  return res;
+}
+
+}  // namespace prewarm::engine

@@ -1,0 +1,368 @@
+// Starting (restore or cold), listing and removing instances.
+#include "engine/instance.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "base/clock.h"
+#include "base/fs.h"
+#include "base/log.h"
+#include "criu/criu.h"
+#include "engine/app_log.h"
+#include "engine/identity.h"
+#include "image/image.h"
+#include "oci/config.h"
+#include "probe/probe.h"
+#include "rootfs/rootfs.h"
+
+namespace prewarm::engine {
+namespace {
+
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+constexpr const char* kRecordFile = "instance.json";
+
+json record_json(const InstanceRecord& r) {
+  return {{"id", r.id},           {"image", r.image},   {"hostname", r.hostname},
+          {"ip", r.ip},           {"netns", r.netns},   {"hostVeth", r.host_veth},
+          {"startedBy", r.started_by},
+          {"fallbackReason", r.fallback_reason},        {"created", r.created},
+          {"readySeconds", r.ready_s}};
+}
+
+Status save_record(const stdfs::path& dir, const InstanceRecord& r) {
+  return fs::write_file_atomic(dir / kRecordFile, record_json(r).dump(2), 0600);
+}
+
+Result<InstanceRecord> load_record(const stdfs::path& dir) {
+  PW_ASSIGN(std::string text, fs::read_file(dir / kRecordFile, 1 << 20));
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_object()) return Error((dir / kRecordFile).string() + ": not valid JSON");
+  InstanceRecord r;
+  r.id = j.value("id", "");
+  r.image = j.value("image", "");
+  r.hostname = j.value("hostname", "");
+  r.ip = j.value("ip", "");
+  r.netns = j.value("netns", "");
+  r.host_veth = j.value("hostVeth", "");
+  r.started_by = j.value("startedBy", "");
+  r.fallback_reason = j.value("fallbackReason", "");
+  r.created = j.value("created", "");
+  r.ready_s = j.value("readySeconds", 0.0);
+  return r;
+}
+
+probe::Target target_for(const Context& ctx, const std::string& id, const std::string& ip) {
+  auto rt = ctx.runtime;
+  return {ip, [rt, id](const std::vector<std::string>& cmd, spec::Millis timeout) {
+            return rt->exec(id, cmd, timeout);
+          }};
+}
+
+// Waits for readiness: the spec's probe, or just "the container is running" without one.
+Status wait_ready(const Context& ctx, const spec::AppSpec& spec, const std::string& id,
+                  const std::string& ip) {
+  if (spec.readiness_probe) {
+    Status st = probe::wait_ready(*spec.readiness_probe, target_for(ctx, id, ip));
+    if (!st.ok()) return std::move(st).error().with_context("instance " + id + " never became ready");
+    return {};
+  }
+  PW_ASSIGN(oci::ContainerState s, ctx.runtime->state(id));
+  if (s.status != "running") return Error("instance " + id + " is " + s.status + ", not running");
+  return {};
+}
+
+std::string new_id(const std::string& name) { return name + "-" + fs::random_hex(4); }
+
+oci::ContainerConfig container_config(const spec::AppSpec& spec, const stdfs::path& dir,
+                                      const std::string& id, const std::string& hostname,
+                                      const stdfs::path& netns) {
+  oci::ContainerConfig c;
+  c.rootfs = dir / "rootfs";
+  c.argv = spec.argv();
+  c.env = spec.env;
+  c.cwd = spec.working_dir;
+  c.hostname = hostname;
+  c.netns_path = netns;
+  // Flat, so that runc's delete removes the whole cgroup.
+  c.cgroups_path = "/prewarm-" + id;
+  return c;
+}
+
+// Everything a start has made so far; undone unless released.
+class StartGuard {
+ public:
+  StartGuard(const Context& ctx, std::string id) : ctx_(ctx), id_(std::move(id)) {}
+  ~StartGuard() {
+    if (!id_.empty()) {
+      Status st = remove_instance(ctx_, id_);
+      if (!st.ok()) log::warn("cleanup of " + id_ + ": " + st.error().to_string());
+    }
+  }
+  void release() { id_.clear(); }
+
+ private:
+  const Context& ctx_;
+  std::string id_;
+};
+
+// Saves what detach() needs as soon as the network exists, so a crash can be cleaned up.
+Status save_partial(const stdfs::path& dir, InstanceRecord rec, const net::Attachment& att) {
+  rec.ip = att.ip;
+  rec.netns = att.netns_name;
+  rec.host_veth = att.host_veth;
+  return save_record(dir, rec);
+}
+
+struct Restored {
+  pid_t pid = 0;
+};
+
+Result<Restored> try_restore(const Context& ctx, const LoadedImage& img, const std::string& id,
+                             const stdfs::path& dir, StartTimings& t) {
+  Stopwatch sw;
+  auto criu_work = dir / "criu";
+  PW_TRY(fs::make_dirs(criu_work, 0700));
+  PW_TRY(image::make_restore_view(img.dir, dir / "checkpoint"));
+  PW_ASSIGN(UniqueFd log_w, open_app_log(dir / "app.log"));
+  t.prepare_ms += sw.millis();
+  sw.restart();
+  oci::RestoreOptions ro;
+  ro.image_dir = dir / "checkpoint";
+  ro.work_dir = criu_work;
+  ro.tcp_established = img.manifest.tcp_established;
+  Status st = ctx.runtime->restore(id, dir, ro, log_w.get());
+  log_w.reset();
+  t.runtime_ms = sw.millis();
+  if (!st.ok()) return std::move(st).error();
+  PW_ASSIGN(oci::ContainerState s, ctx.runtime->state(id));
+  return Restored{s.pid};
+}
+
+// Puts the instance back to "network and directory only" after a failed restore.
+Status reset_for_cold(const Context& ctx, const std::string& id, const stdfs::path& dir) {
+  PW_TRY(ctx.runtime->remove(id));
+  PW_TRY(rootfs::unmount(dir / "rootfs"));
+  for (const char* sub : {"upper", "work", "rootfs", "checkpoint"})
+    PW_TRY(fs::remove_all(dir / sub));
+  return {};
+}
+
+Result<pid_t> run_cold(const Context& ctx, const spec::AppSpec& spec, const stdfs::path& lower,
+                       const std::string& id, const stdfs::path& dir, const std::string& hostname,
+                       const stdfs::path& netns, StartTimings& t) {
+  Stopwatch sw;
+  PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(lower, dir));
+  // Through the merged view, so new parent directories don't mask the base's modes.
+  PW_TRY(rootfs::place_files(spec.files, ov.merged));
+  PW_TRY(oci::write_bundle(dir, container_config(spec, dir, id, hostname, netns)));
+  PW_ASSIGN(UniqueFd log_w, open_app_log(dir / "app.log"));
+  t.prepare_ms += sw.millis();
+  sw.restart();
+  Status st = ctx.runtime->run(id, dir, log_w.get());
+  log_w.reset();
+  t.runtime_ms += sw.millis();
+  if (!st.ok()) return std::move(st).error();
+  PW_ASSIGN(oci::ContainerState s, ctx.runtime->state(id));
+  return s.pid;
+}
+
+}  // namespace
+
+std::map<std::string, double> StartTimings::as_map() const {
+  return {{"verify_ms", verify_ms},     {"prepare_ms", prepare_ms}, {"network_ms", network_ms},
+          {"runtime_ms", runtime_ms},   {"identity_ms", identity_ms}, {"probe_ms", probe_ms},
+          {"total_ms", total_ms}};
+}
+
+std::string now_rfc3339() {
+  std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return buf;
+}
+
+Result<LoadedImage> load_image(const Context& ctx, const std::string& name) {
+  LoadedImage img;
+  img.name = name;
+  img.dir = ctx.image_dir(name);
+  if (!stdfs::exists(img.dir / image::kManifestFile))
+    return Error("no image named '" + name + "' in " + ctx.images_dir().string() +
+                 " (run `prewarm bake SPEC.yaml` first; `prewarm images` lists images)");
+  image::VerifyOptions vo;
+  vo.stamp_dir = ctx.stamps_dir();
+  PW_ASSIGN(img.manifest, image::open_verified(img.dir, vo));
+  auto parsed = spec::parse_spec(img.manifest.spec_yaml, "/");
+  if (!parsed.ok())
+    return std::move(parsed).error().with_context("image " + name + ": stored spec is invalid");
+  img.spec = std::move(parsed).value();
+  return img;
+}
+
+Result<ColdInstance> start_cold_from_spec(const Context& ctx, const spec::AppSpec& spec,
+                                          const stdfs::path& lower, const std::string& id,
+                                          const std::string& hostname, StartTimings* timings) {
+  StartTimings local;
+  StartTimings& t = timings ? *timings : local;
+  Stopwatch total;
+  auto dir = ctx.instance_dir(id);
+  if (::mkdir(dir.c_str(), 0700) != 0) return Error::sys("mkdir", errno, dir.string());
+  StartGuard guard(ctx, id);
+  InstanceRecord rec;
+  rec.id = id;
+  rec.hostname = hostname;
+  rec.started_by = "cold";
+  rec.created = now_rfc3339();
+  Stopwatch sw;
+  PW_TRY(net::ensure_bridge(ctx.net));
+  PW_ASSIGN(net::Attachment att, net::attach(ctx.net, id));
+  PW_TRY(save_partial(dir, rec, att));
+  t.network_ms = sw.millis();
+  rec.ip = att.ip;
+  rec.netns = att.netns_name;
+  rec.host_veth = att.host_veth;
+  PW_ASSIGN(pid_t pid, run_cold(ctx, spec, lower, id, dir, hostname, att.netns_path, t));
+  PW_TRY(save_record(dir, rec));
+  sw.restart();
+  PW_TRY(wait_ready(ctx, spec, id, rec.ip));
+  t.probe_ms = sw.millis();
+  t.total_ms = total.millis();
+  rec.ready_s = t.total_ms / 1000.0;
+  PW_TRY(save_record(dir, rec));
+  guard.release();
+  return ColdInstance{rec, dir, pid};
+}
+
+Result<Started> start_instance(const Context& ctx, const LoadedImage& img, StartMode mode) {
+  Stopwatch total;
+  StartTimings t;
+  std::string id = new_id(img.name);
+  auto dir = ctx.instance_dir(id);
+
+  // Can this host restore it at all? (cheap checks first; CPU features via CRIU)
+  std::string fallback;
+  if (mode == StartMode::kRestore) {
+    Stopwatch sw;
+    std::string criu_version;
+    if (auto v = criu::version(); v.ok()) criu_version = v->text;
+    auto here = image::current_host_facts(criu_version, img.manifest.host.runc_version);
+    fallback = image::incompatibility(img.manifest.host, here);
+    if (fallback.empty()) {
+      if (Status st = criu::cpuinfo_check(img.dir / image::kHostDir); !st.ok())
+        fallback = st.error().to_string();
+    }
+    t.verify_ms = sw.millis();
+  }
+
+  if (::mkdir(dir.c_str(), 0700) != 0) return Error::sys("mkdir", errno, dir.string());
+  StartGuard guard(ctx, id);
+  InstanceRecord rec;
+  rec.id = id;
+  rec.image = img.name;
+  rec.hostname = id;
+  rec.created = now_rfc3339();
+
+  Stopwatch sw;
+  PW_TRY(net::ensure_bridge(ctx.net));
+  PW_ASSIGN(net::Attachment att, net::attach(ctx.net, id));
+  t.network_ms = sw.millis();
+  PW_TRY(save_partial(dir, rec, att));
+  rec.ip = att.ip;
+  rec.netns = att.netns_name;
+  rec.host_veth = att.host_veth;
+
+  pid_t pid = 0;
+  bool restored = false;
+  if (mode == StartMode::kRestore && fallback.empty()) {
+    sw.restart();
+    // The app's changes to its rootfs up to the checkpoint, then the same overlay as at bake.
+    auto upper = dir / "upper";
+    PW_TRY(rootfs::apply_diff(img.dir / image::kRootfsDiff, upper));
+    PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(img.manifest.rootfs_dir, dir));
+    (void)ov;
+    PW_TRY(oci::write_bundle(dir, container_config(img.spec, dir, id, id, att.netns_path)));
+    t.prepare_ms = sw.millis();
+    auto r = try_restore(ctx, img, id, dir, t);
+    if (r.ok()) {
+      pid = r->pid;
+      restored = true;
+    } else {
+      fallback = std::move(r).error().to_string();
+      log::warn("restore of " + id + " failed, cold-starting instead: " + fallback);
+      PW_TRY(reset_for_cold(ctx, id, dir));
+    }
+  }
+  if (restored) {
+    sw.restart();
+    PW_TRY(set_hostname(pid, id));
+    t.identity_ms = sw.millis();
+    rec.started_by = "restore";
+  } else {
+    rec.started_by = "cold";
+    rec.fallback_reason = fallback;
+    PW_ASSIGN(pid, run_cold(ctx, img.spec, img.manifest.rootfs_dir, id, dir, id,
+                            att.netns_path, t));
+  }
+  PW_TRY(save_record(dir, rec));
+  sw.restart();
+  PW_TRY(wait_ready(ctx, img.spec, id, rec.ip));
+  t.probe_ms = sw.millis();
+  t.total_ms = total.millis();
+  rec.ready_s = t.total_ms / 1000.0;
+  PW_TRY(save_record(dir, rec));
+  guard.release();
+  return Started{rec, t};
+}
+
+Status remove_instance(const Context& ctx, const std::string& id) {
+  auto dir = ctx.instance_dir(id);
+  std::string problems;
+  auto note = [&](Status st) {
+    if (!st.ok()) problems += (problems.empty() ? "" : "; ") + st.error().message();
+  };
+  note(ctx.runtime->remove(id));
+  note(rootfs::unmount(dir / "rootfs"));
+  if (auto rec = load_record(dir); rec.ok() && !rec->netns.empty()) {
+    net::Attachment att;
+    att.netns_name = rec->netns;
+    att.netns_path = "/run/netns/" + rec->netns;
+    att.ip = rec->ip;
+    att.host_veth = rec->host_veth;
+    note(net::detach(ctx.net, att));
+  }
+  if (problems.empty()) note(fs::remove_all(dir));
+  if (!problems.empty()) return Error("removing instance " + id + ": " + problems);
+  return {};
+}
+
+Result<std::vector<InstanceStatus>> list_instances(const Context& ctx) {
+  std::vector<InstanceStatus> out;
+  std::map<std::string, oci::ContainerState> states;
+  if (auto l = ctx.runtime->list(); l.ok())
+    for (auto& s : *l) states[s.id] = s;
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(ctx.instances_dir(), ec)) {
+    InstanceStatus s;
+    auto rec = load_record(e.path());
+    if (rec.ok()) {
+      s.record = *rec;
+    } else {
+      s.record.id = e.path().filename().string();
+    }
+    auto it = states.find(s.record.id);
+    s.state = it == states.end() ? "missing" : it->second.status;
+    s.pid = it == states.end() ? 0 : it->second.pid;
+    out.push_back(std::move(s));
+  }
+  if (ec) return Error::sys("read", ec.value(), ctx.instances_dir().string());
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.record.created < b.record.created; });
+  return out;
+}
+
+}  // namespace prewarm::engine

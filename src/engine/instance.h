@@ -1,0 +1,88 @@
+// Instances: independent copies of an app, each started by restoring a checkpoint image (or by
+// a cold start), with its own namespaces, overlay rootfs, IP and hostname.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "engine/context.h"
+#include "image/manifest.h"
+#include "spec/app_spec.h"
+
+namespace prewarm::engine {
+
+enum class StartMode { kRestore, kCold };
+
+struct InstanceRecord {
+  std::string id;
+  std::string image;     // image name ("" for a bake instance)
+  std::string hostname;
+  std::string ip;
+  std::string netns;
+  std::string host_veth;
+  std::string started_by;  // "restore" or "cold"
+  std::string fallback_reason;  // why a requested restore became a cold start
+  std::string created;
+  double ready_s = 0;
+};
+
+// Where the time of one start went (milliseconds).
+struct StartTimings {
+  double verify_ms = 0;    // image verification and host checks
+  double prepare_ms = 0;   // dirs, rootfs diff, overlay, bundle
+  double network_ms = 0;   // netns + veth + IP
+  double runtime_ms = 0;   // runc restore / runc run (CRIU inside)
+  double identity_ms = 0;  // hostname injection
+  double probe_ms = 0;     // until the readiness probe passed
+  double total_ms = 0;
+  std::map<std::string, double> as_map() const;
+};
+
+struct Started {
+  InstanceRecord record;
+  StartTimings timings;
+};
+
+// A loaded, verified image with its spec.
+struct LoadedImage {
+  std::string name;
+  std::filesystem::path dir;
+  image::Manifest manifest;
+  spec::AppSpec spec;
+};
+
+Result<LoadedImage> load_image(const Context& ctx, const std::string& name);
+
+// Starts one instance of an image. kRestore falls back to a cold start (recorded in
+// record.fallback_reason with CRIU's own words) when the host can't restore it or the restore
+// fails. Returns once the readiness probe passes; on failure nothing is left behind.
+Result<Started> start_instance(const Context& ctx, const LoadedImage& img, StartMode mode);
+
+// Starts a cold instance straight from a spec (used by bake); `id` and hostname given.
+struct ColdInstance {
+  InstanceRecord record;
+  std::filesystem::path dir;
+  pid_t pid = 0;
+};
+Result<ColdInstance> start_cold_from_spec(const Context& ctx, const spec::AppSpec& spec,
+                                          const std::filesystem::path& lower,
+                                          const std::string& id, const std::string& hostname,
+                                          StartTimings* timings);
+
+// Stops and removes an instance: container, overlay mount, netns, veth, IP, state dir.
+// Tolerates half-made instances (used for cleanup after failures and crashes).
+Status remove_instance(const Context& ctx, const std::string& id);
+
+struct InstanceStatus {
+  InstanceRecord record;
+  std::string state;  // runc's status, or "missing"
+  pid_t pid = 0;
+};
+Result<std::vector<InstanceStatus>> list_instances(const Context& ctx);
+
+
+std::string now_rfc3339();
+
+}  // namespace prewarm::engine

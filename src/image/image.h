@@ -1,0 +1,37 @@
+// A checkpoint image on disk: IMAGE_DIR/{manifest.json, checkpoint/ (CRIU files),
+// rootfs-diff.tar, host/cpuinfo.img}. Sealing records digests; opening verifies them.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "base/result.h"
+#include "image/manifest.h"
+
+namespace prewarm::image {
+
+inline constexpr const char* kCheckpointDir = "checkpoint";
+inline constexpr const char* kRootfsDiff = "rootfs-diff.tar";
+inline constexpr const char* kHostDir = "host";
+
+// Digests every regular file under dir (except the manifest), fills m.files and writes
+// manifest.json (0600). The directory is made 0700: checkpoints hold the app's memory.
+Status seal(const std::filesystem::path& dir, Manifest m);
+
+struct VerifyOptions {
+  // Where per-image verification stamps live; when a file's inode, size, mtime and ctime
+  // still match the stamp made at the last full verification, it is not hashed again
+  // (any write changes ctime, which user space cannot set back).
+  std::filesystem::path stamp_dir;
+  bool force_full = false;
+};
+
+// Reads the manifest and checks every listed file (present, size, SHA-256) and that no
+// unlisted file is in the image. Errors name the file and what is wrong with it.
+Result<Manifest> open_verified(const std::filesystem::path& dir, const VerifyOptions& opts);
+
+// A per-restore directory of links to the image's CRIU files: CRIU writes stats-restore into
+// its image dir, and concurrent restores must neither share nor modify the image itself.
+Status make_restore_view(const std::filesystem::path& image_dir, const std::filesystem::path& view);
+
+}  // namespace prewarm::image

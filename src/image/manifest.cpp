@@ -1,0 +1,130 @@
+// Manifest (de)serialisation and host-compatibility rules.
+#include "image/manifest.h"
+
+#include <sys/utsname.h>
+
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
+
+namespace prewarm::image {
+namespace {
+
+using nlohmann::json;
+
+json host_json(const HostFacts& h) {
+  return {{"kernel", h.kernel},
+          {"arch", h.arch},
+          {"cpuModel", h.cpu_model},
+          {"criuVersion", h.criu_version},
+          {"runcVersion", h.runc_version}};
+}
+
+template <class T>
+Result<T> field(const json& j, const char* name, const std::string& where) {
+  if (!j.contains(name)) return Error(where + name + ": missing");
+  try {
+    return j.at(name).get<T>();
+  } catch (const json::exception&) {
+    return Error(where + name + ": wrong type");
+  }
+}
+
+std::string major_minor(const std::string& v) {
+  auto first = v.find('.');
+  if (first == std::string::npos) return v;
+  auto second = v.find('.', first + 1);
+  return v.substr(0, second);
+}
+
+}  // namespace
+
+std::string to_json(const Manifest& m) {
+  json files = json::array();
+  for (const auto& f : m.files)
+    files.push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}});
+  json j = {{"magic", m.magic},
+            {"formatVersion", m.format_version},
+            {"name", m.name},
+            {"created", m.created},
+            {"spec", m.spec_yaml},
+            {"rootfs", {{"id", m.rootfs_id}, {"dir", m.rootfs_dir}}},
+            {"host", host_json(m.host)},
+            {"tcpEstablished", m.tcp_established},
+            {"timingsSeconds", m.timings_s},
+            {"files", files}};
+  return j.dump(2) + "\n";
+}
+
+Result<Manifest> parse_manifest(std::string_view text) {
+  if (text.size() > kMaxManifestBytes) return Error("manifest: larger than 16 MiB");
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Error("manifest: not valid JSON");
+  Manifest m;
+  PW_ASSIGN(m.magic, field<std::string>(j, "magic", "manifest."));
+  if (m.magic != kManifestMagic) return Error("manifest.magic: not a prewarm checkpoint image");
+  PW_ASSIGN(m.format_version, field<int>(j, "formatVersion", "manifest."));
+  if (m.format_version != kFormatVersion)
+    return Error("manifest.formatVersion: " + std::to_string(m.format_version) +
+                 " is not supported (this prewarm reads version " +
+                 std::to_string(kFormatVersion) + "); bake the image again");
+  PW_ASSIGN(m.name, field<std::string>(j, "name", "manifest."));
+  PW_ASSIGN(m.created, field<std::string>(j, "created", "manifest."));
+  PW_ASSIGN(m.spec_yaml, field<std::string>(j, "spec", "manifest."));
+  PW_ASSIGN(json rootfs, field<json>(j, "rootfs", "manifest."));
+  PW_ASSIGN(m.rootfs_id, field<std::string>(rootfs, "id", "manifest.rootfs."));
+  PW_ASSIGN(m.rootfs_dir, field<std::string>(rootfs, "dir", "manifest.rootfs."));
+  PW_ASSIGN(json host, field<json>(j, "host", "manifest."));
+  PW_ASSIGN(m.host.kernel, field<std::string>(host, "kernel", "manifest.host."));
+  PW_ASSIGN(m.host.arch, field<std::string>(host, "arch", "manifest.host."));
+  PW_ASSIGN(m.host.cpu_model, field<std::string>(host, "cpuModel", "manifest.host."));
+  PW_ASSIGN(m.host.criu_version, field<std::string>(host, "criuVersion", "manifest.host."));
+  PW_ASSIGN(m.host.runc_version, field<std::string>(host, "runcVersion", "manifest.host."));
+  PW_ASSIGN(m.tcp_established, field<bool>(j, "tcpEstablished", "manifest."));
+  PW_ASSIGN(m.timings_s, (field<std::map<std::string, double>>(j, "timingsSeconds", "manifest.")));
+  PW_ASSIGN(json files, field<json>(j, "files", "manifest."));
+  if (!files.is_array()) return Error("manifest.files: not a list");
+  for (size_t i = 0; i < files.size(); ++i) {
+    std::string where = "manifest.files[" + std::to_string(i) + "].";
+    FileDigest f;
+    PW_ASSIGN(f.path, field<std::string>(files[i], "path", where));
+    PW_ASSIGN(f.size, field<uint64_t>(files[i], "size", where));
+    PW_ASSIGN(f.sha256, field<std::string>(files[i], "sha256", where));
+    if (f.path.empty() || f.path.front() == '/' || f.path.find("..") != std::string::npos)
+      return Error(where + "path: " + f.path + " is not a plain relative path");
+    if (f.sha256.size() != 64) return Error(where + "sha256: not a SHA-256 digest");
+    m.files.push_back(std::move(f));
+  }
+  return m;
+}
+
+HostFacts current_host_facts(std::string criu_version, std::string runc_version) {
+  HostFacts h;
+  utsname u{};
+  if (::uname(&u) == 0) {
+    h.kernel = u.release;
+    h.arch = u.machine;
+  }
+  if (auto info = fs::read_file("/proc/cpuinfo"); info.ok()) {
+    auto pos = info->find("model name");
+    if (pos != std::string::npos) {
+      auto colon = info->find(':', pos);
+      auto nl = info->find('\n', pos);
+      if (colon != std::string::npos && colon < nl) h.cpu_model = info->substr(colon + 2, nl - colon - 2);
+    }
+  }
+  h.criu_version = std::move(criu_version);
+  h.runc_version = std::move(runc_version);
+  return h;
+}
+
+std::string incompatibility(const HostFacts& baked, const HostFacts& here) {
+  if (baked.arch != here.arch)
+    return "checkpoint was made on " + baked.arch + ", this host is " + here.arch;
+  if (major_minor(baked.criu_version) != major_minor(here.criu_version))
+    return "checkpoint was made with CRIU " + baked.criu_version + ", this host has CRIU " +
+           here.criu_version;
+  return {};
+}
+
+}  // namespace prewarm::image

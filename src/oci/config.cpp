@@ -1,0 +1,96 @@
+// config.json generation, following the defaults of `runc spec`.
+#include "oci/config.h"
+
+#include <sys/resource.h>
+
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
+
+namespace prewarm::oci {
+namespace {
+
+using nlohmann::json;
+
+// runc fails with "error setting rlimit ... operation not permitted" when asked for more than
+// the caller's hard limit (no CAP_SYS_RESOURCE here), so clamp to it.
+json capped_rlimit(const char* type, int resource, rlim_t wanted) {
+  struct rlimit cur{};
+  ::getrlimit(resource, &cur);
+  rlim_t hard = std::min(wanted, cur.rlim_max);
+  return {{"type", type}, {"hard", hard}, {"soft", hard}};
+}
+
+const std::vector<std::string> kCapabilities = {
+    "CAP_CHOWN",       "CAP_DAC_OVERRIDE",     "CAP_FSETID", "CAP_FOWNER",
+    "CAP_MKNOD",       "CAP_NET_RAW",          "CAP_SETGID", "CAP_SETUID",
+    "CAP_SETFCAP",     "CAP_SETPCAP",          "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",  "CAP_KILL",             "CAP_AUDIT_WRITE"};
+
+json mounts() {
+  return json::array({
+      {{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
+      {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"},
+       {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
+      {{"destination", "/dev/pts"}, {"type", "devpts"}, {"source", "devpts"},
+       {"options", {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}}},
+      {{"destination", "/dev/shm"}, {"type", "tmpfs"}, {"source", "shm"},
+       {"options", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}},
+      {{"destination", "/dev/mqueue"}, {"type", "mqueue"}, {"source", "mqueue"},
+       {"options", {"nosuid", "noexec", "nodev"}}},
+      {{"destination", "/sys"}, {"type", "sysfs"}, {"source", "sysfs"},
+       {"options", {"nosuid", "noexec", "nodev", "ro"}}},
+  });
+}
+
+}  // namespace
+
+std::string make_config_json(const ContainerConfig& cfg) {
+  json env = json::array();
+  bool has_path = false;
+  for (const auto& [k, v] : cfg.env) {
+    if (k == "PATH") has_path = true;
+    env.push_back(k + "=" + v);
+  }
+  if (!has_path) env.insert(env.begin(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+
+  json namespaces = json::array({
+      {{"type", "pid"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}},
+      {{"type", "network"}, {"path", cfg.netns_path.string()}},
+  });
+
+  json c = {
+      {"ociVersion", "1.0.2-dev"},
+      {"process",
+       {{"terminal", false},
+        {"user", {{"uid", 0}, {"gid", 0}}},
+        {"args", cfg.argv},
+        {"env", env},
+        {"cwd", cfg.cwd.empty() ? "/" : cfg.cwd},
+        {"capabilities",
+         {{"bounding", kCapabilities},
+          {"effective", kCapabilities},
+          {"permitted", kCapabilities}}},
+        {"rlimits", json::array({capped_rlimit("RLIMIT_NOFILE", RLIMIT_NOFILE, 1048576)})},
+        {"noNewPrivileges", true}}},
+      {"root", {{"path", cfg.rootfs.string()}, {"readonly", false}}},
+      {"hostname", cfg.hostname},
+      {"mounts", mounts()},
+      {"linux",
+       {{"cgroupsPath", cfg.cgroups_path},
+        {"namespaces", namespaces},
+        {"maskedPaths",
+         {"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+          "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+          "/proc/scsi"}},
+        {"readonlyPaths",
+         {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}}}},
+  };
+  return c.dump(2);
+}
+
+Status write_bundle(const std::filesystem::path& bundle_dir, const ContainerConfig& cfg) {
+  return fs::write_file(bundle_dir / "config.json", make_config_json(cfg), 0600);
+}
+
+}  // namespace prewarm::oci

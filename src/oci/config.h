@@ -1,0 +1,31 @@
+// OCI runtime-spec config.json for one instance, from what prewarm knows about it.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/result.h"
+
+namespace prewarm::oci {
+
+struct ContainerConfig {
+  std::filesystem::path rootfs;  // absolute path of the (overlay) root
+  std::vector<std::string> argv;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string cwd = "/";
+  std::string hostname;
+  std::filesystem::path netns_path;  // joined, not created, so a restore can get a fresh one
+  std::string cgroups_path;          // e.g. "prewarm/<id>" (cgroupfs driver)
+};
+
+// Builds config.json (runtime-spec 1.0.2): new PID, mount, UTS, IPC and cgroup namespaces, the
+// given network namespace, runc's default mounts and capabilities, no terminal (detached
+// instances write to a pipe), rlimits capped at the caller's hard limits.
+std::string make_config_json(const ContainerConfig& cfg);
+
+// Writes bundle_dir/config.json.
+Status write_bundle(const std::filesystem::path& bundle_dir, const ContainerConfig& cfg);
+
+}  // namespace prewarm::oci

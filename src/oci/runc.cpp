@@ -1,0 +1,191 @@
+// Runtime implemented by driving the runc binary; failures carry runc's and CRIU's own words.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
+#include "base/subprocess.h"
+#include "criu/criu.h"
+#include "oci/runtime.h"
+
+namespace prewarm::oci {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+constexpr auto kRuncTimeout = std::chrono::minutes(5);
+
+std::string path_env() {
+  std::string p = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  if (const char* cur = std::getenv("PATH")) p += std::string(":") + cur;
+  return "PATH=" + p;
+}
+
+// runc --log writes JSON lines; the error ones say why runc failed.
+std::string runc_log_errors(const std::filesystem::path& log) {
+  auto text = fs::read_file(log, 8 << 20);
+  if (!text.ok()) return {};
+  std::string out;
+  size_t start = 0;
+  while (start < text->size()) {
+    size_t nl = text->find('\n', start);
+    if (nl == std::string::npos) nl = text->size();
+    auto line = json::parse(text->substr(start, nl - start), nullptr, false);
+    start = nl + 1;
+    if (line.is_discarded() || !line.is_object()) continue;
+    if (line.value("level", "") != "error") continue;
+    if (!out.empty()) out += "; ";
+    out += line.value("msg", "");
+  }
+  return out;
+}
+
+class Runc final : public Runtime {
+ public:
+  explicit Runc(std::string binary) : binary_(std::move(binary)) {}
+
+  Status run(const std::string& id, const std::filesystem::path& bundle, int stdio_fd) override {
+    auto log = bundle / "runc.log";
+    return invoke_detached({"run", "--detach", "--bundle", bundle.string(), id}, log, stdio_fd,
+                           {}, "runc run " + id);
+  }
+
+  Status checkpoint(const std::string& id, const CheckpointOptions& o) override {
+    std::vector<std::string> args = {"checkpoint", "--image-path", o.image_dir.string(),
+                                     "--work-path", o.work_dir.string()};
+    if (o.tcp_established) args.push_back("--tcp-established");
+    if (o.leave_running) args.push_back("--leave-running");
+    args.push_back(id);
+    auto log = o.work_dir / "runc.log";
+    return invoke_detached(args, log, -1, o.work_dir / "dump.log", "checkpoint of " + id);
+  }
+
+  Status restore(const std::string& id, const std::filesystem::path& bundle,
+                 const RestoreOptions& o, int stdio_fd) override {
+    std::vector<std::string> args = {"restore", "--detach", "--bundle", bundle.string(),
+                                     "--image-path", o.image_dir.string(), "--work-path",
+                                     o.work_dir.string()};
+    if (o.tcp_established) args.push_back("--tcp-established");
+    args.push_back(id);
+    auto log = o.work_dir / "runc.log";
+    return invoke_detached(args, log, stdio_fd, o.work_dir / "restore.log", "restore of " + id);
+  }
+
+  Result<ContainerState> state(const std::string& id) override {
+    PW_ASSIGN(std::string out, run_runc({"state", id}));
+    auto j = json::parse(out, nullptr, false);
+    if (j.is_discarded()) return Error("runc state " + id + ": unparsable output");
+    return parse_state(j);
+  }
+
+  Result<int> exec(const std::string& id, const std::vector<std::string>& cmd,
+                   milliseconds timeout) override {
+    SpawnOptions o;
+    o.argv = {binary_, "exec", id};
+    o.argv.insert(o.argv.end(), cmd.begin(), cmd.end());
+    o.env = {path_env()};
+    PW_ASSIGN(RunResult r, run_capture(o, timeout));
+    if (WIFEXITED(r.status)) return WEXITSTATUS(r.status);
+    return Error("runc exec in " + id + " " + r.describe());
+  }
+
+  Status kill(const std::string& id, int signal) override {
+    auto r = run_runc({"kill", id, std::to_string(signal)});
+    if (!r.ok()) return std::move(r).error();
+    return {};
+  }
+
+  Status remove(const std::string& id) override {
+    SpawnOptions o;
+    o.argv = {binary_, "delete", "--force", id};
+    o.env = {path_env()};
+    PW_ASSIGN(RunResult r, run_capture(o, kRuncTimeout));
+    if (r.success() || r.err.find("does not exist") != std::string::npos) return {};
+    return Error("runc delete " + id + " " + r.describe() + ": " + r.err);
+  }
+
+  Result<std::vector<ContainerState>> list() override {
+    PW_ASSIGN(std::string out, run_runc({"list", "--format", "json"}));
+    std::vector<ContainerState> states;
+    auto j = json::parse(out, nullptr, false);
+    if (j.is_array())
+      for (const auto& c : j) states.push_back(parse_state(c));
+    return states;
+  }
+
+  Result<std::string> version() override {
+    PW_ASSIGN(std::string out, run_runc({"--version"}));
+    // "runc version 1.1.5+ds1\ncommit: ..."
+    auto first = out.substr(0, out.find('\n'));
+    auto sp = first.rfind(' ');
+    return sp == std::string::npos ? first : first.substr(sp + 1);
+  }
+
+ private:
+  static ContainerState parse_state(const json& j) {
+    ContainerState s;
+    s.id = j.value("id", "");
+    s.status = j.value("status", "");
+    s.pid = j.value("pid", 0);
+    s.bundle = j.value("bundle", "");
+    return s;
+  }
+
+  Result<std::string> run_runc(std::vector<std::string> args) {
+    args.insert(args.begin(), binary_);
+    SpawnOptions o;
+    o.argv = args;
+    o.env = {path_env()};
+    PW_ASSIGN(RunResult r, run_capture(o, kRuncTimeout));
+    if (!r.success()) {
+      std::string err = r.err;
+      while (!err.empty() && err.back() == '\n') err.pop_back();
+      return Error(join_argv(args) + " " + r.describe() + (err.empty() ? "" : ": " + err));
+    }
+    return std::move(r.out);
+  }
+
+  // Runs runc with the instance's stdio on `stdio_fd`. runc's own complaints go to its --log
+  // file; when CRIU was involved, the relevant lines of its log are attached to the error.
+  Status invoke_detached(std::vector<std::string> args, const std::filesystem::path& log,
+                         int stdio_fd, const std::filesystem::path& criu_log,
+                         const std::string& what) {
+    ::unlink(log.c_str());
+    args.insert(args.begin(), {binary_, "--log", log.string(), "--log-format", "json"});
+    SpawnOptions o;
+    o.argv = args;
+    o.env = {path_env()};
+    o.stdout_fd = stdio_fd;
+    o.stderr_fd = stdio_fd;
+    PW_ASSIGN(Child child, spawn(o));
+    PW_ASSIGN(int status, child.wait(kRuncTimeout));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
+    RunResult r{status, {}, {}};
+    std::string why = runc_log_errors(log);
+    Error e(what + " failed: runc " + r.describe() + (why.empty() ? "" : ": " + why));
+    if (!criu_log.empty()) {
+      std::string tail = criu::relevant_log_tail(criu_log);
+      if (!tail.empty())
+        return std::move(e).with_detail("CRIU log " + criu_log.string() + ":\n" + tail);
+    }
+    return e;
+  }
+
+  std::string binary_;
+};
+
+}  // namespace
+
+std::unique_ptr<Runtime> make_runc() {
+  std::string bin;
+  if (const char* env = std::getenv("PREWARM_RUNC"); env && *env) bin = env;
+  if (bin.empty()) bin = find_executable("runc");
+  if (bin.empty()) bin = "runc";
+  return std::make_unique<Runc>(bin);
+}
+
+}  // namespace prewarm::oci
