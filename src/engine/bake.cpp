@@ -95,6 +95,13 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
     sw.restart();
   };
 
+  // Nothing is started unless it can also be checkpointed.
+  auto criu_version = criu::version();
+  if (!criu_version.ok())
+    return Error("CRIU is not usable (" + criu::criu_binary() + "): " +
+                 criu_version.error().message() +
+                 "; run scripts/setup.sh, and `prewarm doctor` to check this host");
+
   Stopwatch sw;
   PW_ASSIGN(rootfs::Base base, rootfs::prepare_base(spec.rootfs, ctx.cache_dir / "rootfs",
                                                      [&](const std::string& m) { ctx.say(m); }));
@@ -167,8 +174,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   m.spec_yaml = spec::to_yaml(spec);
   m.rootfs_id = base.id;
   m.rootfs_dir = base.dir.string();
-  std::string criu_v, runc_v;
-  if (auto v = criu::version(); v.ok()) criu_v = v->text;
+  std::string criu_v = criu_version->text, runc_v;
   if (auto v = ctx.runtime->version(); v.ok()) runc_v = *v;
   m.host = image::current_host_facts(criu_v, runc_v);
   m.tcp_established = res.tcp_established;

@@ -72,7 +72,6 @@ class Baseline {
     c.cgroups_path = "/prewarm-" + id_;
     PW_TRY(oci::write_bundle(dir_, c));
     PW_TRY(fs::make_dirs(dir_ / "criu", 0700));
-    PW_TRY(image::make_restore_view(img_.dir, dir_ / "checkpoint"));
     PW_ASSIGN(log_, open_app_log(dir_ / "app.log"));
     return {};
   }
@@ -81,7 +80,7 @@ class Baseline {
     BaselineSample s;
     Stopwatch sw;
     oci::RestoreOptions ro;
-    ro.image_dir = dir_ / "checkpoint";
+    ro.image_dir = img_.dir / image::kCheckpointDir;
     ro.work_dir = dir_ / "criu";
     ro.tcp_established = img_.manifest.tcp_established;
     Status st = ctx_.runtime->restore(id_, dir_, ro, log_.get());

@@ -111,11 +111,15 @@ class StartGuard {
   std::string id_;
 };
 
-// Saves what detach() needs as soon as the network exists, so a crash can be cleaned up.
-Status save_partial(const stdfs::path& dir, InstanceRecord rec, const net::Attachment& att) {
+void adopt_network(InstanceRecord& rec, const net::Attachment& att) {
   rec.ip = att.ip;
   rec.netns = att.netns_name;
   rec.host_veth = att.host_veth;
+}
+
+// Saves what detach() needs as soon as the network exists, so a crash can be cleaned up.
+Status save_partial(const stdfs::path& dir, InstanceRecord& rec, const net::Attachment& att) {
+  adopt_network(rec, att);
   return save_record(dir, rec);
 }
 
@@ -128,12 +132,11 @@ Result<Restored> try_restore(const Context& ctx, const LoadedImage& img, const s
   Stopwatch sw;
   auto criu_work = dir / "criu";
   PW_TRY(fs::make_dirs(criu_work, 0700));
-  PW_TRY(image::make_restore_view(img.dir, dir / "checkpoint"));
   PW_ASSIGN(UniqueFd log_w, open_app_log(dir / "app.log"));
   t.prepare_ms += sw.millis();
   sw.restart();
   oci::RestoreOptions ro;
-  ro.image_dir = dir / "checkpoint";
+  ro.image_dir = img.dir / image::kCheckpointDir;
   ro.work_dir = criu_work;
   ro.tcp_established = img.manifest.tcp_established;
   Status st = ctx.runtime->restore(id, dir, ro, log_w.get());
@@ -144,13 +147,19 @@ Result<Restored> try_restore(const Context& ctx, const LoadedImage& img, const s
   return Restored{s.pid};
 }
 
-// Puts the instance back to "network and directory only" after a failed restore.
-Status reset_for_cold(const Context& ctx, const std::string& id, const stdfs::path& dir) {
+// Puts the instance back to "fresh network and directory only" after a failed restore. The
+// network namespace is made anew: a failed CRIU restore can leave its network lock (iptables
+// rules dropping all traffic) in it.
+Status reset_for_cold(const Context& ctx, const std::string& id, const stdfs::path& dir,
+                      InstanceRecord& rec, net::Attachment& att) {
   PW_TRY(ctx.runtime->remove(id));
   PW_TRY(rootfs::unmount(dir / "rootfs"));
-  for (const char* sub : {"upper", "work", "rootfs", "checkpoint"})
-    PW_TRY(fs::remove_all(dir / sub));
-  return {};
+  for (const char* sub : {"upper", "work", "rootfs"}) PW_TRY(fs::remove_all(dir / sub));
+  PW_TRY(net::detach(ctx.net, att));
+  rec.netns.clear();
+  PW_TRY(save_record(dir, rec));
+  PW_ASSIGN(att, net::attach(ctx.net, id));
+  return save_partial(dir, rec, att);
 }
 
 Result<pid_t> run_cold(const Context& ctx, const spec::AppSpec& spec, const stdfs::path& lower,
@@ -223,9 +232,6 @@ Result<ColdInstance> start_cold_from_spec(const Context& ctx, const spec::AppSpe
   PW_ASSIGN(net::Attachment att, net::attach(ctx.net, id));
   PW_TRY(save_partial(dir, rec, att));
   t.network_ms = sw.millis();
-  rec.ip = att.ip;
-  rec.netns = att.netns_name;
-  rec.host_veth = att.host_veth;
   PW_ASSIGN(pid_t pid, run_cold(ctx, spec, lower, id, dir, hostname, att.netns_path, t));
   PW_TRY(save_record(dir, rec));
   sw.restart();
@@ -248,10 +254,13 @@ Result<Started> start_instance(const Context& ctx, const LoadedImage& img, Start
   std::string fallback;
   if (mode == StartMode::kRestore) {
     Stopwatch sw;
-    std::string criu_version;
-    if (auto v = criu::version(); v.ok()) criu_version = v->text;
-    auto here = image::current_host_facts(criu_version, img.manifest.host.runc_version);
-    fallback = image::incompatibility(img.manifest.host, here);
+    auto criu_version = criu::version();
+    if (!criu_version.ok()) {
+      fallback = "CRIU is not usable: " + criu_version.error().message();
+    } else {
+      auto here = image::current_host_facts(criu_version->text, img.manifest.host.runc_version);
+      fallback = image::incompatibility(img.manifest.host, here);
+    }
     if (fallback.empty()) {
       if (Status st = criu::cpuinfo_check(img.dir / image::kHostDir); !st.ok())
         fallback = st.error().to_string();
@@ -272,9 +281,6 @@ Result<Started> start_instance(const Context& ctx, const LoadedImage& img, Start
   PW_ASSIGN(net::Attachment att, net::attach(ctx.net, id));
   t.network_ms = sw.millis();
   PW_TRY(save_partial(dir, rec, att));
-  rec.ip = att.ip;
-  rec.netns = att.netns_name;
-  rec.host_veth = att.host_veth;
 
   pid_t pid = 0;
   bool restored = false;
@@ -294,7 +300,7 @@ Result<Started> start_instance(const Context& ctx, const LoadedImage& img, Start
     } else {
       fallback = std::move(r).error().to_string();
       log::warn("restore of " + id + " failed, cold-starting instead: " + fallback);
-      PW_TRY(reset_for_cold(ctx, id, dir));
+      PW_TRY(reset_for_cold(ctx, id, dir, rec, att));
     }
   }
   if (restored) {

@@ -33,7 +33,7 @@ Result<Walked> walk(const stdfs::path& dir) {
     if (::lstat(p.c_str(), &st) != 0) return Error::sys("stat", errno, p.string());
     if (S_ISDIR(st.st_mode)) continue;
     std::string rel = stdfs::relative(p, dir).string();
-    if (rel == kManifestFile) continue;
+    if (rel == kManifestFile || rel == kCriuRestoreStats) continue;
     if (!S_ISREG(st.st_mode))
       return Error("image " + dir.string() + ": " + rel +
                    " is not a regular file (images hold only regular files)");
@@ -118,19 +118,6 @@ Result<Manifest> open_verified(const stdfs::path& dir, const VerifyOptions& opts
       (void)fs::write_file_atomic(stamp_file, fresh.dump(), 0600);
   }
   return m;
-}
-
-Status make_restore_view(const stdfs::path& image_dir, const stdfs::path& view) {
-  PW_TRY(fs::make_dirs(view, 0700));
-  auto ckpt = image_dir / kCheckpointDir;
-  std::error_code ec;
-  for (const auto& e : stdfs::directory_iterator(ckpt, ec)) {
-    auto link = view / e.path().filename();
-    if (::symlink(e.path().c_str(), link.c_str()) != 0)
-      return Error::sys("symlink", errno, link.string());
-  }
-  if (ec) return Error::sys("read", ec.value(), ckpt.string());
-  return {};
 }
 
 }  // namespace prewarm::image

@@ -13,6 +13,10 @@ namespace prewarm::image {
 inline constexpr const char* kCheckpointDir = "checkpoint";
 inline constexpr const char* kRootfsDiff = "rootfs-diff.tar";
 inline constexpr const char* kHostDir = "host";
+// CRIU writes restore statistics into the image dir it restores from; that file is neither
+// sealed nor verified. (Symlinked per-restore views don't work: CRIU opens images after it
+// has moved into the restored mount namespace, where absolute links dangle.)
+inline constexpr const char* kCriuRestoreStats = "checkpoint/stats-restore";
 
 // Digests every regular file under dir (except the manifest), fills m.files and writes
 // manifest.json (0600). The directory is made 0700: checkpoints hold the app's memory.
@@ -29,9 +33,5 @@ struct VerifyOptions {
 // Reads the manifest and checks every listed file (present, size, SHA-256) and that no
 // unlisted file is in the image. Errors name the file and what is wrong with it.
 Result<Manifest> open_verified(const std::filesystem::path& dir, const VerifyOptions& opts);
-
-// A per-restore directory of links to the image's CRIU files: CRIU writes stats-restore into
-// its image dir, and concurrent restores must neither share nor modify the image itself.
-Status make_restore_view(const std::filesystem::path& image_dir, const std::filesystem::path& view);
 
 }  // namespace prewarm::image

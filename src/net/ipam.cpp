@@ -73,8 +73,8 @@ Result<Subnet> parse_subnet(std::string_view cidr) {
     return bad("prefix length must be 1..30 to leave room for a gateway and an instance");
   Subnet s{*ip, len};
   if ((*ip & s.host_mask()) != 0)
-    return bad("host bits are set; the network address is " +
-               format_ipv4(*ip & ~s.host_mask()) + "/" + std::to_string(len));
+    return bad("host bits are set; the network address is " + format_ipv4(*ip & ~s.host_mask()) +
+               "/" + std::to_string(len));
   return s;
 }
 

@@ -96,7 +96,11 @@ Status create_veth(nl::Socket& sock, const VethSpec& spec) {
   msg.put_str(IFLA_INFO_KIND, "veth");
   size_t data = msg.begin_nest(IFLA_INFO_DATA);
   size_t peer = msg.begin_nest(VETH_INFO_PEER);
-  msg.put_struct(up_ifinfo());
+  // Not up yet: veth configures the peer before pairing the two, so an up request here fails
+  // with ENOTCONN.
+  ifinfomsg peer_ifi{};
+  peer_ifi.ifi_family = AF_UNSPEC;
+  msg.put_struct(peer_ifi);
   msg.put_str(IFLA_IFNAME, spec.peer_name);
   msg.put(IFLA_ADDRESS, spec.peer_mac.data(), spec.peer_mac.size());
   // SAFETY: the kernel resolves the fd during this request; the caller keeps it open until then.
@@ -119,6 +123,17 @@ Status remove(nl::Socket& sock, const std::string& name) {
   ifi.ifi_family = AF_UNSPEC;
   msg.put_struct(ifi);
   msg.put_str(IFLA_IFNAME, name);
+  return sock.request(msg);
+}
+
+Status release_port(nl::Socket& sock, const std::string& name) {
+  nl::Message msg(RTM_NEWLINK, 0);
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_change = IFF_UP;  // and ifi_flags without IFF_UP: down
+  msg.put_struct(ifi);
+  msg.put_str(IFLA_IFNAME, name);
+  msg.put_u32(IFLA_MASTER, 0);
   return sock.request(msg);
 }
 

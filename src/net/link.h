@@ -36,7 +36,7 @@ Status create_bridge(nl::Socket& sock, const std::string& name, const Mac& mac);
 struct VethSpec {
   std::string host_name;  // stays in sock's netns, up, port of master
   int master_index = 0;
-  std::string peer_name;  // created directly inside peer_netns_fd, up
+  std::string peer_name;  // created directly inside peer_netns_fd, down
   int peer_netns_fd = -1;
   Mac peer_mac{};
 };
@@ -44,8 +44,10 @@ struct VethSpec {
 Status create_veth(nl::Socket& sock, const VethSpec& spec);
 
 Status set_up(nl::Socket& sock, int index);
-// ENODEV when missing.
+// ENODEV when missing. Slow (tens of ms): the kernel waits for an RCU barrier before it acks.
 Status remove(nl::Socket& sock, const std::string& name);
+// Takes the link out of its bridge and down, in one request. ENODEV when missing.
+Status release_port(nl::Socket& sock, const std::string& name);
 
 // Addresses and routes take IPv4 addresses in host byte order.
 // EEXIST when the address is already there.

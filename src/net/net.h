@@ -27,6 +27,13 @@ struct Attachment {
   std::string host_veth;            // host end of the veth pair
 };
 
+// Names attach() gives an instance's pieces. Instance ids are 1-128 characters of
+// [A-Za-z0-9_.-].
+Status validate_instance_id(const std::string& instance_id);
+std::string netns_name(const std::string& instance_id);  // "pw-<id>"
+// "pwv" + 12 hex digits of the id's SHA-256, as interface names are limited to 15 characters.
+std::string host_veth_name(const std::string& instance_id);
+
 // Creates the bridge when missing (idempotent, safe to race).
 Status ensure_bridge(const Config& cfg);
 
@@ -35,9 +42,16 @@ Status ensure_bridge(const Config& cfg);
 // default route via the bridge. On failure nothing is left behind.
 Result<Attachment> attach(const Config& cfg, const std::string& instance_id);
 
-// Undoes attach: deletes the veth, unmounts and removes the netns, releases the IP. Parts that
-// are already gone are fine (used by `rm` after crashes too).
+// Undoes attach: takes the veth out of the bridge, unmounts and removes the netns, releases the
+// IP. Parts that are already gone are fine (used by `rm` after crashes too). The kernel deletes
+// the veth pair with the netns, asynchronously (~10-50 ms later, or when whatever still holds
+// the netns lets go), because a synchronous delete costs ~40 ms of RCU waiting; attach() of the
+// same id deletes such a leftover itself.
 Status detach(const Config& cfg, const Attachment& att);
+
+// The Attachment attach() made for this instance, rebuilt from the names and the address files
+// (ip is empty when the instance holds no address), so `rm` can detach after a crash.
+Attachment recover_attachment(const Config& cfg, const std::string& instance_id);
 
 // Removes the bridge (only when no veth is attached to it).
 Status remove_bridge_if_unused(const Config& cfg);

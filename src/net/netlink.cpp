@@ -113,8 +113,8 @@ Status Socket::send(Message& msg) {
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
   for (;;) {
-    ssize_t n = ::sendto(fd_.get(), msg.data(), msg.size(), 0,
-                         reinterpret_cast<sockaddr*>(&kernel), sizeof kernel);
+    ssize_t n = ::sendto(fd_.get(), msg.data(), msg.size(), 0, reinterpret_cast<sockaddr*>(&kernel),
+                         sizeof kernel);
     if (n >= 0) return {};
     if (errno != EINTR) return Error::sys("send netlink request", errno);
   }
@@ -146,7 +146,13 @@ Status Socket::receive(bool dump, const std::function<void(const nlmsghdr*)>& on
     for (auto* h = reinterpret_cast<const nlmsghdr*>(rx_.data()); NLMSG_OK(h, left);
          h = NLMSG_NEXT(h, left)) {
       if (h->nlmsg_seq != seq_) continue;  // a stale reply to an earlier, abandoned request
-      if (h->nlmsg_type == NLMSG_DONE) return {};
+      if (h->nlmsg_type == NLMSG_DONE) {
+        // A dump that failed part-way says so in DONE's payload.
+        int e = 0;
+        if (h->nlmsg_len >= NLMSG_LENGTH(sizeof e)) std::memcpy(&e, NLMSG_DATA(h), sizeof e);
+        if (e < 0) return Error(std::strerror(-e), -e);
+        return {};
+      }
       if (h->nlmsg_type == NLMSG_ERROR) {
         if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return Error("truncated netlink ack");
         auto* err = static_cast<const nlmsgerr*>(NLMSG_DATA(h));

@@ -15,8 +15,8 @@ inline constexpr const char* kNetnsRunDir = "/run/netns";
 
 struct NamedNetns {
   std::filesystem::path path;
-  UniqueFd ns_fd;      // the namespace itself (for IFLA_NET_NS_FD and setns)
-  nl::Socket rtnl;     // a NETLINK_ROUTE socket opened inside it
+  UniqueFd ns_fd;   // the namespace itself (for IFLA_NET_NS_FD and setns)
+  nl::Socket rtnl;  // a NETLINK_ROUTE socket opened inside it
 };
 
 // Creates a fresh netns and pins it at /run/netns/<name>; EEXIST if the name is taken. On

@@ -156,6 +156,9 @@ class Runc final : public Runtime {
                          const std::string& what) {
     ::unlink(log.c_str());
     args.insert(args.begin(), {binary_, "--log", log.string(), "--log-format", "json"});
+    // The CRIU prewarm checked and uses, not whichever `criu` is first on PATH.
+    if (std::string criu = criu::criu_binary(); !criu.empty())
+      args.insert(args.begin() + 5, {"--criu", criu});
     SpawnOptions o;
     o.argv = args;
     o.env = {path_env()};

@@ -1,0 +1,240 @@
+// Bake and restore real containers (runc + CRIU 4.2.1), checking the state of what was
+// restored: its counter, its rootfs changes, its own IP and hostname.
+#include <gtest/gtest.h>
+
+#include <future>
+#include <regex>
+#include <set>
+
+#include "engine/bake.h"
+#include "engine/instance.h"
+#include "image/image.h"
+#include "probe/probe.h"
+#include "support/engine_fixture.h"
+
+namespace prewarm::testing {
+namespace {
+
+namespace stdfs = std::filesystem;
+using engine::StartMode;
+
+std::string get(const std::string& ip, const std::string& path) {
+  auto r = probe::http_get(ip, 8080, path, {}, std::chrono::milliseconds(3000));
+  if (!r.ok()) return "ERROR " + r.error().message();
+  return r->body;
+}
+
+class TinyTest : public EngineTest {
+ protected:
+  // Bakes the tiny counter example under a name of this test's own.
+  engine::LoadedImage bake_tiny(const stdfs::path& spec = PREWARM_EXAMPLE_TINY_SPEC) {
+    engine::BakeOptions o;
+    o.name = "counter-" + tag_;
+    track(o.name);
+    auto baked = engine::bake(ctx_, spec, o);
+    EXPECT_TRUE(baked.ok()) << baked.error().to_string();
+    auto img = engine::load_image(ctx_, o.name);
+    EXPECT_TRUE(img.ok()) << img.error().to_string();
+    return img.ok() ? *img : engine::LoadedImage{};
+  }
+
+  std::string exec_out(const std::string& id, const std::vector<std::string>& cmd) {
+    std::vector<std::string> argv = {"runc", "exec", id};
+    argv.insert(argv.end(), cmd.begin(), cmd.end());
+    auto r = run_checked(argv);
+    return r.ok() ? *r : "ERROR " + r.error().message();
+  }
+};
+
+TEST_F(TinyTest, RestoredInstanceContinuesFromCheckpointedState) {
+  auto img = bake_tiny();
+  ASSERT_FALSE(img.name.empty());
+  auto s = engine::start_instance(ctx_, img, StartMode::kRestore);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  EXPECT_EQ(s->record.started_by, "restore") << s->record.fallback_reason;
+  // The warm-up made 5 counted requests before the checkpoint.
+  EXPECT_EQ(get(s->record.ip, "/count"), "5\n");
+  std::string body = get(s->record.ip, "/");
+  EXPECT_NE(body.find("count=6 "), std::string::npos) << body;
+  // Its own hostname, not the baked one.
+  EXPECT_NE(body.find("hostname=" + s->record.id), std::string::npos) << body;
+  // Rootfs changes made before the checkpoint (warm-up exec) and spec files are there.
+  EXPECT_EQ(exec_out(s->record.id, {"cat", "/tmp/warm-marker"}), "warmed\n");
+  EXPECT_EQ(exec_out(s->record.id, {"cat", "/etc/prewarm-example"}), "tiny\n");
+  EXPECT_EQ(exec_out(s->record.id, {"hostname"}), s->record.id + "\n");
+}
+
+TEST_F(TinyTest, FourConcurrentRestoresAreIndependent) {
+  auto img = bake_tiny();
+  ASSERT_FALSE(img.name.empty());
+  std::vector<std::future<Result<engine::Started>>> futs;
+  for (int i = 0; i < 4; ++i)
+    futs.push_back(std::async(std::launch::async, [&] {
+      return engine::start_instance(ctx_, img, StartMode::kRestore);
+    }));
+  std::set<std::string> ips, hosts;
+  std::vector<engine::Started> started;
+  for (auto& f : futs) {
+    auto s = f.get();
+    ASSERT_TRUE(s.ok()) << s.error().to_string();
+    EXPECT_EQ(s->record.started_by, "restore") << s->record.fallback_reason;
+    started.push_back(*s);
+  }
+  for (const auto& s : started) {
+    ips.insert(s.record.ip);
+    std::string body = get(s.record.ip, "/");
+    // Each copy counts on its own from the checkpointed 5.
+    EXPECT_NE(body.find("count=6 "), std::string::npos) << body;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(body, m, std::regex("hostname=(\\S+)"))) << body;
+    hosts.insert(m[1]);
+  }
+  EXPECT_EQ(ips.size(), 4u);
+  EXPECT_EQ(hosts.size(), 4u);
+  // A second request to one instance doesn't move the others.
+  EXPECT_NE(get(started[0].record.ip, "/").find("count=7 "), std::string::npos);
+  EXPECT_EQ(get(started[1].record.ip, "/count"), "6\n");
+}
+
+TEST_F(TinyTest, ColdStartRunsTheSpecFromScratch) {
+  auto img = bake_tiny();
+  ASSERT_FALSE(img.name.empty());
+  auto s = engine::start_instance(ctx_, img, StartMode::kCold);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  EXPECT_EQ(s->record.started_by, "cold");
+  EXPECT_EQ(get(s->record.ip, "/count"), "0\n");
+  EXPECT_EQ(exec_out(s->record.id, {"cat", "/etc/prewarm-example"}), "tiny\n");
+}
+
+TEST_F(TinyTest, FailedRestoreFallsBackToColdStartWithCriuReason) {
+  // A private copy of the rootfs, so the test can change what the checkpoint expects.
+  stdfs::path rootfs = state_ / "rootfs-copy";
+  ASSERT_TRUE(run_checked({"cp", "-a", PREWARM_EXAMPLE_TINY_ROOTFS, rootfs.string()}).ok());
+  std::string spec = read_all(PREWARM_EXAMPLE_TINY_SPEC);
+  spec = std::regex_replace(spec, std::regex("directory: .*"), "directory: " + rootfs.string());
+  ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec).ok());
+  auto img = bake_tiny(state_ / "spec.yaml");
+  ASSERT_FALSE(img.name.empty());
+  // The app's executable changes size under the checkpoint: CRIU must refuse to restore.
+  {
+    std::ofstream bin(rootfs / "bin/counter", std::ios::app | std::ios::binary);
+    bin << std::string(4096, '\0');
+  }
+  auto s = engine::start_instance(ctx_, img, StartMode::kRestore);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  EXPECT_EQ(s->record.started_by, "cold");
+  EXPECT_NE(s->record.fallback_reason.find("restore"), std::string::npos) << s->record.fallback_reason;
+  // CRIU's own words about the file, not just "criu failed".
+  EXPECT_NE(s->record.fallback_reason.find("counter"), std::string::npos) << s->record.fallback_reason;
+  EXPECT_EQ(get(s->record.ip, "/count"), "0\n");
+  // No half-restored container under another name.
+  auto l = engine::list_instances(ctx_);
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->size(), 1u);
+}
+
+TEST_F(TinyTest, IncompatibleHostFallsBackWithoutTryingRestore) {
+  auto img = bake_tiny();
+  ASSERT_FALSE(img.name.empty());
+  img.manifest.host.criu_version = "3.17";
+  auto s = engine::start_instance(ctx_, img, StartMode::kRestore);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  EXPECT_EQ(s->record.started_by, "cold");
+  EXPECT_NE(s->record.fallback_reason.find("CRIU 3.17"), std::string::npos) << s->record.fallback_reason;
+}
+
+TEST_F(TinyTest, TamperedImageIsRefusedBeforeAnythingStarts) {
+  auto img = bake_tiny();
+  ASSERT_FALSE(img.name.empty());
+  // Flip one byte in the memory pages.
+  stdfs::path pages;
+  for (const auto& e : stdfs::directory_iterator(img.dir / image::kCheckpointDir))
+    if (e.path().filename().string().rfind("pages-", 0) == 0) pages = e.path();
+  ASSERT_FALSE(pages.empty());
+  {
+    std::fstream f(pages, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    char c = 0;
+    f.get(c);
+    f.seekp(100);
+    f.put(static_cast<char>(c ^ 0x5a));
+  }
+  auto again = engine::load_image(ctx_, img.name);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.error().message().find(pages.filename().string()), std::string::npos)
+      << again.error().message();
+  EXPECT_NE(again.error().message().find("SHA-256"), std::string::npos);
+  auto l = engine::list_instances(ctx_);
+  ASSERT_TRUE(l.ok());
+  EXPECT_TRUE(l->empty());
+}
+
+TEST_F(TinyTest, TruncatedImageIsRefused) {
+  auto img = bake_tiny();
+  ASSERT_FALSE(img.name.empty());
+  stdfs::resize_file(img.dir / image::kRootfsDiff, 10);
+  auto again = engine::load_image(ctx_, img.name);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.error().message().find("rootfs-diff.tar has 10 bytes"), std::string::npos)
+      << again.error().message();
+}
+
+TEST_F(TinyTest, UnlistedFileInImageIsRefused) {
+  auto img = bake_tiny();
+  ASSERT_FALSE(img.name.empty());
+  ASSERT_TRUE(fs::write_file(img.dir / image::kCheckpointDir / "extra.img", "x").ok());
+  auto again = engine::load_image(ctx_, img.name);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.error().message().find("extra.img is not listed"), std::string::npos)
+      << again.error().message();
+}
+
+TEST_F(TinyTest, MissingRootfsFailsClearlyAndLeavesNothing) {
+  std::string spec = read_all(PREWARM_EXAMPLE_TINY_SPEC);
+  spec = std::regex_replace(spec, std::regex("directory: .*"), "directory: /nonexistent/rootfs");
+  ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec).ok());
+  engine::BakeOptions o;
+  o.name = "counter-" + tag_;
+  track(o.name);
+  auto r = engine::bake(ctx_, state_ / "spec.yaml", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("/nonexistent/rootfs"), std::string::npos) << r.error().message();
+  EXPECT_FALSE(stdfs::exists(ctx_.image_dir(o.name)));
+  auto l = engine::list_instances(ctx_);
+  ASSERT_TRUE(l.ok());
+  EXPECT_TRUE(l->empty());
+}
+
+TEST_F(TinyTest, MissingCriuFailsBakeBeforeStartingAnything) {
+  ::setenv("PREWARM_CRIU", "/nonexistent/criu", 1);
+  engine::BakeOptions o;
+  o.name = "counter-" + tag_;
+  track(o.name);
+  auto r = engine::bake(ctx_, PREWARM_EXAMPLE_TINY_SPEC, o);
+  ::unsetenv("PREWARM_CRIU");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("CRIU is not usable"), std::string::npos) << r.error().message();
+  EXPECT_NE(r.error().message().find("setup.sh"), std::string::npos);
+  auto l = engine::list_instances(ctx_);
+  ASSERT_TRUE(l.ok());
+  EXPECT_TRUE(l->empty());
+}
+
+TEST_F(TinyTest, WarmupFailureLeavesNothingBehind) {
+  std::string spec = read_all(PREWARM_EXAMPLE_TINY_SPEC);
+  spec += "  - exec:\n      command: [\"/bin/false\"]\n";
+  ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec).ok());
+  engine::BakeOptions o;
+  o.name = "counter-" + tag_;
+  track(o.name);
+  auto r = engine::bake(ctx_, state_ / "spec.yaml", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("warmup[2]"), std::string::npos) << r.error().message();
+  EXPECT_FALSE(stdfs::exists(ctx_.image_dir(o.name)));
+  auto l = engine::list_instances(ctx_);
+  ASSERT_TRUE(l.ok());
+  EXPECT_TRUE(l->empty());
+}
+
+}  // namespace
+}  // namespace prewarm::testing

@@ -1,0 +1,92 @@
+// A fixture for tests that drive real runc + CRIU: a private state dir, its own bridge and
+// subnet, and a check after every test that nothing was left behind.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "base/fs.h"
+#include "base/subprocess.h"
+#include "criu/criu.h"
+#include "engine/context.h"
+#include "engine/instance.h"
+
+namespace prewarm::testing {
+
+inline std::string skip_reason() {
+  if (::geteuid() != 0) return "needs root (runc, CRIU, mounts, namespaces)";
+  if (criu::criu_binary().empty()) return "CRIU not installed (run scripts/setup.sh)";
+  if (find_executable("runc").empty()) return "runc not installed (run scripts/setup.sh)";
+  return {};
+}
+
+inline std::string read_all(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// What the tests can see of leftovers: runc containers, netns, overlay mounts, veths and
+// cgroups whose names contain `marker`.
+inline std::string leftovers(const std::string& marker) {
+  std::string found;
+  auto runc = run_checked({"runc", "list", "-q"});
+  if (runc.ok() && runc->find(marker) != std::string::npos) found += "runc containers: " + *runc;
+  auto netns = run_checked({"ip", "netns", "list"});
+  if (netns.ok() && netns->find(marker) != std::string::npos) found += "netns: " + *netns;
+  std::string mounts = read_all("/proc/mounts");
+  if (mounts.find(marker) != std::string::npos) found += "mounts under the state dir\n";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/sys/fs/cgroup/memory", ec))
+    if (e.path().filename().string().find(marker) != std::string::npos)
+      found += "cgroup " + e.path().string() + "\n";
+  return found;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+    tag_ = "t" + fs::random_hex(3);
+    state_ = std::filesystem::path("/var/tmp") / ("prewarm-test-" + tag_);
+    auto ctx = engine::make_context(state_);
+    ASSERT_TRUE(ctx.ok()) << ctx.error().to_string();
+    ctx_ = std::move(ctx).value();
+    ctx_.net.bridge = "pwbr" + tag_;
+    // A subnet of its own per test, inside the project's range, so concurrent runs can't clash.
+    unsigned third = 100 + (std::stoul(tag_.substr(1), nullptr, 16) % 150);
+    ctx_.net.subnet = "10.89." + std::to_string(third) + ".0/24";
+  }
+
+  void TearDown() override {
+    if (state_.empty()) return;
+    if (auto l = engine::list_instances(ctx_); l.ok())
+      for (const auto& s : *l) {
+        Status st = engine::remove_instance(ctx_, s.record.id);
+        EXPECT_TRUE(st.ok()) << st.error().to_string();
+      }
+    (void)net::remove_bridge_if_unused(ctx_.net);
+    std::string left = leftovers(state_.filename().string());
+    // Instance ids don't carry the state dir's name; check them by their image names too.
+    for (const auto& name : names_) left += leftovers(name + "-");
+    EXPECT_EQ(left, "") << "left behind";
+    if (HasFailure()) {
+      std::cerr << "state dir kept for inspection: " << state_ << "\n";
+    } else {
+      (void)fs::remove_all(state_);
+    }
+  }
+
+  // Registers an image name whose instances must all be gone after the test.
+  void track(const std::string& name) { names_.push_back(name); }
+
+  engine::Context ctx_;
+  std::filesystem::path state_;
+  std::string tag_;
+  std::vector<std::string> names_;
+};
+
+}  // namespace prewarm::testing
