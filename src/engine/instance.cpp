@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "criu/criu.h"
 #include "engine/app_log.h"
+#include "engine/host_check.h"
 #include "engine/identity.h"
 #include "image/image.h"
 #include "oci/config.h"
@@ -254,17 +255,7 @@ Result<Started> start_instance(const Context& ctx, const LoadedImage& img, Start
   std::string fallback;
   if (mode == StartMode::kRestore) {
     Stopwatch sw;
-    auto criu_version = criu::version();
-    if (!criu_version.ok()) {
-      fallback = "CRIU is not usable: " + criu_version.error().message();
-    } else {
-      auto here = image::current_host_facts(criu_version->text, img.manifest.host.runc_version);
-      fallback = image::incompatibility(img.manifest.host, here);
-    }
-    if (fallback.empty()) {
-      if (Status st = criu::cpuinfo_check(img.dir / image::kHostDir); !st.ok())
-        fallback = st.error().to_string();
-    }
+    fallback = restore_blocker(ctx, img);
     t.verify_ms = sw.millis();
   }
 
