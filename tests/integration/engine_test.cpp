@@ -238,3 +238,30 @@ TEST_F(TinyTest, WarmupFailureLeavesNothingBehind) {
 
 }  // namespace
 }  // namespace prewarm::testing
+
+namespace prewarm::testing {
+namespace {
+
+// The reference Python service (numpy, scipy, pandas, scikit-learn; ~5 s to start cold).
+// The first run builds its Debian rootfs (a minute or two); later runs reuse the cache.
+TEST_F(EngineTest, PythonServiceRestoresWarmWithItsModel) {
+  engine::BakeOptions o;
+  o.name = "pyservice-" + tag_;
+  track(o.name);
+  auto baked = engine::bake(ctx_, PREWARM_EXAMPLE_PYTHON_SPEC, o);
+  ASSERT_TRUE(baked.ok()) << baked.error().to_string();
+  auto img = engine::load_image(ctx_, o.name);
+  ASSERT_TRUE(img.ok()) << img.error().to_string();
+  auto s = engine::start_instance(ctx_, *img, engine::StartMode::kRestore);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  EXPECT_EQ(s->record.started_by, "restore") << s->record.fallback_reason;
+  auto r = probe::http_get(s->record.ip, 8080, "/predict", {}, std::chrono::seconds(5));
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->status, 200);
+  // 20 warm-up predictions were made before the checkpoint; the model is already fitted.
+  EXPECT_NE(r->body.find("\"count\": 21"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("\"hostname\": \"" + s->record.id + "\""), std::string::npos) << r->body;
+}
+
+}  // namespace
+}  // namespace prewarm::testing
