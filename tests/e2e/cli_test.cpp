@@ -30,6 +30,7 @@ class CliTest : public ::testing::Test {
     if (state_.empty()) return;
     auto rm = prewarm({"rm", "--all"});
     EXPECT_EQ(rm.status, 0) << rm.err;
+    EXPECT_EQ(bridge_ports("pwbr" + tag_), "") << "veths left on the bridge";
     (void)run_checked({"ip", "link", "del", "pwbr" + tag_});
     EXPECT_EQ(leftovers(name_ + "-"), "");
     if (!HasFailure()) (void)fs::remove_all(state_);

@@ -40,9 +40,22 @@ inline std::string leftovers(const std::string& marker) {
   std::string mounts = read_all("/proc/mounts");
   if (mounts.find(marker) != std::string::npos) found += "mounts under the state dir\n";
   std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/sys/fs/cgroup/memory", ec))
-    if (e.path().filename().string().find(marker) != std::string::npos)
-      found += "cgroup " + e.path().string() + "\n";
+  for (const auto& hierarchy : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
+    std::error_code ec2;
+    for (const auto& e : std::filesystem::directory_iterator(hierarchy.path(), ec2))
+      if (e.is_directory(ec2) && e.path().filename().string().find(marker) != std::string::npos)
+        found += "cgroup " + e.path().string() + "\n";
+  }
+  return found;
+}
+
+// Ports still attached to a bridge (each one an instance's veth that was not cleaned up).
+inline std::string bridge_ports(const std::string& bridge) {
+  std::string found;
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/sys/class/net/" + bridge + "/brif", ec))
+    found += e.path().filename().string() + " ";
   return found;
 }
 
@@ -68,7 +81,9 @@ class EngineTest : public ::testing::Test {
         Status st = engine::remove_instance(ctx_, s.record.id);
         EXPECT_TRUE(st.ok()) << st.error().to_string();
       }
+    EXPECT_EQ(bridge_ports(ctx_.net.bridge), "") << "veths left on the bridge";
     (void)net::remove_bridge_if_unused(ctx_.net);
+    EXPECT_FALSE(std::filesystem::exists("/sys/class/net/" + ctx_.net.bridge));
     std::string left = leftovers(state_.filename().string());
     // Instance ids don't carry the state dir's name; check them by their image names too.
     for (const auto& name : names_) left += leftovers(name + "-");
