@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fs.h"
 #include "base/sha256.h"
 #include "base/subprocess.h"
 #include "rootfs/internal.h"
@@ -112,8 +113,19 @@ Status remove_downloaded_debs(const std::filesystem::path& root) {
   return st;
 }
 
+// The last "I: ..." progress line debootstrap wrote to its log.
+std::string last_info_line(const std::filesystem::path& log) {
+  auto text = fs::read_file(log, 64 << 20);
+  if (!text.ok()) return {};
+  size_t pos = text->rfind("\nI: ");
+  if (pos == std::string::npos) return {};
+  size_t end = text->find('\n', pos + 1);
+  return text->substr(pos + 4, end == std::string::npos ? std::string::npos : end - pos - 4);
+}
+
 Status run_debootstrap(const spec::RootfsSource& source, const std::string& mirror,
-                       const std::filesystem::path& target, const std::filesystem::path& log) {
+                       const std::filesystem::path& target, const std::filesystem::path& log,
+                       const Progress& progress) {
   std::vector<std::string> argv = {"debootstrap"};
   if (!source.variant.empty()) argv.push_back("--variant=" + source.variant);
   auto pkgs = sorted_packages(source);
@@ -128,7 +140,18 @@ Status run_debootstrap(const spec::RootfsSource& source, const std::string& mirr
   opts.stdout_fd = log_fd.get();
   opts.stderr_fd = log_fd.get();
   PW_ASSIGN(Child child, spawn(opts));
-  auto status = child.wait(kBuildTimeout);
+  // A build takes minutes: every few seconds, pass on what debootstrap is doing ("I: ..." lines).
+  auto deadline = std::chrono::steady_clock::now() + kBuildTimeout;
+  std::string last_step;
+  Result<int> status = Error("debootstrap did not run");
+  for (;;) {
+    status = child.wait(std::chrono::seconds(5));
+    if (status.ok() || std::chrono::steady_clock::now() >= deadline) break;
+    if (!progress) continue;
+    std::string step = last_info_line(log);
+    if (!step.empty() && step != last_step) progress("  debootstrap: " + step);
+    last_step = step;
+  }
   if (!status.ok())
     return Error(join(argv, ' ') + ": did not finish within 30 minutes (log: " + log.string() + ")",
                  ETIMEDOUT)
@@ -179,7 +202,7 @@ Result<Base> prepare_debootstrap(const spec::RootfsSource& source,
       progress(msg + ", this takes a minute or two");
     }
     const std::filesystem::path log = cache_dir / "debootstrap" / (key + ".log");
-    return run_debootstrap(source, normalized_mirror(*mirror), tmp, log);
+    return run_debootstrap(source, normalized_mirror(*mirror), tmp, log, progress);
   };
   auto dir = build_cached(cache_dir, "debootstrap", key, build);
   if (!dir.ok()) return std::move(dir).error().with_context(what);
