@@ -110,7 +110,7 @@ TEST_F(TinyTest, FailedRestoreFallsBackToColdStartWithCriuReason) {
   // A private copy of the rootfs, so the test can change what the checkpoint expects.
   stdfs::path rootfs = state_ / "rootfs-copy";
   ASSERT_TRUE(run_checked({"cp", "-a", PREWARM_EXAMPLE_TINY_ROOTFS, rootfs.string()}).ok());
-  std::string spec = read_all(PREWARM_EXAMPLE_TINY_SPEC);
+  std::string spec = slurp(PREWARM_EXAMPLE_TINY_SPEC);
   spec = std::regex_replace(spec, std::regex("directory: .*"), "directory: " + rootfs.string());
   ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec).ok());
   auto img = bake_tiny(state_ / "spec.yaml");
@@ -190,7 +190,7 @@ TEST_F(TinyTest, UnlistedFileInImageIsRefused) {
 }
 
 TEST_F(TinyTest, MissingRootfsFailsClearlyAndLeavesNothing) {
-  std::string spec = read_all(PREWARM_EXAMPLE_TINY_SPEC);
+  std::string spec = slurp(PREWARM_EXAMPLE_TINY_SPEC);
   spec = std::regex_replace(spec, std::regex("directory: .*"), "directory: /nonexistent/rootfs");
   ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec).ok());
   engine::BakeOptions o;
@@ -221,7 +221,7 @@ TEST_F(TinyTest, MissingCriuFailsBakeBeforeStartingAnything) {
 }
 
 TEST_F(TinyTest, WarmupFailureLeavesNothingBehind) {
-  std::string spec = read_all(PREWARM_EXAMPLE_TINY_SPEC);
+  std::string spec = slurp(PREWARM_EXAMPLE_TINY_SPEC);
   spec += "  - exec:\n      command: [\"/bin/false\"]\n";
   ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec).ok());
   engine::BakeOptions o;

@@ -17,23 +17,15 @@
 #include "base/fs.h"
 #include "base/unique_fd.h"
 #include "rootfs/rootfs.h"
+#include "support/files.h"
 
 namespace prewarm::rootfs {
 namespace {
 
 namespace stdfs = std::filesystem;
-
-std::string slurp(const stdfs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void spit(const stdfs::path& p, const std::string& text) {
-  stdfs::create_directories(p.parent_path());
-  std::ofstream(p) << text;
-}
+using testing::TempDir;
+using testing::slurp;
+using testing::spit;
 
 std::vector<std::string> listing(const stdfs::path& dir) {
   std::vector<std::string> names;

@@ -14,6 +14,7 @@
 #include "criu/criu.h"
 #include "engine/context.h"
 #include "engine/instance.h"
+#include "support/files.h"
 
 namespace prewarm::testing {
 
@@ -24,11 +25,6 @@ inline std::string skip_reason() {
   return {};
 }
 
-inline std::string read_all(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 // What the tests can see of leftovers: runc containers, netns, overlay mounts, veths and
 // cgroups whose names contain `marker`.
 inline std::string leftovers(const std::string& marker) {
@@ -37,7 +33,7 @@ inline std::string leftovers(const std::string& marker) {
   if (runc.ok() && runc->find(marker) != std::string::npos) found += "runc containers: " + *runc;
   auto netns = run_checked({"ip", "netns", "list"});
   if (netns.ok() && netns->find(marker) != std::string::npos) found += "netns: " + *netns;
-  std::string mounts = read_all("/proc/mounts");
+  std::string mounts = slurp("/proc/mounts");
   if (mounts.find(marker) != std::string::npos) found += "mounts under the state dir\n";
   std::error_code ec;
   for (const auto& hierarchy : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {

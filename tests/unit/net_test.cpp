@@ -15,35 +15,15 @@
 #include <vector>
 
 #include "net/ipam.h"
+#include "support/files.h"
 
 namespace prewarm::net {
 namespace {
 
 namespace stdfs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (stdfs::temp_directory_path() / "net-test-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    stdfs::remove_all(path_, ec);
-  }
-  const stdfs::path& path() const { return path_; }
-
- private:
-  stdfs::path path_;
-};
-
-std::string slurp(const stdfs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::TempDir;
+using testing::slurp;
+using testing::spit;
 
 Subnet subnet_of(const std::string& cidr) {
   auto s = parse_subnet(cidr);

@@ -16,40 +16,15 @@
 
 #include "base/sha256.h"
 #include "base/subprocess.h"
+#include "support/files.h"
 
 namespace prewarm::rootfs {
 namespace {
 
 namespace stdfs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (stdfs::temp_directory_path() / "rootfs-test-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    stdfs::remove_all(path_, ec);
-  }
-  const stdfs::path& path() const { return path_; }
-
- private:
-  stdfs::path path_;
-};
-
-std::string slurp(const stdfs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void spit(const stdfs::path& p, const std::string& text) {
-  stdfs::create_directories(p.parent_path());
-  std::ofstream(p) << text;
-}
+using testing::TempDir;
+using testing::slurp;
+using testing::spit;
 
 unsigned mode_of(const stdfs::path& p) {
   struct stat st {};
