@@ -85,6 +85,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   BakeResult res;
   PW_ASSIGN(spec::AppSpec spec, spec::load_spec(spec_file));
   if (!opts.name.empty()) spec.name = opts.name;
+  PW_TRY(check_image_name(spec.name));
   res.name = spec.name;
   auto phase = [&](const std::string& name, Stopwatch& sw) {
     double s = sw.seconds();

@@ -182,6 +182,25 @@ Result<pid_t> run_cold(const Context& ctx, const spec::AppSpec& spec, const stdf
   return s.pid;
 }
 
+// The checkpoint expects the base rootfs it was baked on. On another node (a pulled image), a
+// tarball or debootstrap base is rebuilt from the spec's recipe; it must come out the same.
+Status ensure_rootfs(const Context& ctx, LoadedImage& img) {
+  if (stdfs::exists(img.manifest.rootfs_dir)) return {};
+  std::string what = "image " + img.name + ": its rootfs " + img.manifest.rootfs_dir;
+  if (img.spec.rootfs.kind == spec::RootfsKind::kDirectory)
+    return Error(what + " does not exist on this host; provide that directory (the image "
+                        "was baked from it)");
+  ctx.say(what + " is not on this host; preparing it from the spec");
+  auto base = rootfs::prepare_base(img.spec.rootfs, ctx.cache_dir / "rootfs",
+                                   [&](const std::string& m) { ctx.say(m); });
+  if (!base.ok()) return std::move(base).error().with_context(what + " is missing");
+  if (base->id != img.manifest.rootfs_id)
+    return Error(what + " is missing, and rebuilding it gave " + base->id + " instead of " +
+                 img.manifest.rootfs_id);
+  img.manifest.rootfs_dir = base->dir.string();
+  return {};
+}
+
 }  // namespace
 
 std::map<std::string, double> StartTimings::as_map() const {
@@ -202,7 +221,17 @@ std::string now_rfc3339() {
   return buf;
 }
 
+Status check_image_name(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 128 && name.front() != '.' && name.front() != '-';
+  for (char c : name)
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_');
+  if (!ok)
+    return Error("invalid image name '" + name + "': use lowercase letters, digits, '-', '.', '_'");
+  return {};
+}
+
 Result<LoadedImage> load_image(const Context& ctx, const std::string& name) {
+  PW_TRY(check_image_name(name));
   LoadedImage img;
   img.name = name;
   img.dir = ctx.image_dir(name);
@@ -216,6 +245,7 @@ Result<LoadedImage> load_image(const Context& ctx, const std::string& name) {
   if (!parsed.ok())
     return std::move(parsed).error().with_context("image " + name + ": stored spec is invalid");
   img.spec = std::move(parsed).value();
+  PW_TRY(ensure_rootfs(ctx, img));
   return img;
 }
 

@@ -53,6 +53,10 @@ struct LoadedImage {
   spec::AppSpec spec;
 };
 
+// Image names are [a-z0-9._-] (they become directory names and instance id prefixes).
+Status check_image_name(const std::string& name);
+
+// Opens and verifies images/NAME, and makes sure the rootfs it needs is on this host.
 Result<LoadedImage> load_image(const Context& ctx, const std::string& name);
 
 // Starts one instance of an image. kRestore falls back to a cold start (recorded in
