@@ -12,6 +12,7 @@
 #include "engine/bench.h"
 #include "engine/context.h"
 #include "engine/doctor.h"
+#include "engine/images.h"
 #include "engine/instance.h"
 #include "image/image.h"
 
@@ -49,6 +50,9 @@ int cmd_bake(const std::string& state_dir, const std::string& spec, const std::s
   for (const char* k : {"rootfs", "start", "ready", "warmup", "quiesce", "checkpoint", "seal", "total"})
     if (r->timings_s.count(k)) std::printf("  %-11s %8.3f s\n", k, r->timings_s.at(k));
   if (r->tcp_established) std::printf("  (open TCP connections were checkpointed)\n");
+  std::printf("  stored: %.1f MB compressed, %.1f MB new (%.0f%% already in the store)\n",
+              static_cast<double>(r->stored_bytes_total) / 1e6,
+              static_cast<double>(r->stored_bytes_new) / 1e6, r->dedup_ratio * 100);
   return 0;
 }
 
@@ -136,24 +140,100 @@ int cmd_rm(const std::string& state_dir, std::vector<std::string> ids, bool all)
 int cmd_images(const std::string& state_dir) {
   auto ctx = context(state_dir, true);
   if (!ctx.ok()) return fail(ctx.error());
-  std::printf("%-20s %-21s %10s  %s\n", "NAME", "CREATED", "SIZE", "ROOTFS");
-  std::error_code ec;
-  std::vector<std::filesystem::path> dirs;
-  for (const auto& e : std::filesystem::directory_iterator(ctx->images_dir(), ec))
-    if (e.path().filename().string().front() != '.') dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
-  for (const auto& d : dirs) {
-    auto text = fs::read_file(d / image::kManifestFile, image::kMaxManifestBytes);
-    auto m = text.ok() ? image::parse_manifest(*text) : Result<image::Manifest>(text.error());
-    if (!m.ok()) {
-      std::printf("%-20s (unreadable: %s)\n", d.filename().c_str(), m.error().message().c_str());
+  auto l = engine::list_images(*ctx);
+  if (!l.ok()) return fail(l.error());
+  std::printf("%-24s %-24s %10s %10s  %-8s %s\n", "NAME", "CREATED", "SIZE", "STORED", "UNPACKED",
+              "DIGEST");
+  for (const auto& i : *l) {
+    if (!i.problem.empty()) {
+      std::printf("%-24s (unreadable: %s)\n", i.name.c_str(), i.problem.c_str());
       continue;
     }
-    uint64_t bytes = 0;
-    for (const auto& f : m->files) bytes += f.size;
-    std::printf("%-20s %-21s %8.1fMB  %s\n", m->name.c_str(), m->created.c_str(),
-                static_cast<double>(bytes) / 1e6, m->rootfs_id.c_str());
+    std::printf("%-24s %-24s %8.1fMB %8.1fMB  %-8s %s\n", i.name.c_str(), i.created.c_str(),
+                static_cast<double>(i.raw_bytes) / 1e6, static_cast<double>(i.stored_bytes) / 1e6,
+                i.unpacked ? "yes" : "no", i.manifest_digest.substr(0, 19).c_str());
   }
+  return 0;
+}
+
+int cmd_rmi(const std::string& state_dir, const std::vector<std::string>& names) {
+  auto ctx = context(state_dir, true);
+  if (!ctx.ok()) return fail(ctx.error());
+  int rc = 0;
+  for (const auto& n : names) {
+    Status st = engine::remove_image(*ctx, n);
+    if (!st.ok()) {
+      rc = fail(st.error());
+    } else {
+      std::printf("%s\n", n.c_str());
+    }
+  }
+  return rc;
+}
+
+int cmd_gc(const std::string& state_dir) {
+  auto ctx = context(state_dir, true);
+  if (!ctx.ok()) return fail(ctx.error());
+  auto r = engine::collect_garbage(*ctx);
+  if (!r.ok()) return fail(r.error());
+  std::printf("removed %llu blob(s), %.1f MB freed; %llu temporary file(s) removed; %llu recent "
+              "unreferenced blob(s) kept\n",
+              static_cast<unsigned long long>(r->removed_blobs),
+              static_cast<double>(r->bytes_freed) / 1e6,
+              static_cast<unsigned long long>(r->removed_temp_files),
+              static_cast<unsigned long long>(r->kept_young_blobs));
+  return 0;
+}
+
+int cmd_verify(const std::string& state_dir, const std::string& name) {
+  auto ctx = context(state_dir, true);
+  if (!ctx.ok()) return fail(ctx.error());
+  auto r = engine::verify_images(*ctx, name);
+  if (!r.ok()) return fail(r.error());
+  std::printf("%s\n", r->c_str());
+  return 0;
+}
+
+struct RegistryFlags {
+  bool plain_http = false;
+  std::string ca_file;
+};
+
+registry::Options registry_opts(const engine::Context& ctx, const RegistryFlags& f) {
+  registry::Options o = engine::registry_options(ctx);
+  if (f.plain_http) o.insecure_http = true;
+  o.ca_file = f.ca_file;
+  return o;
+}
+
+int cmd_push(const std::string& state_dir, const std::string& name, const std::string& ref,
+             const RegistryFlags& f) {
+  auto ctx = context(state_dir);
+  if (!ctx.ok()) return fail(ctx.error());
+  registry::Stats stats;
+  auto o = registry_opts(*ctx, f);
+  o.stats = &stats;
+  Status st = engine::push_image(*ctx, name, ref, o);
+  if (!st.ok()) return fail(st.error());
+  std::printf("pushed %s to %s: %llu blob(s) uploaded (%.1f MB), %llu already there\n",
+              name.c_str(), ref.c_str(), static_cast<unsigned long long>(stats.blobs_uploaded),
+              static_cast<double>(stats.bytes_uploaded) / 1e6,
+              static_cast<unsigned long long>(stats.blobs_skipped));
+  return 0;
+}
+
+int cmd_pull(const std::string& state_dir, const std::string& ref, const std::string& name,
+             const RegistryFlags& f) {
+  auto ctx = context(state_dir);
+  if (!ctx.ok()) return fail(ctx.error());
+  registry::Stats stats;
+  auto o = registry_opts(*ctx, f);
+  o.stats = &stats;
+  auto r = engine::pull_image(*ctx, ref, name, o);
+  if (!r.ok()) return fail(r.error());
+  std::printf("pulled %s as %s: %llu blob(s) downloaded (%.1f MB)\n", ref.c_str(), r->c_str(),
+              static_cast<unsigned long long>(stats.blobs_downloaded),
+              static_cast<double>(stats.bytes_downloaded) / 1e6);
   return 0;
 }
 
@@ -230,6 +310,28 @@ int main(int argc, char** argv) {
   inspect->add_option("name", image, "image name")->required();
   auto* doctor = app.add_subcommand("doctor", "check this host for what prewarm needs");
 
+  std::vector<std::string> rmi_names;
+  auto* rmi = app.add_subcommand("rmi", "remove images (their blobs go at the next gc)");
+  rmi->add_option("names", rmi_names, "image names")->required();
+  auto* gc = app.add_subcommand("gc", "remove store blobs no image references");
+  std::string verify_name;
+  auto* verify = app.add_subcommand("verify", "re-hash the store's blobs and unpacked images");
+  verify->add_option("name", verify_name, "one image (default: all)");
+
+  RegistryFlags rflags;
+  std::string ref, pull_name;
+  auto* push = app.add_subcommand("push", "push an image to an OCI registry");
+  push->add_option("name", image, "image name")->required();
+  push->add_option("ref", ref, "REGISTRY/REPO:TAG")->required();
+  auto* pull = app.add_subcommand("pull", "pull an image from an OCI registry");
+  pull->add_option("ref", ref, "REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:...")->required();
+  pull->add_option("--name", pull_name, "local image name (default: the repository's last part)");
+  for (auto* c : {push, pull}) {
+    c->add_flag("--plain-http", rflags.plain_http,
+                "plain HTTP (default only for localhost and 127.0.0.1)");
+    c->add_option("--ca-file", rflags.ca_file, "CA certificate(s) to verify the registry with");
+  }
+
   engine::BenchOptions bo;
   bool bench_json = false;
   auto* bench = app.add_subcommand("bench", "benchmarks");
@@ -251,6 +353,11 @@ int main(int argc, char** argv) {
   if (*images) return cmd_images(state_dir);
   if (*inspect) return cmd_inspect(state_dir, image);
   if (*doctor) return cmd_doctor();
+  if (*rmi) return cmd_rmi(state_dir, rmi_names);
+  if (*gc) return cmd_gc(state_dir);
+  if (*verify) return cmd_verify(state_dir, verify_name);
+  if (*push) return cmd_push(state_dir, image, ref, rflags);
+  if (*pull) return cmd_pull(state_dir, ref, pull_name, rflags);
   if (*startup) return cmd_bench(state_dir, bo);
   return 1;
 }

@@ -11,6 +11,7 @@
 #include "base/fs.h"
 #include "base/log.h"
 #include "criu/criu.h"
+#include "engine/images.h"
 #include "engine/instance.h"
 #include "image/image.h"
 #include "probe/probe.h"
@@ -181,6 +182,12 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   m.tcp_established = res.tcp_established;
   m.timings_s = res.timings_s;
   PW_TRY(image::seal(staged, m));
+  // Into the store first: if that fails, nothing of this bake is left.
+  PW_ASSIGN(store::Store image_store, open_store(ctx));
+  PW_ASSIGN(store::PutResult put, image_store.put(staged, spec.name));
+  res.stored_bytes_new = put.new_compressed_bytes;
+  res.stored_bytes_total = put.total_compressed_bytes;
+  res.dedup_ratio = put.dedup_ratio();
   PW_TRY(install_image(ctx, staged, spec.name));
   staging.dir.clear();
   phase("seal", sw);

@@ -20,6 +20,9 @@ struct BakeResult {
   std::map<std::string, double> timings_s;  // rootfs, start, ready, warmup, quiesce, checkpoint, seal
   uint64_t image_bytes = 0;
   bool tcp_established = false;
+  uint64_t stored_bytes_new = 0;    // compressed bytes this bake added to the store
+  uint64_t stored_bytes_total = 0;  // the image's compressed size in the store
+  double dedup_ratio = 0;           // share of the raw bytes the store already had
 };
 
 Result<BakeResult> bake(const Context& ctx, const std::filesystem::path& spec_file,

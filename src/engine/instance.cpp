@@ -15,6 +15,7 @@
 #include "engine/app_log.h"
 #include "engine/host_check.h"
 #include "engine/identity.h"
+#include "engine/images.h"
 #include "image/image.h"
 #include "oci/config.h"
 #include "probe/probe.h"
@@ -29,7 +30,8 @@ using nlohmann::json;
 constexpr const char* kRecordFile = "instance.json";
 
 json record_json(const InstanceRecord& r) {
-  return {{"id", r.id},           {"image", r.image},   {"hostname", r.hostname},
+  return {{"id", r.id},           {"image", r.image},   {"imageDigest", r.image_digest},
+          {"hostname", r.hostname},
           {"ip", r.ip},           {"netns", r.netns},   {"hostVeth", r.host_veth},
           {"startedBy", r.started_by},
           {"fallbackReason", r.fallback_reason},        {"created", r.created},
@@ -47,6 +49,7 @@ Result<InstanceRecord> load_record(const stdfs::path& dir) {
   InstanceRecord r;
   r.id = j.value("id", "");
   r.image = j.value("image", "");
+  r.image_digest = j.value("imageDigest", "");
   r.hostname = j.value("hostname", "");
   r.ip = j.value("ip", "");
   r.netns = j.value("netns", "");
@@ -235,9 +238,9 @@ Result<LoadedImage> load_image(const Context& ctx, const std::string& name) {
   LoadedImage img;
   img.name = name;
   img.dir = ctx.image_dir(name);
-  if (!stdfs::exists(img.dir / image::kManifestFile))
-    return Error("no image named '" + name + "' in " + ctx.images_dir().string() +
-                 " (run `prewarm bake SPEC.yaml` first; `prewarm images` lists images)");
+  PW_TRY(ensure_unpacked(ctx, name));
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  if (auto m = st.read_manifest(name); m.ok()) img.store_digest = m->second;
   image::VerifyOptions vo;
   vo.stamp_dir = ctx.stamps_dir();
   PW_ASSIGN(img.manifest, image::open_verified(img.dir, vo));
@@ -299,6 +302,7 @@ Result<Started> start_instance(const Context& ctx, const LoadedImage& img, Start
   InstanceRecord rec;
   rec.id = id;
   rec.image = img.name;
+  rec.image_digest = img.store_digest;
   rec.hostname = id;
   rec.created = now_rfc3339();
 

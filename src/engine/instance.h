@@ -18,6 +18,7 @@ enum class StartMode { kRestore, kCold };
 struct InstanceRecord {
   std::string id;
   std::string image;     // image name ("" for a bake instance)
+  std::string image_digest;  // the image's manifest digest in the store (kept from gc)
   std::string hostname;
   std::string ip;
   std::string netns;
@@ -49,6 +50,7 @@ struct Started {
 struct LoadedImage {
   std::string name;
   std::filesystem::path dir;
+  std::string store_digest;  // manifest digest in the store
   image::Manifest manifest;
   spec::AppSpec spec;
 };

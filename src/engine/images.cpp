@@ -1,0 +1,185 @@
+// Store, unpacked copies and registry transfers, glued together.
+#include "engine/images.h"
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "base/fs.h"
+#include "engine/instance.h"
+#include "image/image.h"
+
+namespace prewarm::engine {
+namespace {
+
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+// The blobs an OCI manifest references (config first), as registry descriptors.
+Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_json) {
+  json m = json::parse(manifest_json, nullptr, false);
+  if (!m.is_object() || !m.contains("config") || !m.contains("layers") || !m["layers"].is_array())
+    return Error("not an OCI image manifest");
+  std::vector<registry::Blob> blobs;
+  auto add = [&](const json& d) -> Status {
+    if (!d.is_object() || !d.contains("digest") || !d.contains("size"))
+      return Error("manifest descriptor without digest or size");
+    registry::Blob b;
+    b.digest = d["digest"].get<std::string>();
+    b.size = d["size"].get<uint64_t>();
+    b.media_type = d.value("mediaType", "");
+    if (!registry::is_valid_digest(b.digest)) return Error("bad digest " + b.digest);
+    blobs.push_back(std::move(b));
+    return {};
+  };
+  try {
+    PW_TRY(add(m["config"]));
+    for (const auto& l : m["layers"]) PW_TRY(add(l));
+  } catch (const json::exception& e) {
+    return Error(std::string("malformed manifest: ") + e.what());
+  }
+  return blobs;
+}
+
+}  // namespace
+
+Result<store::Store> open_store(const Context& ctx) {
+  return store::Store::open(ctx.state_dir / "store");
+}
+
+Result<store::PutResult> store_image(const Context& ctx, const std::string& name) {
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  return st.put(ctx.image_dir(name), name);
+}
+
+Status ensure_unpacked(const Context& ctx, const std::string& name) {
+  PW_TRY(check_image_name(name));
+  if (stdfs::exists(ctx.image_dir(name) / image::kManifestFile)) return {};
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  auto entries = st.list();
+  if (!entries.ok()) return std::move(entries).error();
+  bool known = false;
+  for (const auto& e : *entries) known = known || e.name == name;
+  if (!known)
+    return Error("no image named '" + name + "' (run `prewarm bake SPEC.yaml` or `prewarm pull "
+                 "REGISTRY/REPO:TAG` first; `prewarm images` lists images)");
+  ctx.say("unpacking " + name + " from the store");
+  store::MaterializeOptions mo;
+  mo.replace = true;
+  auto r = st.materialize(name, ctx.image_dir(name), mo);
+  if (!r.ok()) return std::move(r).error().with_context("unpacking image " + name);
+  return {};
+}
+
+Result<std::vector<ImageInfo>> list_images(const Context& ctx) {
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  PW_ASSIGN(auto entries, st.list());
+  std::vector<ImageInfo> out;
+  for (const auto& e : entries) {
+    ImageInfo i;
+    i.name = e.name;
+    i.created = e.created;
+    i.manifest_digest = e.manifest_digest;
+    i.raw_bytes = e.raw_bytes;
+    i.stored_bytes = e.stored_bytes;
+    i.problem = e.problem;
+    i.unpacked = stdfs::exists(ctx.image_dir(e.name) / image::kManifestFile);
+    out.push_back(std::move(i));
+  }
+  return out;
+}
+
+Status remove_image(const Context& ctx, const std::string& name) {
+  PW_TRY(check_image_name(name));
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  bool had_unpacked = stdfs::exists(ctx.image_dir(name));
+  Status s = st.remove(name);
+  if (!s.ok() && !had_unpacked) return s;
+  return fs::remove_all(ctx.image_dir(name));
+}
+
+Result<store::GcResult> collect_garbage(const Context& ctx) {
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  std::set<std::string> keep;
+  PW_ASSIGN(auto instances, list_instances(ctx));
+  for (const auto& i : instances)
+    if (!i.record.image_digest.empty()) keep.insert(i.record.image_digest);
+  return st.gc(keep);
+}
+
+Result<std::string> verify_images(const Context& ctx, const std::string& name) {
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  PW_ASSIGN(store::VerifyReport report, name.empty() ? st.verify_all() : st.verify(name));
+  std::string out = "store: " + std::to_string(report.images) + " image(s), " +
+                    std::to_string(report.blobs) + " blob(s), " +
+                    std::to_string(report.bytes / 1000000) + " MB checked";
+  std::string problems = report.describe();
+  PW_ASSIGN(auto images, list_images(ctx));
+  for (const auto& i : images) {
+    if ((!name.empty() && i.name != name) || !i.unpacked) continue;
+    image::VerifyOptions vo;
+    vo.force_full = true;
+    vo.stamp_dir = ctx.stamps_dir();
+    auto m = image::open_verified(ctx.image_dir(i.name), vo);
+    if (!m.ok()) problems += (problems.empty() ? "" : "\n") + m.error().message();
+    else out += "\nunpacked " + i.name + ": ok";
+  }
+  if (!problems.empty()) return Error("verification failed").with_detail(problems);
+  return out;
+}
+
+registry::Options registry_options(const Context& ctx) {
+  registry::Options o;
+  o.progress = [&ctx](const std::string& m) { ctx.say(m); };
+  return o;
+}
+
+Status push_image(const Context& ctx, const std::string& name, const std::string& ref_text,
+                  const registry::Options& opts) {
+  PW_ASSIGN(registry::Reference ref, registry::parse_reference(ref_text));
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  PW_ASSIGN(store::Lease lease, st.lease());
+  auto manifest = st.read_manifest(name);
+  if (!manifest.ok())
+    return std::move(manifest).error().with_context("push " + name + " (is it in `prewarm images`?)");
+  PW_ASSIGN(auto blobs, manifest_blobs(manifest->first));
+  for (auto& b : blobs) {
+    PW_ASSIGN(b.path, st.blob_path(b.digest));
+  }
+  ctx.say("pushing " + name + " to " + ref.to_string() + " (" + std::to_string(blobs.size()) +
+          " blobs)");
+  return registry::push(ref, blobs, manifest->first, store::kManifestMediaType, opts);
+}
+
+Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, std::string name,
+                               const registry::Options& opts) {
+  PW_ASSIGN(registry::Reference ref, registry::parse_reference(ref_text));
+  if (name.empty()) name = ref.repository.substr(ref.repository.rfind('/') + 1);
+  PW_TRY(check_image_name(name));
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  PW_ASSIGN(store::Lease lease, st.lease());
+  PW_ASSIGN(registry::PulledManifest pm, registry::get_manifest(ref, opts));
+  auto blobs = manifest_blobs(pm.json);
+  if (!blobs.ok())
+    return std::move(blobs).error().with_context("pull " + ref.to_string() +
+                                                 ": not a prewarm checkpoint image");
+  std::vector<registry::Blob> wanted;
+  for (auto& b : *blobs) {
+    if (st.has_blob(b.digest)) continue;
+    // A fixed download path per blob, so an interrupted pull resumes where it stopped.
+    b.path = st.root() / "blobs" / "sha256" / (".tmp-pull-" + b.digest.substr(7));
+    wanted.push_back(b);
+  }
+  ctx.say("pulling " + ref.to_string() + ": " + std::to_string(wanted.size()) + " of " +
+          std::to_string(blobs->size()) + " blobs missing here");
+  PW_TRY(registry::pull_blobs(ref, wanted, opts));
+  for (const auto& b : wanted) PW_TRY(st.add_blob_file(b.path, b.digest));
+  auto added = st.add_manifest(name, pm.json);
+  if (!added.ok()) return std::move(added).error().with_context("pull " + ref.to_string());
+  store::MaterializeOptions mo;
+  mo.replace = true;
+  auto r = st.materialize(name, ctx.image_dir(name), mo);
+  if (!r.ok()) return std::move(r).error().with_context("unpacking pulled image " + name);
+  return name;
+}
+
+}  // namespace prewarm::engine

@@ -1,0 +1,54 @@
+// Images as the user manages them: the content-addressed store (state/store, an OCI image
+// layout) is the source of truth; images/NAME is the node-local unpacked copy restores read
+// (measured: rebuilding it for every restore would cost more than the restore itself).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "engine/context.h"
+#include "registry/registry.h"
+#include "store/store.h"
+
+namespace prewarm::engine {
+
+Result<store::Store> open_store(const Context& ctx);
+
+// Adds a freshly baked (sealed) images/NAME to the store.
+Result<store::PutResult> store_image(const Context& ctx, const std::string& name);
+
+// Makes sure images/NAME exists, unpacking it from the store when missing.
+Status ensure_unpacked(const Context& ctx, const std::string& name);
+
+struct ImageInfo {
+  std::string name;
+  std::string created;
+  std::string manifest_digest;
+  uint64_t raw_bytes = 0;
+  uint64_t stored_bytes = 0;
+  bool unpacked = false;
+  std::string problem;
+};
+Result<std::vector<ImageInfo>> list_images(const Context& ctx);
+
+// Removes an image: its store entry (blobs go at gc) and its unpacked copy.
+Status remove_image(const Context& ctx, const std::string& name);
+
+// Removes store blobs no image references; blobs of images that instances were started from
+// are kept even when the image itself was removed.
+Result<store::GcResult> collect_garbage(const Context& ctx);
+
+// Re-hashes the store's blobs (one image, or all when name is empty) and the unpacked copies.
+Result<std::string> verify_images(const Context& ctx, const std::string& name);
+
+registry::Options registry_options(const Context& ctx);
+
+Status push_image(const Context& ctx, const std::string& name, const std::string& ref,
+                  const registry::Options& opts);
+// Pulls ref into the store as `name` (default: the repository's last path component) and
+// unpacks it. Returns the image name.
+Result<std::string> pull_image(const Context& ctx, const std::string& ref, std::string name,
+                               const registry::Options& opts);
+
+}  // namespace prewarm::engine

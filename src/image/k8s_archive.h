@@ -1,0 +1,71 @@
+// Export/import between prewarm images and the container checkpoint archive that kubelet's
+// checkpoint API (through CRI-O), `podman container checkpoint --export` and checkpointctl use:
+// a tar of checkpoint/ (CRIU files), config.dump, spec.dump, rootfs-diff.tar, stats-dump, ...
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "image/manifest.h"
+
+namespace prewarm::image {
+
+// prewarm's own files ride in the archive under this directory, so importing a prewarm export
+// is lossless: prewarm/manifest.json, and every image file outside checkpoint/ and
+// rootfs-diff.tar under its image path (prewarm/host/cpuinfo.img).
+inline constexpr const char* kArchivePrewarmDir = "prewarm";
+
+enum class Compression { kNone, kGzip, kZstd };
+
+// "none", "gzip", "zstd" (the names `podman container checkpoint --compress` takes).
+Result<Compression> parse_compression(std::string_view name);
+
+struct ExportOptions {
+  // CRI-O and the kubelet write uncompressed archives; podman defaults to zstd.
+  Compression compression = Compression::kNone;
+  // Passed to open_verified (verification stamps); empty: hash every file.
+  std::filesystem::path stamp_dir;
+};
+
+// Writes the image at image_dir (which must pass open_verified) as a checkpoint archive at
+// out_tar: checkpoint/, config.dump, spec.dump, rootfs-diff.tar, stats-dump (when the image has
+// checkpoint/stats-dump) and prewarm/. The file appears whole or not at all (temp file + rename),
+// mode 0600: it holds the app's memory.
+Status export_archive(const std::filesystem::path& image_dir, const std::filesystem::path& out_tar,
+                      const ExportOptions& opts);
+
+struct ImportOptions {
+  // Name of the app in a foreign archive's manifest and spec; empty: dest_image_dir's last
+  // component. A prewarm export keeps the manifest it carries.
+  std::string name;
+  // The root filesystem the checkpoint was made on (a foreign archive names only the container
+  // image; prewarm needs that image's files as a directory). Ignored for prewarm exports.
+  std::filesystem::path rootfs_dir;
+  // Caps on what an archive may unpack to (file bytes, entries), checked before writing.
+  uint64_t max_bytes = uint64_t{64} << 30;
+  uint64_t max_entries = 100000;
+};
+
+struct ImportedImage {
+  std::filesystem::path dir;
+  Manifest manifest;
+  bool foreign = false;  // made by CRI-O/Podman/kubelet, not by prewarm
+  // What the import could not carry over and may keep the image from restoring (bind mounts,
+  // volumes, a terminal, unknown host facts), one sentence each.
+  std::vector<std::string> warnings;
+};
+
+// Unpacks a checkpoint archive (uncompressed, gzip or zstd) into a new image at dest_image_dir,
+// which must not exist. Only regular files and directories with plain relative names are
+// accepted. A prewarm export is verified against the manifest it carries; a foreign archive gets
+// a new manifest (AppSpec from spec.dump, rootfs = opts.rootfs_dir) and is sealed. On any error
+// dest_image_dir is not created.
+Result<ImportedImage> import_archive(const std::filesystem::path& tar,
+                                     const std::filesystem::path& dest_image_dir,
+                                     const ImportOptions& opts);
+
+}  // namespace prewarm::image

@@ -1,0 +1,400 @@
+// Turning a Kubernetes/CRI-O/Podman checkpoint archive into a prewarm image: an AppSpec from
+// spec.dump, the caller's rootfs as its base, host facts from the CRIU images and annotations,
+// deleted.files as overlay whiteouts in the rootfs diff.
+//
+// Sources (read, not copied): checkpointctl lib/metadata.go (ContainerConfig fields,
+// deleted.files as a JSON list, pod.options/pod.dump), lib/annotations.go
+// (org.criu.checkpoint.*); CRI-O server/container_restore.go (mounts it re-creates itself);
+// Podman's addCheckpointImageMetadata (CRIU version as one integer); CRIU images/core.proto
+// (core_entry.mtype) and images/stats.proto (dump_stats_entry, microseconds).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <vector>
+
+#include "base/fs.h"
+#include "base/unique_fd.h"
+#include "image/image.h"
+#include "image/k8s_internal.h"
+#include "image/tar.h"
+#include "spec/app_spec.h"
+
+namespace prewarm::image::k8s {
+namespace {
+
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+constexpr uint32_t kCriuCommonMagic = 0x54564319;   // IMG_COMMON_MAGIC
+constexpr uint32_t kCriuServiceMagic = 0x55105940;  // IMG_SERVICE_MAGIC
+
+std::string now_rfc3339() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Just enough protobuf to read core_entry.mtype and dump statistics.
+
+bool read_varint(std::string_view& s, uint64_t& v) {
+  v = 0;
+  for (int shift = 0; shift < 64 && !s.empty(); shift += 7) {
+    auto b = static_cast<unsigned char>(s.front());
+    s.remove_prefix(1);
+    v |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+// Calls fn(field, wire_type, varint value, bytes) for each field of one protobuf message.
+template <class Fn>
+bool for_each_field(std::string_view msg, Fn fn) {
+  while (!msg.empty()) {
+    uint64_t key = 0, v = 0;
+    if (!read_varint(msg, key)) return false;
+    int wt = static_cast<int>(key & 7);
+    std::string_view bytes;
+    if (wt == 0) {
+      if (!read_varint(msg, v)) return false;
+    } else if (wt == 2) {
+      if (!read_varint(msg, v) || v > msg.size()) return false;
+      bytes = msg.substr(0, v);
+      msg.remove_prefix(v);
+    } else if (wt == 1 || wt == 5) {
+      size_t n = wt == 1 ? 8 : 4;
+      if (msg.size() < n) return false;
+      msg.remove_prefix(n);
+    } else {
+      return false;
+    }
+    fn(key >> 3, wt, v, bytes);
+  }
+  return true;
+}
+
+// The first protobuf entry of a CRIU image file: magic (two words, or one for inventory.img),
+// a 32-bit little-endian length, the message.
+std::optional<std::string> criu_first_entry(const stdfs::path& file) {
+  auto text = fs::read_file(file, 1 << 20);
+  if (!text.ok() || text->size() < 8) return std::nullopt;
+  auto u32 = [&](size_t pos) {
+    uint32_t v = 0;
+    std::memcpy(&v, text->data() + pos, 4);
+    return v;
+  };
+  uint32_t first = u32(0);
+  size_t pos = (first == kCriuCommonMagic || first == kCriuServiceMagic) ? 8 : 4;
+  if (text->size() < pos + 4) return std::nullopt;
+  uint32_t len = u32(pos);
+  if (text->size() - pos - 4 < len) return std::nullopt;
+  return text->substr(pos + 4, len);
+}
+
+// uname -m of the machine the checkpoint was made on, from a core-*.img's mtype.
+std::string checkpoint_arch(const stdfs::path& x, const std::set<std::string>& files) {
+  static const char* const kArch[] = {"",      "x86_64", "armv7l",      "aarch64", "ppc64le",
+                                      "s390x", "mips64", "loongarch64", "riscv64"};
+  for (const auto& f : files) {
+    if (!starts_with(f, std::string(kCheckpointDir) + "/core-")) continue;
+    auto entry = criu_first_entry(x / f);
+    if (!entry) continue;
+    uint64_t mtype = 0;
+    for_each_field(*entry, [&](uint64_t field, int wt, uint64_t v, std::string_view) {
+      if (field == 1 && wt == 0) mtype = v;
+    });
+    if (mtype > 0 && mtype < std::size(kArch)) return kArch[mtype];
+  }
+  return {};
+}
+
+// Seconds the app was frozen for the dump (stats_entry.dump.frozen_time, in microseconds).
+std::optional<double> frozen_seconds(const stdfs::path& stats_dump) {
+  auto entry = criu_first_entry(stats_dump);
+  if (!entry) return std::nullopt;
+  std::optional<double> out;
+  for_each_field(*entry, [&](uint64_t field, int wt, uint64_t, std::string_view dump) {
+    if (field != 1 || wt != 2) return;
+    for_each_field(dump, [&](uint64_t f, int w, uint64_t v, std::string_view) {
+      if (f == 2 && w == 0) out = static_cast<double>(v) / 1e6;
+    });
+  });
+  return out;
+}
+
+// Podman records CRIU's version as one integer (40201); checkpointctl and prewarm as "4.2.1".
+std::string criu_version_text(const std::string& v) {
+  if (v.empty() || v.size() > 9 ||
+      !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return v;
+  long n = std::stol(v);
+  if (n < 10000) return v;
+  return std::to_string(n / 10000) + "." + std::to_string(n / 100 % 100) + "." +
+         std::to_string(n % 100);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Result<json> read_json_object(const stdfs::path& file, const std::string& name,
+                              const std::string& where) {
+  auto text = fs::read_file(file, kMaxDumpJson);
+  if (!text.ok()) return std::move(text).error().with_context(where + ": " + name);
+  json j = json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return Error(where + ": " + name + " is not a JSON object");
+  return j;
+}
+
+std::string string_at(const json& j, const char* key) {
+  auto it = j.find(key);
+  return (it != j.end() && it->is_string()) ? it->get<std::string>() : std::string();
+}
+
+// Copies `src` (the archive's rootfs-diff.tar, or none) to `out` and appends a whiteout for
+// each path in deleted.files that the base has: in prewarm's rootfs diff (an overlay upper dir)
+// that is how a deletion is recorded.
+Status write_rootfs_diff(const stdfs::path& src, const std::vector<std::string>& deleted,
+                         const stdfs::path& lower, const stdfs::path& out,
+                         std::vector<std::string>& warnings, const std::string& where) {
+  UniqueFd o(::open(out.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!o.valid()) return Error::sys("create", errno, out.string());
+  std::set<std::string> dirs;  // directories the diff already carries
+  if (!src.empty()) {
+    UniqueFd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in.valid()) return Error::sys("open", errno, src.string());
+    tar::Reader r(in.get(), where + ": " + kRootfsDiff);
+    for (;;) {
+      PW_ASSIGN(std::optional<tar::Entry> e, r.next());
+      if (!e) break;
+      if (e->type == '5')
+        if (auto n = tar::clean_name(e->name, where); n.ok()) dirs.insert(*n);
+    }
+    // Its entries as they are; ours go where its end-of-archive marker was.
+    if (::lseek(in.get(), 0, SEEK_SET) != 0) return Error::sys("seek", errno, src.string());
+    std::vector<char> buf(1 << 20);
+    for (uint64_t left = r.header_offset(); left > 0;) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(left, buf.size()));
+      PW_ASSIGN(size_t got, tar::read_full(in.get(), buf.data(), want, src.string()));
+      if (got == 0) return Error(src.string() + ": shorter than its entries");
+      PW_TRY(tar::write_all(o.get(), buf.data(), got, false, out.string()));
+      left -= got;
+    }
+  }
+  tar::Writer w(o.get(), false, out.string());
+  std::vector<std::string> skipped;
+  for (const auto& raw : deleted) {
+    std::string_view rel = raw;
+    while (!rel.empty() && rel.front() == '/') rel.remove_prefix(1);
+    auto name = tar::clean_name(rel, where);
+    if (!name.ok() || name->empty()) {
+      skipped.push_back(raw);
+      continue;
+    }
+    // Each parent must be a real directory in the base: a whiteout under a symlinked parent
+    // would turn that link into a directory in the instance.
+    std::vector<std::pair<std::string, struct stat>> parents;
+    bool exists = true, plain = true;
+    std::string prefix;
+    for (const auto& comp : stdfs::path(*name)) {
+      prefix += (prefix.empty() ? "" : "/") + comp.string();
+      struct stat st {};
+      if (::lstat((lower / prefix).c_str(), &st) != 0) {
+        exists = false;
+        break;
+      }
+      if (prefix == *name) break;
+      if (!S_ISDIR(st.st_mode)) {
+        plain = false;
+        break;
+      }
+      parents.emplace_back(prefix, st);
+    }
+    if (!exists) continue;  // nothing in the base to hide
+    if (!plain) {
+      skipped.push_back(raw);
+      continue;
+    }
+    // A parent that tar creates would hide the base directory's mode and owner; carry them.
+    for (const auto& [dir, st] : parents)
+      if (dirs.insert(dir).second)
+        PW_TRY(w.dir(dir, {static_cast<unsigned>(st.st_mode & 07777), st.st_uid, st.st_gid,
+                           st.st_mtim.tv_sec}));
+    PW_TRY(w.whiteout(*name, 0));
+  }
+  if (!skipped.empty()) {
+    std::string list;
+    for (const auto& s : skipped) list += (list.empty() ? "" : ", ") + s;
+    warnings.push_back(std::string(kDeletedFiles) +
+                       " lists paths prewarm cannot delete from the base (not plain paths, or "
+                       "under a symbolic link): " + list);
+  }
+  PW_TRY(w.finish());
+  if (::fsync(o.get()) != 0) return Error::sys("fsync", errno, out.string());
+  return {};
+}
+
+// Mounts an OCI runtime sets up itself, plus those CRI-O re-creates on restore (/etc/hosts and
+// friends are not among them for prewarm, which creates no such bind mounts).
+bool runtime_mount(const std::string& destination) {
+  static const std::set<std::string> kMounts = {
+      "/proc", "/dev", "/dev/pts", "/dev/mqueue", "/sys", "/sys/fs/cgroup", "/dev/shm"};
+  return kMounts.count(destination) > 0;
+}
+
+// The AppSpec of a foreign container: what it ran (process.args/env/cwd) on the given rootfs,
+// with no readiness probe or warm-up (it is already warm).
+Result<spec::AppSpec> app_from_spec_dump(const json& runtime_spec, const std::string& name,
+                                         const stdfs::path& rootfs, const std::string& where,
+                                         std::vector<std::string>& warnings) {
+  spec::AppSpec app;
+  app.name = name;
+  app.rootfs.kind = spec::RootfsKind::kDirectory;
+  app.rootfs.path = rootfs;
+  auto process = runtime_spec.find("process");
+  if (process == runtime_spec.end() || !process->is_object())
+    return Error(where + ": spec.dump has no process object");
+  if (auto args = process->find("args"); args != process->end() && args->is_array())
+    for (const auto& a : *args)
+      if (a.is_string()) app.command.push_back(a.get<std::string>());
+  if (app.command.empty()) return Error(where + ": spec.dump process.args is empty or missing");
+  if (auto env = process->find("env"); env != process->end() && env->is_array())
+    for (const auto& e : *env) {
+      std::string kv = e.is_string() ? e.get<std::string>() : "";
+      size_t eq = kv.find('=');
+      if (eq != std::string::npos && eq > 0) app.env.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    }
+  if (std::string cwd = string_at(*process, "cwd"); !cwd.empty()) app.working_dir = cwd;
+  if (process->value("terminal", false))
+    warnings.push_back("the container ran with a terminal; prewarm restores without one, so "
+                       "CRIU may refuse to restore it");
+  std::string mounts;
+  if (auto list = runtime_spec.find("mounts"); list != runtime_spec.end() && list->is_array())
+    for (const auto& mt : *list) {
+      std::string dst = mt.is_object() ? string_at(mt, "destination") : "";
+      if (!dst.empty() && !runtime_mount(dst)) mounts += (mounts.empty() ? "" : ", ") + dst;
+    }
+  if (!mounts.empty())
+    warnings.push_back("the container had mounts prewarm does not recreate (" + mounts +
+                       "); restoring the checkpoint fails without them, a cold start works");
+  return app;
+}
+
+}  // namespace
+
+Result<ImportedImage> assemble_foreign(const stdfs::path& x, const Extracted& ex,
+                                       const stdfs::path& img, const stdfs::path& dest,
+                                       const ImportOptions& opts, const std::string& where) {
+  if (ex.files.count(kPodOptions) || ex.files.count(kPodDump))
+    return Error(where + ": a pod checkpoint archive; prewarm imports container checkpoints "
+                 "(one container each)");
+  for (const char* need : {kConfigDump, kSpecDump})
+    if (!ex.files.count(need))
+      return Error(where + ": has no " + need +
+                   "; not a Kubernetes/CRI-O/Podman container checkpoint archive");
+  const std::string inventory = std::string(kCheckpointDir) + "/inventory.img";
+  if (!ex.files.count(inventory))
+    return Error(where + ": " + inventory + " is missing: the archive holds no CRIU checkpoint");
+  PW_ASSIGN(json config, read_json_object(x / kConfigDump, kConfigDump, where));
+  PW_ASSIGN(json runtime_spec, read_json_object(x / kSpecDump, kSpecDump, where));
+
+  ImportedImage out;
+  out.foreign = true;
+  std::string image_ref = string_at(config, "rootfsImageName");
+  if (image_ref.empty()) image_ref = string_at(config, "rootfsImage");
+  if (image_ref.empty()) image_ref = string_at(config, "rootfsImageRef");
+  if (image_ref.empty()) image_ref = "(config.dump does not name it)";
+  if (opts.rootfs_dir.empty())
+    return Error(where + ": this archive was made from container image " + image_ref +
+                 "; pass --rootfs DIR with that image's root filesystem");
+  std::error_code ec;
+  stdfs::path rootfs = stdfs::canonical(opts.rootfs_dir, ec);
+  if (ec || !stdfs::is_directory(rootfs, ec))
+    return Error("--rootfs " + opts.rootfs_dir.string() +
+                 ": not a directory (it should hold the root filesystem of " + image_ref + ")");
+
+  const std::string name = opts.name.empty() ? dest.filename().string() : opts.name;
+  PW_ASSIGN(spec::AppSpec app, app_from_spec_dump(runtime_spec, name, rootfs, where, out.warnings));
+  std::string yaml = spec::to_yaml(app);
+  if (auto check = spec::parse_spec(yaml, "/"); !check.ok())
+    return std::move(check).error().with_context(
+        where + ": the app spec made from spec.dump is invalid (pass --name to choose a name "
+                "of lowercase letters, digits and '-')");
+  for (const char* dropped : {kVolumesDir, kDevShmTar})
+    if (std::any_of(ex.files.begin(), ex.files.end(), [&](const std::string& f) {
+          return f == dropped || starts_with(f, std::string(dropped) + "/");
+        }))
+      out.warnings.push_back(std::string("the archive's ") + dropped +
+                             " (volume or /dev/shm contents) is not imported");
+
+  Manifest m;
+  m.name = name;
+  for (const char* key : {"checkpointedTime", "createdTime"}) {
+    std::string t = string_at(config, key);
+    if (is_rfc3339(t) && !starts_with(t, "0001-")) {
+      m.created = t;
+      break;
+    }
+  }
+  if (m.created.empty()) m.created = now_rfc3339();
+  m.spec_yaml = yaml;
+  m.rootfs_id = "dir:" + rootfs.string();
+  m.rootfs_dir = rootfs.string();
+  // Host facts: the architecture is in the CRIU images; the rest only if the archive says.
+  json annotations = runtime_spec.value("annotations", json::object());
+  auto annotation = [&](const char* key) {
+    return annotations.is_object() ? string_at(annotations, key) : std::string();
+  };
+  auto or_unknown = [](std::string v) { return v.empty() ? std::string("unknown") : v; };
+  m.host.arch = or_unknown(checkpoint_arch(x, ex.files));
+  m.host.kernel = or_unknown(annotation("org.criu.checkpoint.host.kernel"));
+  m.host.cpu_model = "unknown";
+  std::string criu = annotation("org.criu.checkpoint.criu.version");
+  if (criu.empty()) criu = annotation("io.kubernetes.cri-o.annotations.checkpoint.criu.version");
+  m.host.criu_version = or_unknown(criu_version_text(criu));
+  m.host.runc_version = or_unknown(annotation("org.criu.checkpoint.runtime.version"));
+  if (m.host.criu_version == "unknown")
+    out.warnings.push_back("the archive does not say which CRIU version made it, and it has no "
+                           "CPU record (host/cpuinfo.img): prewarm cannot check this host "
+                           "against it");
+
+  // checkpoint/ as is; stats-dump back where CRIU writes it; the metadata kept under k8s/.
+  PW_TRY(move(x / kCheckpointDir, img, kCheckpointDir));
+  const std::string stats = std::string(kCheckpointDir) + "/" + kStatsDump;
+  if (ex.files.count(kStatsDump) && !ex.files.count(stats))
+    PW_TRY(move(x / kStatsDump, img, stats));
+  if (auto frozen = frozen_seconds(img / stats)) m.timings_s["checkpoint"] = *frozen;
+
+  std::vector<std::string> deleted;
+  if (ex.files.count(kDeletedFiles)) {
+    PW_ASSIGN(std::string text, fs::read_file(x / kDeletedFiles, kMaxDumpJson));
+    json d = json::parse(text, nullptr, false);
+    if (d.is_discarded() || !d.is_array())
+      return Error(where + ": " + kDeletedFiles + " is not a JSON list of paths");
+    for (const auto& p : d)
+      if (p.is_string()) deleted.push_back(p.get<std::string>());
+  }
+  stdfs::path diff = ex.files.count(kRootfsDiff) ? x / kRootfsDiff : stdfs::path();
+  PW_TRY(write_rootfs_diff(diff, deleted, rootfs, img / kRootfsDiff, out.warnings, where));
+  for (const char* meta :
+       {kConfigDump, kSpecDump, kNetworkStatus, kDeletedFiles, kBindMounts, kDumpLog})
+    if (ex.files.count(meta))
+      PW_TRY(move(x / meta, img, std::string(kForeignMetaDir) + "/" + meta));
+
+  PW_TRY(seal(img, m));
+  PW_ASSIGN(std::string text, fs::read_file(img / kManifestFile, kMaxManifestBytes));
+  PW_ASSIGN(out.manifest, parse_manifest(text));
+  return out;
+}
+
+}  // namespace prewarm::image::k8s

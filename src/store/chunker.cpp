@@ -1,0 +1,86 @@
+// FastCDC (Xia et al., USENIX ATC'16) with normalization level 2: the gear hash must reach a
+// zero under a mask of log2(avg)+2 bits before the average size and log2(avg)-2 bits after
+// it, which narrows the spread of chunk sizes around the average.
+//
+// Sizes, measured on two bakes of the same Python service (pages-1.img 89 MB, CRIU 4.2.1;
+// "dedup" = share of the second bake's bytes found in the first; zstd level 3 per chunk):
+//   avg   chunks  dedup   compressed
+//   16K    5504   11.4%   20.5 MB
+//   32K    2753    5.6%   20.1 MB
+//   64K    1393    3.0%   19.9 MB
+//   128K    707    1.5%   19.8 MB
+//   256K    356    0.9%   19.7 MB
+// Bake-to-bake dedup of process memory is low at any size because ASLR moves every pointer
+// (only 2.7% of 4 KiB pages are identical; 37% of aligned 64-byte blocks); what dedups is
+// unchanged memory (e.g. re-stored or retagged images, images baked without ASLR) and
+// whole-file duplicates. 64 KiB keeps a 1 GB memory image under ~16k layers (a ~3 MB OCI
+// manifest, inside registries' 4 MiB limit) while compressing as well as larger chunks.
+#include "store/chunker.h"
+
+#include <algorithm>
+#include <array>
+#include <bit>
+
+namespace prewarm::store {
+namespace {
+
+// The gear table: 256 pseudo-random 64-bit values from splitmix64 with a fixed seed. Part of
+// the chunk format (kChunkerName); never change it.
+constexpr std::array<uint64_t, 256> make_gear() {
+  std::array<uint64_t, 256> t{};
+  uint64_t x = 0x7072657761726d31ULL;  // "prewarm1"
+  for (auto& v : t) {
+    x += 0x9e3779b97f4a7c15ULL;
+    uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    v = z ^ (z >> 31);
+  }
+  return t;
+}
+constexpr std::array<uint64_t, 256> kGear = make_gear();
+
+// The top `bits` bits: with h = (h << 1) + gear[b], bit j of h depends on the last j+1 bytes,
+// so the top bits see a 64-byte window.
+constexpr uint64_t top_bits(unsigned bits) { return bits == 0 ? 0 : ~uint64_t{0} << (64 - bits); }
+
+}  // namespace
+
+Chunker::Chunker(ChunkerParams params) : params_(params) {
+  unsigned k = static_cast<unsigned>(std::countr_zero(params_.avg_size));
+  mask_small_ = top_bits(k + 2);
+  mask_large_ = top_bits(k > 2 ? k - 2 : 1);
+}
+
+size_t Chunker::next_cut(const uint8_t* data, size_t size, bool at_eof) const {
+  if (size <= params_.min_size) return at_eof ? size : 0;
+  size_t normal = std::min<size_t>(params_.avg_size, size);
+  size_t end = std::min<size_t>(params_.max_size, size);
+  uint64_t h = 0;
+  size_t i = params_.min_size;
+  for (; i < normal; ++i) {
+    h = (h << 1) + kGear[data[i]];
+    if ((h & mask_small_) == 0) return i + 1;
+  }
+  for (; i < end; ++i) {
+    h = (h << 1) + kGear[data[i]];
+    if ((h & mask_large_) == 0) return i + 1;
+  }
+  if (end == params_.max_size) return end;
+  return at_eof ? size : 0;
+}
+
+std::vector<size_t> Chunker::split(std::string_view data) const {
+  std::vector<size_t> out;
+  const auto* p = reinterpret_cast<const uint8_t*>(data.data());
+  size_t left = data.size();
+  while (left > 0) {
+    size_t n = next_cut(p, left, true);
+    out.push_back(n);
+    p += n;
+    left -= n;
+  }
+  return out;
+}
+
+}  // namespace prewarm::store

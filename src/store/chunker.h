@@ -1,0 +1,44 @@
+// Content-defined chunking (FastCDC: gear rolling hash, normalized chunking), so an insertion
+// or a change moves only the chunk boundaries near it and the rest deduplicate.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace prewarm::store {
+
+struct ChunkerParams {
+  uint32_t min_size;
+  uint32_t avg_size;  // a power of two
+  uint32_t max_size;
+};
+
+// Chosen by measurement on real checkpoint images; see chunker.cpp.
+inline constexpr ChunkerParams kDefaultChunking{16 << 10, 64 << 10, 256 << 10};
+// Recorded in every stored config: a different algorithm or table gives different chunks
+// (still correct, but they no longer deduplicate against older images).
+inline constexpr const char* kChunkerName = "fastcdc-gear64-nc2-v1";
+
+class Chunker {
+ public:
+  explicit Chunker(ChunkerParams params);
+
+  // Length of the next chunk at the start of data. When !at_eof and data holds less than
+  // max_size bytes the cut may not be final: returns 0 (give it more data).
+  size_t next_cut(const uint8_t* data, size_t size, bool at_eof) const;
+
+  // All chunk lengths of a whole buffer.
+  std::vector<size_t> split(std::string_view data) const;
+
+  const ChunkerParams& params() const { return params_; }
+
+ private:
+  ChunkerParams params_;
+  uint64_t mask_small_;  // before avg_size: harder to cut
+  uint64_t mask_large_;  // after avg_size: easier to cut
+};
+
+}  // namespace prewarm::store

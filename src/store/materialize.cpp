@@ -1,0 +1,220 @@
+// Rebuilding an image directory from the store. Chunks are read, digest-checked and
+// decompressed by a worker pool one window ahead, while this thread writes the previous
+// window in file order and hashes every file as it goes; the result appears at dest_dir by
+// one rename, complete and verified, or not at all.
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <future>
+#include <set>
+
+#include "base/clock.h"
+#include "base/fs.h"
+#include "image/image.h"
+#include "store/internal.h"
+#include "store/store.h"
+
+namespace prewarm::store {
+namespace {
+
+using namespace detail;
+
+// Raw bytes decoded per window (two windows are in memory at a time).
+constexpr uint64_t kWindowBytes = 8 << 20;
+constexpr size_t kMaxChunkBlobBytes = 32 << 20;
+
+struct Job {
+  size_t file;
+  const ChunkRef* ref;
+};
+
+struct Window {
+  std::string data;
+  std::vector<size_t> offsets;  // of each job's bytes in data
+  Status status;
+};
+
+// Removes the temporary directory unless the result was renamed into place.
+class TempDirGuard {
+ public:
+  explicit TempDirGuard(stdfs::path p) : path_(std::move(p)) {}
+  ~TempDirGuard() {
+    if (!path_.empty()) (void)fs::remove_all(path_);
+  }
+  void release() { path_.clear(); }
+
+ private:
+  stdfs::path path_;
+};
+
+Status write_all(int fd, const char* p, size_t n, const stdfs::path& path) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return Error::sys("write", errno, path.string());
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return {};
+}
+
+class Writer {
+ public:
+  Writer(const stdfs::path& dir, const std::vector<FileEntry>& files) : dir_(dir), files_(files) {}
+
+  // Advances to file i (finishing the files before it, empty ones included).
+  Status to_file(size_t i) {
+    while (cur_ != i) {
+      if (cur_ != kNone) PW_TRY(finish());
+      cur_ = cur_ == kNone ? 0 : cur_ + 1;
+      PW_TRY(open_current());
+    }
+    return {};
+  }
+  Status write(const char* p, size_t n) {
+    hash_->update(p, n);
+    written_ += n;
+    return write_all(fd_.get(), p, n, path_);
+  }
+  Status finish_all() {
+    if (files_.empty()) return {};
+    PW_TRY(to_file(files_.size() - 1));
+    return finish();
+  }
+  const std::set<stdfs::path>& dirs() const { return dirs_; }
+
+ private:
+  static constexpr size_t kNone = static_cast<size_t>(-1);
+
+  Status open_current() {
+    const FileEntry& f = files_[cur_];
+    path_ = dir_ / f.path;
+    // Parents one component at a time, each 0700.
+    stdfs::path d = dir_;
+    const stdfs::path rel(f.path);
+    for (auto it = rel.begin(); std::next(it) != rel.end(); ++it) {
+      d /= *it;
+      if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) return Error::sys("mkdir", errno, d.string());
+      dirs_.insert(d);
+    }
+    fd_.reset(::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd_.valid()) return Error::sys("create", errno, path_.string());
+    hash_ = std::make_unique<Sha256Stream>();
+    written_ = 0;
+    return {};
+  }
+  Status finish() {
+    const FileEntry& f = files_[cur_];
+    std::string got = hash_->final_hex();
+    if (written_ != f.size || got != f.sha256)
+      return Error(f.path + ": rebuilt file has SHA-256 " + got + ", its config says " + f.sha256 +
+                   " (the config's chunk list is corrupt or tampered)");
+    if (::fsync(fd_.get()) != 0) return Error::sys("fsync", errno, path_.string());
+    fd_.reset();
+    return {};
+  }
+
+  stdfs::path dir_;
+  const std::vector<FileEntry>& files_;
+  size_t cur_ = kNone;
+  stdfs::path path_;
+  UniqueFd fd_;
+  std::unique_ptr<Sha256Stream> hash_;
+  uint64_t written_ = 0;
+  std::set<stdfs::path> dirs_;
+};
+
+Status commit(const stdfs::path& tmp, const stdfs::path& dest, bool replace) {
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dest.c_str(), RENAME_NOREPLACE) == 0) return {};
+  if (errno != EEXIST) return Error::sys("rename", errno, dest.string());
+  if (!replace)
+    return Error(dest.string() + " already exists; remove it first or materialize with replace");
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dest.c_str(), RENAME_EXCHANGE) != 0)
+    return Error::sys("exchange", errno, dest.string());
+  return {};  // tmp now holds the old directory; the caller's guard removes it
+}
+
+}  // namespace
+
+Result<MaterializeResult> Store::materialize(const std::string& name, const stdfs::path& dest_dir,
+                                             const MaterializeOptions& opts) const {
+  Stopwatch sw;
+  std::string where = "materialize " + name + " into " + dest_dir.string();
+  PW_ASSIGN(IndexEntry entry, find_entry(root_, name));
+  PW_ASSIGN(Lease lease, this->lease());
+  auto loaded = load_image(root_, entry.digest, static_cast<int64_t>(entry.size));
+  if (!loaded.ok()) return std::move(loaded).error().with_context(where);
+  const LoadedImage& img = *loaded;
+
+  stdfs::path dest = stdfs::absolute(dest_dir).lexically_normal();
+  if (dest.filename().empty()) dest = dest.parent_path();
+  if (std::error_code ec; !stdfs::exists(dest.parent_path(), ec)) PW_TRY(fs::make_dirs(dest.parent_path(), 0700));
+  stdfs::path tmp = dest.parent_path() / ("." + dest.filename().string() + kTempPrefix + fs::random_hex(6));
+  if (::mkdir(tmp.c_str(), 0700) != 0) return Error::sys("mkdir", errno, tmp.string());
+  TempDirGuard guard(tmp);
+
+  std::vector<Job> jobs;
+  for (size_t i = 0; i < img.config.files.size(); ++i)
+    for (const auto& c : img.config.files[i].chunks) jobs.push_back({i, &c});
+  std::vector<std::pair<size_t, size_t>> windows;  // [begin, end) of jobs
+  for (size_t b = 0; b < jobs.size();) {
+    size_t e = b;
+    uint64_t bytes = 0;
+    while (e < jobs.size() && (e == b || bytes + jobs[e].ref->length <= kWindowBytes))
+      bytes += jobs[e++].ref->length;
+    windows.emplace_back(b, e);
+    b = e;
+  }
+
+  unsigned workers = worker_count(opts.threads);
+  auto decode = [&](size_t w) {
+    Window win;
+    auto [b, e] = windows[w];
+    uint64_t total = 0;
+    for (size_t k = b; k < e; ++k) {
+      win.offsets.push_back(total);
+      total += jobs[k].ref->length;
+    }
+    win.data.resize(total);
+    win.status = parallel_for(e - b, workers, [&](size_t k) -> Status {
+      const ChunkRef& r = *jobs[b + k].ref;
+      PW_ASSIGN(std::string z, detail::read_blob(root_, r.digest,
+                                                 static_cast<int64_t>(img.layer_sizes.at(r.digest)),
+                                                 kMaxChunkBlobBytes));
+      return decompress(z, win.data.data() + win.offsets[k], r.length, r.digest);
+    });
+    return win;
+  };
+
+  MaterializeResult res;
+  Writer writer(tmp, img.config.files);
+  std::future<Window> next;
+  if (!windows.empty()) next = std::async(std::launch::async, decode, 0);
+  for (size_t w = 0; w < windows.size(); ++w) {
+    Window cur = next.get();
+    if (w + 1 < windows.size()) next = std::async(std::launch::async, decode, w + 1);
+    if (!cur.status.ok()) return std::move(cur.status).error().with_context(where);
+    auto [b, e] = windows[w];
+    for (size_t k = b; k < e; ++k) {
+      const Job& j = jobs[k];
+      PW_TRY(writer.to_file(j.file));
+      PW_TRY(writer.write(cur.data.data() + cur.offsets[k - b], j.ref->length));
+      res.compressed_bytes += img.layer_sizes.at(j.ref->digest);
+    }
+    res.raw_bytes += cur.data.size();
+  }
+  if (auto s = writer.finish_all(); !s.ok()) return std::move(s).error().with_context(where);
+  PW_TRY(fs::write_file_atomic(tmp / image::kManifestFile, img.config.manifest_json, 0600));
+  for (const auto& d : writer.dirs()) PW_TRY(fsync_dir(d));
+  PW_TRY(fsync_dir(tmp));
+  if (auto s = commit(tmp, dest, opts.replace); !s.ok()) return std::move(s).error().with_context(where);
+  if (!stdfs::exists(tmp)) guard.release();
+  PW_TRY(fsync_dir(dest.parent_path()));
+  res.files = img.config.files.size() + 1;
+  res.seconds = sw.seconds();
+  return res;
+}
+
+}  // namespace prewarm::store

@@ -1,0 +1,183 @@
+// The content-addressed local store of checkpoint images, laid out as an OCI image layout
+// (STORE/oci-layout, STORE/index.json, STORE/blobs/sha256/<hex>) so OCI tools can read it.
+//
+// One stored image = an OCI image manifest (artifactType application/vnd.prewarm.checkpoint.v1)
+// whose config blob holds the image's manifest.json and, for every file, the ordered list of
+// content-defined chunks; the layers are the unique zstd-compressed chunk blobs. Chunks shared
+// with other images are stored once. Every read verifies digests; a damaged blob is reported
+// by digest and by the images that use it, never silently dropped.
+//
+// Locking: STORE/.lock (flock, exclusive) serialises index.json updates and gc; operations
+// that need blobs to stay (put, materialize, verify, a Lease) hold STORE/.gc.lock shared, and
+// gc holds it exclusive, so gc never removes a blob a running put has written but not yet
+// indexed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+
+namespace prewarm::store {
+
+inline constexpr const char* kArtifactType = "application/vnd.prewarm.checkpoint.v1";
+inline constexpr const char* kConfigMediaType = "application/vnd.prewarm.checkpoint.config.v1+json";
+inline constexpr const char* kChunkMediaType = "application/vnd.prewarm.checkpoint.chunk.v1.zstd";
+inline constexpr const char* kManifestMediaType = "application/vnd.oci.image.manifest.v1+json";
+inline constexpr const char* kIndexMediaType = "application/vnd.oci.image.index.v1+json";
+inline constexpr const char* kRefNameAnnotation = "org.opencontainers.image.ref.name";
+inline constexpr const char* kCreatedAnnotation = "org.opencontainers.image.created";
+// Largest JSON document (index, manifest, config) the store parses.
+inline constexpr size_t kMaxJsonBytes = 16 << 20;
+
+struct PutOptions {
+  int zstd_level = 3;    // see compress.cpp for the measurements behind the default
+  unsigned threads = 0;  // 0: one per core
+};
+
+struct PutResult {
+  std::string manifest_digest;  // "sha256:<hex>"
+  uint64_t raw_bytes = 0;       // sum of file sizes
+  uint64_t total_compressed_bytes = 0;  // sum of the image's unique chunk blobs
+  uint64_t new_compressed_bytes = 0;    // what this put added to the store
+  uint64_t chunks = 0;                  // chunk references, in file order
+  uint64_t unique_chunks = 0;           // = layers
+  uint64_t new_chunks = 0;              // chunk blobs this put wrote
+  uint64_t reused_raw_bytes = 0;        // raw bytes whose chunk was already stored
+  double seconds = 0;
+  // Share of the raw bytes already in the store before this put (0..1).
+  double dedup_ratio() const { return raw_bytes ? double(reused_raw_bytes) / double(raw_bytes) : 0; }
+};
+
+struct MaterializeOptions {
+  unsigned threads = 0;  // decompression workers; 0: one per core
+  bool replace = false;  // replace an existing dest_dir (atomically exchanged, then removed)
+};
+
+struct MaterializeResult {
+  uint64_t raw_bytes = 0;
+  uint64_t compressed_bytes = 0;
+  uint64_t files = 0;
+  double seconds = 0;
+};
+
+struct BlobProblem {
+  std::string digest;
+  std::string what;                 // "missing", "content does not match its digest", ...
+  std::vector<std::string> images;  // names of the indexed images that use the blob
+};
+
+struct VerifyReport {
+  uint64_t images = 0;
+  uint64_t blobs = 0;
+  uint64_t bytes = 0;
+  std::vector<BlobProblem> problems;
+  bool ok() const { return problems.empty(); }
+  // One line per problem: "sha256:… (used by a, b): content does not match its digest".
+  std::string describe() const;
+};
+
+struct ListEntry {
+  std::string name;
+  std::string manifest_digest;
+  std::string created;        // RFC 3339, from the image
+  uint64_t raw_bytes = 0;     // unpacked size
+  uint64_t stored_bytes = 0;  // config + compressed chunks (shared chunks counted fully)
+  std::string problem;        // set when the manifest could not be read
+};
+
+struct GcOptions {
+  // Unreferenced blobs younger than this stay (a registry pull imports blobs before it adds
+  // the manifest that references them; a Lease protects it fully, this covers pulls without).
+  std::chrono::seconds min_blob_age{600};
+  // Leftover temporary files (interrupted writes) older than this are removed.
+  std::chrono::seconds temp_file_age{3600};
+};
+
+struct GcResult {
+  uint64_t removed_blobs = 0;
+  uint64_t bytes_freed = 0;
+  uint64_t removed_temp_files = 0;
+  uint64_t kept_young_blobs = 0;  // unreferenced but younger than min_blob_age
+};
+
+// Keeps gc from removing any blob while held (a shared flock on STORE/.gc.lock). gc waits
+// for every lease, so a thread holding one must not call gc itself.
+class Lease {
+ public:
+  Lease() = default;
+  explicit Lease(UniqueFd fd) : fd_(std::move(fd)) {}
+
+ private:
+  UniqueFd fd_;
+};
+
+class Store {
+ public:
+  // Opens the store at root, creating an empty layout (0700) when root does not exist or is
+  // empty; refuses a directory whose oci-layout is not version 1.0.0.
+  static Result<Store> open(const std::filesystem::path& root);
+
+  const std::filesystem::path& root() const { return root_; }
+
+  // Stores the sealed image directory (image::open_verified must pass) under name, replacing
+  // an image of the same name in the index.
+  Result<PutResult> put(const std::filesystem::path& image_dir, const std::string& name,
+                        const PutOptions& opts = {}) const;
+
+  // Rebuilds the image directory at dest_dir (files 0600, directories 0700): written into a
+  // temporary directory beside it, every chunk blob and every file's SHA-256 verified, then
+  // renamed into place. dest_dir must not exist unless opts.replace.
+  Result<MaterializeResult> materialize(const std::string& name,
+                                        const std::filesystem::path& dest_dir,
+                                        const MaterializeOptions& opts = {}) const;
+
+  // Re-hashes every blob of the image (verify) or of all indexed images (verify_all).
+  // Problems are in the report; an error only when the index itself cannot be read.
+  Result<VerifyReport> verify(const std::string& name) const;
+  Result<VerifyReport> verify_all() const;
+
+  Result<std::vector<ListEntry>> list() const;
+  // Drops the index entry; the blobs go at the next gc.
+  Status remove(const std::string& name) const;
+  // Removes blobs referenced neither by an indexed manifest nor by the protected manifests
+  // (digests, e.g. of images that running restores use), and stale temporary files.
+  Result<GcResult> gc(const std::set<std::string>& protected_manifest_digests,
+                      const GcOptions& opts = {}) const;
+
+  // --- for the registry client ---
+  Result<Lease> lease() const;
+  // STORE/blobs/sha256/<hex>; an error for a malformed digest.
+  Result<std::filesystem::path> blob_path(const std::string& digest) const;
+  // Present (not re-hashed: add_blob_file, put and verify do that).
+  bool has_blob(const std::string& digest) const;
+  // A fresh path in the blobs directory (same filesystem) to download a blob into; gc removes
+  // it once stale.
+  std::filesystem::path temp_path() const;
+  // Moves a downloaded file into the store after checking its SHA-256 against
+  // expected_digest; the file is consumed either way (removed when it does not match).
+  Status add_blob_file(const std::filesystem::path& tmp_path, const std::string& expected_digest) const;
+  // Reads a blob, verifying its digest; refuses blobs over max_bytes.
+  Result<std::string> read_blob(const std::string& digest, size_t max_bytes = kMaxJsonBytes) const;
+  // The manifest JSON text of an indexed image and its digest.
+  Result<std::pair<std::string, std::string>> read_manifest(const std::string& name) const;
+  // Checks the manifest (media types, config readable and consistent, every blob present with
+  // its size), stores it and indexes it under name. Returns its digest.
+  Result<std::string> add_manifest(const std::string& name, const std::string& manifest_json) const;
+
+ private:
+  explicit Store(std::filesystem::path root) : root_(std::move(root)) {}
+  std::filesystem::path root_;
+};
+
+// Image names: OCI ref.name components, 1..255 characters of [A-Za-z0-9._:/@+-], starting
+// with a letter or digit.
+Status check_name(const std::string& name);
+
+}  // namespace prewarm::store
