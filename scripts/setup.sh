@@ -17,7 +17,7 @@ fi
 
 PACKAGES=(
   # runtime
-  runc iptables iproute2 debootstrap busybox-static curl ca-certificates tar xz-utils
+  runc iptables iproute2 debootstrap busybox-static curl ca-certificates tar xz-utils zstd
   # build of prewarm
   cmake g++ make pkg-config libprotobuf-dev protobuf-compiler libyaml-cpp-dev
   nlohmann-json3-dev libgtest-dev libssl-dev libcli11-dev libzstd-dev libcurl4-openssl-dev

@@ -343,6 +343,14 @@ int main(int argc, char** argv) {
   startup->add_flag("--skip-cold", bo.skip_cold, "do not measure cold starts");
   startup->add_flag("--json", bench_json, "print JSON (the only format)");
 
+  engine::StoreBenchOptions sbo;
+  auto* store_bench = bench->add_subcommand("store", "store and registry: sizes, dedup, "
+                                                      "restore from the store, push/pull");
+  store_bench->add_option("spec", sbo.spec_file, "AppSpec YAML file")->required();
+  store_bench->add_option("--runs", sbo.runs, "restore samples (default 5)");
+  store_bench->add_option("--registry", sbo.registry, "REGISTRY/REPO for push and pull");
+  store_bench->add_flag("--json", bench_json, "print JSON (the only format)");
+
   CLI11_PARSE(app, argc, argv);
   if (verbose) log::set_level(log::Level::kDebug);
 
@@ -359,5 +367,13 @@ int main(int argc, char** argv) {
   if (*push) return cmd_push(state_dir, image, ref, rflags);
   if (*pull) return cmd_pull(state_dir, ref, pull_name, rflags);
   if (*startup) return cmd_bench(state_dir, bo);
+  if (*store_bench) {
+    auto ctx = context(state_dir);
+    if (!ctx.ok()) return fail(ctx.error());
+    auto r = engine::bench_store(*ctx, sbo);
+    if (!r.ok()) return fail(r.error());
+    std::printf("%s\n", r->c_str());
+    return 0;
+  }
   return 1;
 }

@@ -20,4 +20,14 @@ struct BenchOptions {
 // Returns the JSON report (medians, every sample, ratios, where the time went).
 Result<std::string> bench_startup(const Context& ctx, const BenchOptions& opts);
 
+struct StoreBenchOptions {
+  std::filesystem::path spec_file;
+  int runs = 5;
+  std::string registry;  // REGISTRY/REPO to push to and pull from; empty: no registry part
+};
+
+// Bytes on disk and on the wire (raw CRIU files, a zstd tar of them, the store), dedup of a
+// second bake, restore from the store vs from the unpacked copy, push/pull throughput.
+Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opts);
+
 }  // namespace prewarm::engine

@@ -1,0 +1,144 @@
+// `prewarm bench store`: what the store and the registry cost and save, on a real image.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "base/clock.h"
+#include "base/fs.h"
+#include "base/subprocess.h"
+#include "engine/bake.h"
+#include "engine/bench.h"
+#include "engine/images.h"
+#include "engine/instance.h"
+
+namespace prewarm::engine {
+namespace {
+
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Bytes of `tar | zstd -3` of a directory: what a plain compressed archive of the raw CRIU
+// files (as `podman container checkpoint --export --compress zstd` makes) would take.
+Result<uint64_t> zstd_tar_bytes(const stdfs::path& dir, const stdfs::path& out) {
+  SpawnOptions o;
+  o.argv = {"/bin/sh", "-c", "tar -C \"$1\" -cf - . | zstd -q -3 -T0 -o \"$2\" -f", "sh",
+            dir.string(), out.string()};
+  PW_ASSIGN(RunResult r, run_capture(o));
+  if (!r.success()) return Error("tar | zstd " + r.describe() + ": " + r.err);
+  std::error_code ec;
+  uint64_t size = stdfs::file_size(out, ec);
+  stdfs::remove(out, ec);
+  return size;
+}
+
+// Instance start as `prewarm run NAME` does it, removed again; returns ms to ready.
+Result<double> start_once(const Context& ctx, const std::string& name) {
+  Stopwatch sw;
+  PW_ASSIGN(LoadedImage img, load_image(ctx, name));
+  PW_ASSIGN(Started s, start_instance(ctx, img, StartMode::kRestore));
+  double ms = sw.millis();
+  PW_TRY(remove_instance(ctx, s.record.id));
+  if (s.record.started_by != "restore")
+    return Error("benchmark restore fell back to a cold start: " + s.record.fallback_reason);
+  return ms;
+}
+
+}  // namespace
+
+Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opts) {
+  if (opts.runs < 1) return Error("--runs must be at least 1");
+  PW_ASSIGN(spec::AppSpec spec, spec::load_spec(opts.spec_file));
+  json report = {{"benchmark", "store"}, {"spec", stdfs::absolute(opts.spec_file).string()},
+                 {"runs", opts.runs}};
+
+  // Two bakes of the same app: the second shows what deduplication saves.
+  BakeOptions b1, b2;
+  b1.name = spec.name + "-store1";
+  b2.name = spec.name + "-store2";
+  ctx.say("[bench] baking " + b1.name + " and " + b2.name);
+  PW_ASSIGN(BakeResult first, bake(ctx, opts.spec_file, b1));
+  PW_ASSIGN(BakeResult second, bake(ctx, opts.spec_file, b2));
+  ::sync();
+  PW_ASSIGN(uint64_t zstd_bytes, zstd_tar_bytes(first.dir, ctx.state_dir / "bench-zstd.tar.zst"));
+  report["bytes"] = {
+      {"raw_criu_files", first.image_bytes},
+      {"zstd_tar_of_raw", zstd_bytes},
+      {"store_first_image", first.stored_bytes_total},
+      {"store_second_bake_new", second.stored_bytes_new},
+      {"second_bake_dedup_ratio", second.dedup_ratio},
+  };
+
+  // Restore → ready from the unpacked copy vs from the store alone (unpacked first).
+  std::vector<double> raw, from_store, unpack;
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  for (int i = 0; i < opts.runs; ++i) {
+    ctx.say("[bench] restore sample " + std::to_string(i + 1) + "/" + std::to_string(opts.runs));
+    PW_ASSIGN(double r, start_once(ctx, b1.name));
+    raw.push_back(r);
+    PW_TRY(fs::remove_all(ctx.image_dir(b1.name)));
+    ::sync();
+    Stopwatch sw;
+    PW_TRY(ensure_unpacked(ctx, b1.name));
+    unpack.push_back(sw.millis());
+    PW_ASSIGN(double s, start_once(ctx, b1.name));
+    from_store.push_back(sw.millis());
+    (void)s;
+  }
+  report["restore_ms"] = {
+      {"from_unpacked_median", median_of(raw)},   {"from_unpacked_samples", raw},
+      {"from_store_median", median_of(from_store)}, {"from_store_samples", from_store},
+      {"unpack_median", median_of(unpack)},       {"unpack_samples", unpack},
+      {"from_store_vs_unpacked", median_of(from_store) / median_of(raw)},
+  };
+
+  if (!opts.registry.empty()) {
+    registry::Options ro = registry_options(ctx);
+    ro.progress = nullptr;
+    registry::Stats push1, push2, pull;
+    ro.stats = &push1;
+    Stopwatch sw;
+    PW_TRY(push_image(ctx, b1.name, opts.registry + ":first", ro));
+    double push_s = sw.seconds();
+    ro.stats = &push2;
+    sw.restart();
+    PW_TRY(push_image(ctx, b2.name, opts.registry + ":second", ro));
+    double push2_s = sw.seconds();
+    // A second node: its own state dir, so every blob crosses the wire.
+    Context node_b = ctx;
+    node_b.state_dir = ctx.state_dir / ("bench-node-b-" + fs::random_hex(3));
+    PW_TRY(fs::make_dirs(node_b.images_dir(), 0700));
+    PW_TRY(fs::make_dirs(node_b.instances_dir(), 0700));
+    PW_TRY(fs::make_dirs(node_b.stamps_dir(), 0700));
+    ro.stats = &pull;
+    sw.restart();
+    auto pulled = pull_image(node_b, opts.registry + ":first", b1.name, ro);
+    double pull_s = sw.seconds();
+    (void)fs::remove_all(node_b.state_dir);
+    if (!pulled.ok()) return std::move(pulled).error();
+    auto mbps = [](uint64_t bytes, double s) { return s > 0 ? bytes / 1e6 / s : 0; };
+    report["registry"] = {
+        {"push_seconds", push_s},
+        {"push_wire_bytes", push1.bytes_uploaded.load()},
+        {"push_MBps", mbps(push1.bytes_uploaded, push_s)},
+        {"second_bake_push_seconds", push2_s},
+        {"second_bake_push_wire_bytes", push2.bytes_uploaded.load()},
+        {"second_bake_blobs_skipped", push2.blobs_skipped.load()},
+        {"pull_seconds_including_unpack", pull_s},
+        {"pull_wire_bytes", pull.bytes_downloaded.load()},
+        {"pull_MBps", mbps(pull.bytes_downloaded, pull_s)},
+    };
+  }
+  for (const auto& n : {b1.name, b2.name}) PW_TRY(remove_image(ctx, n));
+  return report.dump(2);
+}
+
+}  // namespace prewarm::engine
