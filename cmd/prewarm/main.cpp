@@ -343,6 +343,18 @@ int main(int argc, char** argv) {
   startup->add_flag("--skip-cold", bo.skip_cold, "do not measure cold starts");
   startup->add_flag("--json", bench_json, "print JSON (the only format)");
 
+  std::string archive, compression = "none", import_name, import_rootfs;
+  auto* exp = app.add_subcommand("export", "write an image as a Kubernetes/CRI-O checkpoint archive");
+  exp->add_option("name", image, "image name")->required();
+  exp->add_option("-o,--output", archive, "archive file (.tar)")->required();
+  exp->add_option("--compress", compression, "none (kubelet, CRI-O), gzip or zstd (podman)");
+  auto* imp = app.add_subcommand("import", "import a checkpoint archive (prewarm, kubelet, CRI-O, "
+                                           "Podman)");
+  imp->add_option("archive", archive, "archive file")->required();
+  imp->add_option("--name", import_name, "image name (default: the file's name)");
+  imp->add_option("--rootfs", import_rootfs,
+                  "root filesystem of the container image a foreign archive was made from");
+
   engine::StoreBenchOptions sbo;
   auto* store_bench = bench->add_subcommand("store", "store and registry: sizes, dedup, "
                                                       "restore from the store, push/pull");
@@ -367,6 +379,22 @@ int main(int argc, char** argv) {
   if (*push) return cmd_push(state_dir, image, ref, rflags);
   if (*pull) return cmd_pull(state_dir, ref, pull_name, rflags);
   if (*startup) return cmd_bench(state_dir, bo);
+  if (*exp || *imp) {
+    auto ctx = context(state_dir, true);
+    if (!ctx.ok()) return fail(ctx.error());
+    if (*exp) {
+      Status st = engine::export_image(*ctx, image, archive, compression);
+      if (!st.ok()) return fail(st.error());
+      std::printf("exported %s to %s\n", image.c_str(), archive.c_str());
+      return 0;
+    }
+    auto r = engine::import_image(*ctx, archive, import_name, import_rootfs);
+    if (!r.ok()) return fail(r.error());
+    std::printf("imported %s as %s%s\n", archive.c_str(), r->name.c_str(),
+                r->foreign ? " (made by another engine)" : "");
+    for (const auto& w : r->warnings) std::printf("  note: %s\n", w.c_str());
+    return 0;
+  }
   if (*store_bench) {
     auto ctx = context(state_dir);
     if (!ctx.ok()) return fail(ctx.error());

@@ -7,6 +7,7 @@
 #include "base/fs.h"
 #include "engine/instance.h"
 #include "image/image.h"
+#include "image/k8s_archive.h"
 
 namespace prewarm::engine {
 namespace {
@@ -180,6 +181,38 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
   auto r = st.materialize(name, ctx.image_dir(name), mo);
   if (!r.ok()) return std::move(r).error().with_context("unpacking pulled image " + name);
   return name;
+}
+
+Status export_image(const Context& ctx, const std::string& name, const stdfs::path& out,
+                    const std::string& compression) {
+  PW_TRY(ensure_unpacked(ctx, name));
+  image::ExportOptions eo;
+  PW_ASSIGN(eo.compression, image::parse_compression(compression));
+  eo.stamp_dir = ctx.stamps_dir();
+  return image::export_archive(ctx.image_dir(name), out, eo);
+}
+
+Result<ImportResult> import_image(const Context& ctx, const stdfs::path& archive, std::string name,
+                                  const stdfs::path& rootfs) {
+  if (name.empty()) {
+    name = archive.filename().string();
+    name = name.substr(0, name.find('.'));
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  PW_TRY(check_image_name(name));
+  if (stdfs::exists(ctx.image_dir(name)))
+    return Error("an image named '" + name + "' exists already (choose another with --name, or "
+                 "`prewarm rmi " + name + "`)");
+  image::ImportOptions io;
+  io.name = name;
+  if (!rootfs.empty()) io.rootfs_dir = stdfs::absolute(rootfs);
+  PW_ASSIGN(image::ImportedImage imported, image::import_archive(archive, ctx.image_dir(name), io));
+  auto put = store_image(ctx, name);
+  if (!put.ok()) {
+    (void)fs::remove_all(ctx.image_dir(name));
+    return std::move(put).error().with_context("import " + archive.string());
+  }
+  return ImportResult{name, imported.foreign, imported.warnings};
 }
 
 }  // namespace prewarm::engine

@@ -51,4 +51,20 @@ Status push_image(const Context& ctx, const std::string& name, const std::string
 Result<std::string> pull_image(const Context& ctx, const std::string& ref, std::string name,
                                const registry::Options& opts);
 
+// Writes the Kubernetes/CRI-O checkpoint archive layout (checkpoint/, config.dump, spec.dump,
+// rootfs-diff.tar, …) of an image; prewarm's own manifest rides along for lossless imports.
+Status export_image(const Context& ctx, const std::string& name, const std::filesystem::path& out,
+                    const std::string& compression);
+
+struct ImportResult {
+  std::string name;
+  bool foreign = false;
+  std::vector<std::string> warnings;
+};
+// Imports such an archive (a prewarm export, or one from kubelet / CRI-O / Podman, which needs
+// `rootfs`: the root filesystem of the container image it was made from) as image `name`
+// (default: the archive's file name without extensions) and adds it to the store.
+Result<ImportResult> import_image(const Context& ctx, const std::filesystem::path& archive,
+                                  std::string name, const std::filesystem::path& rootfs);
+
 }  // namespace prewarm::engine

@@ -1,14 +1,9 @@
 // The registry client against the real Debian docker-registry (distribution), started per
-// test on 127.0.0.1 with storage in a temporary directory. A test-owned TCP proxy cuts or
-// corrupts traffic; a test-owned token server signs JWTs for the registry's token auth.
-#include <arpa/inet.h>
-#include <fcntl.h>
+// test on 127.0.0.1 with storage in a temporary directory (support/registry_server.h). A
+// test-owned TCP proxy cuts or corrupts traffic; a test-owned token server signs JWTs for the
+// registry's token auth.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
@@ -19,7 +14,6 @@
 #include <fstream>
 #include <mutex>
 #include <random>
-#include <set>
 #include <thread>
 
 #include "base/clock.h"
@@ -31,61 +25,22 @@
 #include "registry/http.h"
 #include "registry/registry.h"
 #include "support/files.h"
+#include "support/registry_server.h"
 
 namespace prewarm::registry {
 namespace {
 
 namespace stdfs = std::filesystem;
+using prewarm::testing::listen_loopback;
+using prewarm::testing::RegistryServer;
+using prewarm::testing::registry_skip_reason;
+using prewarm::testing::send_all;
 using prewarm::testing::slurp;
 using prewarm::testing::spit;
+using prewarm::testing::TcpProxy;
 using prewarm::testing::TempDir;
 
-constexpr const char* kRegistryBin = "/usr/bin/docker-registry";
 constexpr uint64_t kMiB = 1 << 20;
-
-// A listening socket on 127.0.0.1 with a kernel-chosen port.
-UniqueFd listen_loopback(uint16_t* port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  int one = 1;
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::listen(fd.get(), 64) != 0)
-    return UniqueFd();
-  socklen_t len = sizeof a;
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
-  *port = ntohs(a.sin_port);
-  return fd;
-}
-
-uint16_t free_port() {
-  uint16_t port = 0;
-  listen_loopback(&port);  // closed at once; the registry binds it next
-  return port;
-}
-
-UniqueFd connect_loopback(uint16_t port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return UniqueFd();
-  return fd;
-}
-
-bool send_all(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return false;
-    p += k;
-    n -= static_cast<size_t>(k);
-  }
-  return true;
-}
 
 Blob random_blob(const stdfs::path& path, uint64_t size, uint64_t seed,
                  std::string media_type = "application/vnd.oci.image.layer.v1.tar") {
@@ -116,205 +71,6 @@ void run_ok(const std::vector<std::string>& argv) {
   auto r = run_checked(argv);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
 }
-
-// docker-registry serving one temporary directory, stopped (SIGTERM, then SIGKILL) by PID.
-class RegistryServer {
- public:
-  struct Config {
-    std::string tls_cert, tls_key;  // HTTPS when set
-    std::string auth;               // the YAML "auth:" section, if any
-  };
-
-  Status start(const stdfs::path& dir, const Config& cfg) {
-    dir_ = dir;
-    port_ = free_port();
-    https_ = !cfg.tls_cert.empty();
-    ca_file_ = cfg.tls_cert;
-    std::string yaml = "version: 0.1\n"
-                       "log:\n  level: info\n  accesslog:\n    disabled: true\n"
-                       "storage:\n  filesystem:\n    rootdirectory: " + (dir / "data").string() +
-                       "\n  delete:\n    enabled: true\n  redirect:\n    disable: true\n"
-                       "  maintenance:\n    uploadpurging:\n      enabled: false\n"
-                       "http:\n  addr: 127.0.0.1:" + std::to_string(port_) +
-                       "\n  secret: prewarm-test-secret\n";
-    if (https_)
-      yaml += "  tls:\n    certificate: " + cfg.tls_cert + "\n    key: " + cfg.tls_key + "\n";
-    yaml += cfg.auth;
-    PW_TRY(fs::make_dirs(dir));
-    PW_TRY(fs::write_file(dir / "config.yml", yaml));
-    UniqueFd log(::open((dir / "registry.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    SpawnOptions so;
-    so.argv = {kRegistryBin, "serve", (dir / "config.yml").string()};
-    so.stdout_fd = log.get();
-    so.stderr_fd = log.get();
-    PW_ASSIGN(child_, spawn(so));
-    // Ready when /v2/ answers at all (200, or 401 with auth).
-    http::Client client(http::TransportOptions{ca_file_, std::chrono::milliseconds(500),
-                                               std::chrono::milliseconds(2000),
-                                               std::chrono::milliseconds(2000)});
-    for (int i = 0; i < 200; ++i) {
-      http::Request req;
-      req.url = url() + "/v2/";
-      auto r = client.perform(req);
-      if (r.ok() && r->status > 0) return ok_status();
-      if (auto w = child_.wait(std::chrono::milliseconds(50)); w.ok())
-        return Error("docker-registry exited: " + slurp(dir / "registry.log"));
-    }
-    return Error("docker-registry did not answer on port " + std::to_string(port_) + ": " +
-                 slurp(dir / "registry.log"));
-  }
-
-  ~RegistryServer() { stop(); }
-  void stop() {
-    if (child_.pid() <= 0) return;
-    child_.kill(SIGTERM);
-    if (!child_.wait(std::chrono::seconds(5)).ok()) child_.kill(SIGKILL);
-    child_ = Child();  // reaps
-  }
-
-  uint16_t port() const { return port_; }
-  std::string url() const { return (https_ ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(port_); }
-  std::string log() const { return slurp(dir_ / "registry.log"); }
-
- private:
-  stdfs::path dir_;
-  uint16_t port_ = 0;
-  bool https_ = false;
-  std::string ca_file_;
-  Child child_;
-};
-
-// A loopback TCP proxy that can cut a connection after some bytes (once) or flip a byte.
-class TcpProxy {
- public:
-  explicit TcpProxy(uint16_t upstream) : upstream_(upstream) {
-    listen_ = listen_loopback(&port_);
-    accept_ = std::thread([this] { accept_loop(); });
-  }
-  ~TcpProxy() {
-    stopping_ = true;
-    ::shutdown(listen_.get(), SHUT_RDWR);
-    accept_.join();
-    {
-      std::lock_guard lock(mu_);
-      for (int fd : open_) ::shutdown(fd, SHUT_RDWR);
-    }
-    for (auto& t : conns_) t.join();
-  }
-  uint16_t port() const { return port_; }
-  // The next `n` bytes from the registry (on any connection) pass, then that connection is cut.
-  void cut_download_after(int64_t n) { down_seen_ = 0, down_cut_ = n; }
-  void cut_upload_after(int64_t n) { up_seen_ = 0, up_cut_ = n; }
-  // The nth request starting with `method` (counted over all connections) reaches the
-  // registry without its body: the connection is cut right after the request's headers.
-  void cut_request_body(const std::string& method, int nth) {
-    std::lock_guard lock(mu_);
-    cut_method_ = method + " ";
-    cut_nth_ = nth;
-    requests_seen_ = 0;
-  }
-  // On every connection, the byte at this offset of the registry's stream is inverted.
-  void flip_download_at(int64_t offset) { flip_at_ = offset; }
-  int cuts() const { return cuts_; }
-
- private:
-  void accept_loop() {
-    while (!stopping_) {
-      int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) {
-        if (errno == EINTR) continue;
-        return;
-      }
-      UniqueFd client(fd);
-      UniqueFd server = connect_loopback(upstream_);
-      if (!server.valid()) continue;
-      std::lock_guard lock(mu_);
-      open_.insert(client.get());
-      open_.insert(server.get());
-      conns_.emplace_back([this, c = std::move(client), s = std::move(server)]() mutable {
-        pump(c.get(), s.get());
-        std::lock_guard lock(mu_);
-        open_.erase(c.get());
-        open_.erase(s.get());
-        c.reset();
-        s.reset();
-      });
-    }
-  }
-
-  // How many of n bytes may pass before a cut, or n when not cutting.
-  size_t allowance(std::atomic<int64_t>& cut, std::atomic<int64_t>& seen, size_t n) {
-    int64_t limit = cut;
-    if (limit < 0) return n;
-    int64_t before = seen.fetch_add(static_cast<int64_t>(n));
-    if (before + static_cast<int64_t>(n) <= limit) return n;
-    cut = -1;
-    ++cuts_;
-    return static_cast<size_t>(std::max<int64_t>(0, limit - before));
-  }
-
-  // How much of a client buffer to forward when cutting after a request's headers.
-  size_t headers_only(std::string_view data) {
-    std::lock_guard lock(mu_);
-    if (cut_nth_ <= 0 || !data.starts_with(cut_method_)) return data.size();
-    if (++requests_seen_ < cut_nth_) return data.size();
-    cut_nth_ = 0;
-    ++cuts_;
-    headers_cut_ = true;
-    size_t end = data.find("\r\n\r\n");
-    return end == std::string_view::npos ? data.size() - 1 : end + 4;
-  }
-
-  void pump(int client, int server) {
-    std::vector<char> buf(64 << 10);
-    int64_t down_offset = 0;
-    pollfd p[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
-    while (!stopping_) {
-      if (::poll(p, 2, 200) < 0 && errno != EINTR) return;
-      for (int i = 0; i < 2; ++i) {
-        if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-        ssize_t n = ::recv(p[i].fd, buf.data(), buf.size(), 0);
-        if (n <= 0) return;
-        bool down = i == 1;
-        size_t pass = down ? allowance(down_cut_, down_seen_, static_cast<size_t>(n))
-                           : allowance(up_cut_, up_seen_, static_cast<size_t>(n));
-        bool cut = pass < static_cast<size_t>(n);
-        if (!down) {
-          size_t headers = headers_only(std::string_view(buf.data(), pass));
-          bool cut_here = headers_cut_.exchange(false);  // always consume the flag
-          cut = cut || cut_here;
-          pass = std::min(pass, headers);
-        }
-        if (down) {
-          int64_t flip = flip_at_;
-          if (flip >= down_offset && flip < down_offset + n) buf[flip - down_offset] ^= 0xff;
-          down_offset += n;
-        }
-        if (!send_all(p[1 - i].fd, buf.data(), pass)) return;
-        if (cut) {
-          ::shutdown(client, SHUT_RDWR);
-          ::shutdown(server, SHUT_RDWR);
-          return;
-        }
-      }
-    }
-  }
-
-  uint16_t upstream_;
-  uint16_t port_ = 0;
-  UniqueFd listen_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<int64_t> down_cut_{-1}, down_seen_{0}, up_cut_{-1}, up_seen_{0}, flip_at_{-1};
-  std::atomic<int> cuts_{0};
-  std::atomic<bool> headers_cut_{false};
-  std::mutex mu_;
-  std::string cut_method_;
-  int cut_nth_ = 0;
-  int requests_seen_ = 0;
-  std::set<int> open_;
-  std::vector<std::thread> conns_;
-  std::thread accept_;
-};
 
 std::string base64url(std::string_view data) {
   std::string s = http::base64(data);
@@ -454,8 +210,7 @@ class TokenServer {
 class RegistryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::access(kRegistryBin, X_OK) != 0)
-      GTEST_SKIP() << kRegistryBin << " is missing (Debian package docker-registry)";
+    if (auto why = registry_skip_reason(); !why.empty()) GTEST_SKIP() << why;
     log::set_level(log::Level::kDebug);  // retries show in the test output
     ::unsetenv("PREWARM_REGISTRY_USER");
     ::unsetenv("PREWARM_REGISTRY_PASSWORD");

@@ -1,3 +1,5 @@
+#include "store/store.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -13,7 +15,6 @@
 #include "base/sha256.h"
 #include "image/image.h"
 #include "store/chunker.h"
-#include "store/store.h"
 #include "support/files.h"
 
 namespace prewarm::store {
@@ -400,8 +401,10 @@ TEST_F(StoreTest, ConcurrentPutsLeaveAConsistentIndex) {
   ASSERT_TRUE(v.ok());
   EXPECT_TRUE(v->ok()) << v->describe();
   for (int i = 0; i < kImages; ++i) {
-    ASSERT_TRUE(store().materialize("app-" + std::to_string(i), path("out/" + std::to_string(i))).ok());
-    EXPECT_EQ(contents(path("out/" + std::to_string(i))), contents(path("img-" + std::to_string(i))));
+    ASSERT_TRUE(
+        store().materialize("app-" + std::to_string(i), path("out/" + std::to_string(i))).ok());
+    EXPECT_EQ(contents(path("out/" + std::to_string(i))),
+              contents(path("img-" + std::to_string(i))));
   }
 }
 
@@ -434,7 +437,8 @@ TEST_F(StoreTest, LayoutIsAValidOciImageLayout) {
   auto r = store().put(path("img-a"), "app-a");
   ASSERT_TRUE(r.ok());
   const stdfs::path& root = store().root();
-  EXPECT_EQ(json::parse(slurp(root / "oci-layout")), json::parse(R"({"imageLayoutVersion":"1.0.0"})"));
+  EXPECT_EQ(json::parse(slurp(root / "oci-layout")),
+            json::parse(R"({"imageLayoutVersion":"1.0.0"})"));
   json index = json::parse(slurp(root / "index.json"));
   EXPECT_EQ(index["schemaVersion"], 2);
   EXPECT_EQ(index["mediaType"], "application/vnd.oci.image.index.v1+json");

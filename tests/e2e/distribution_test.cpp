@@ -1,0 +1,405 @@
+// Checkpoint images travelling between two prewarm nodes through a real OCI registry: node A
+// bakes and pushes, node B pulls and restores. Corrupted, cut and tampered transfers fail by
+// digest and leave nothing behind. Both nodes are state dirs of the real CLI on this host, each
+// with its own bridge and subnet; the registry is docker-registry started per test.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "base/fs.h"
+#include "base/subprocess.h"
+#include "probe/probe.h"
+#include "support/engine_fixture.h"
+#include "support/registry_server.h"
+
+namespace prewarm::testing {
+namespace {
+
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+// One prewarm installation: a state dir, its bridge and subnet, given to the CLI by env.
+struct Node {
+  std::string tag;
+  unsigned subnet_third = 0;
+  stdfs::path state;
+  std::vector<std::string> env;
+  std::string bridge() const { return "pwbr" + tag; }
+  stdfs::path blob(const std::string& digest) const {
+    return state / "store" / "blobs" / "sha256" / digest.substr(7);
+  }
+};
+
+Node make_node(unsigned avoid_third) {
+  Node n;
+  n.tag = "d" + fs::random_hex(3);
+  n.subnet_third = 100 + (std::stoul(n.tag.substr(1), nullptr, 16) % 150);
+  if (n.subnet_third == avoid_third) n.subnet_third = 100 + (n.subnet_third - 100 + 1) % 150;
+  n.state = stdfs::path("/var/tmp") / ("prewarm-dist-" + n.tag);
+  n.env = {"PREWARM_STATE_DIR=" + n.state.string(), "PREWARM_BRIDGE=" + n.bridge(),
+           "PREWARM_SUBNET=10.89." + std::to_string(n.subnet_third) + ".0/24"};
+  return n;
+}
+
+int code(const RunResult& r) { return WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1; }
+
+struct Descriptor {
+  std::string digest;
+  uint64_t size = 0;
+};
+
+// The layers (chunk blobs) of an image in a node's store, from index.json and the manifest.
+std::vector<Descriptor> store_layers(const Node& n, const std::string& name) {
+  std::vector<Descriptor> out;
+  json index = json::parse(slurp(n.state / "store" / "index.json"), nullptr, false);
+  if (!index.is_object()) return out;
+  for (const auto& m : index["manifests"]) {
+    if (m["annotations"].value("org.opencontainers.image.ref.name", "") != name) continue;
+    json manifest = json::parse(slurp(n.blob(m["digest"].get<std::string>())), nullptr, false);
+    if (!manifest.is_object()) return out;
+    for (const auto& l : manifest["layers"])
+      out.push_back({l["digest"].get<std::string>(), l["size"].get<uint64_t>()});
+  }
+  return out;
+}
+
+// Files in the store's blob directory (temporary downloads, named ".tmp-…", apart).
+std::vector<std::string> blob_files(const Node& n, bool temporary = false) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(n.state / "store" / "blobs" / "sha256", ec)) {
+    std::string f = e.path().filename().string();
+    if ((f[0] == '.') == temporary) out.push_back(f);
+  }
+  return out;
+}
+
+class DistributionTest : public ::testing::Test {
+ protected:
+  static constexpr int kPort = 8080;  // the tiny example's HTTP port
+
+  void SetUp() override {
+    if (auto why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+    if (auto why = registry_skip_reason(); !why.empty()) GTEST_SKIP() << why;
+    a_ = make_node(0);
+    b_ = make_node(a_.subnet_third);
+    name_ = "counter-" + a_.tag;
+    pulled_ = name_ + "-b";
+    registry_dir_ = std::make_unique<TempDir>("prewarm-dist-registry");
+    registry_ = std::make_unique<RegistryServer>();
+    auto st = registry_->start(registry_dir_->path());
+    ASSERT_TRUE(st.ok()) << st.error().to_string();
+  }
+
+  void TearDown() override {
+    if (a_.state.empty()) return;
+    for (const Node* n : {&a_, &b_}) {
+      auto rm = prewarm(*n, {"rm", "--all"});
+      EXPECT_EQ(code(rm), 0) << rm.err;
+      EXPECT_EQ(bridge_ports(n->bridge()), "") << "veths left on " << n->bridge();
+      (void)run_checked({"ip", "link", "del", n->bridge()});
+      EXPECT_EQ(leftovers(n->state.filename().string()), "");
+    }
+    EXPECT_EQ(leftovers(name_ + "-"), "") << "left behind by instances of " << name_;
+    proxy_.reset();
+    if (registry_) {
+      if (HasFailure()) std::fprintf(stderr, "registry log:\n%s\n", registry_->log().c_str());
+      pid_t pid = registry_->pid();
+      registry_->stop();
+      if (pid > 0) {
+        EXPECT_EQ(slurp("/proc/" + std::to_string(pid) + "/cmdline").find("docker-registry"),
+                  std::string::npos) << "docker-registry (pid " << pid << ") still running";
+      }
+    }
+    stdfs::path registry_path = registry_dir_ ? registry_dir_->path() : stdfs::path();
+    registry_dir_.reset();
+    if (!registry_path.empty()) {
+      EXPECT_FALSE(stdfs::exists(registry_path));
+    }
+    for (const Node* n : {&a_, &b_}) {
+      if (HasFailure()) {
+        std::fprintf(stderr, "state dir kept for inspection: %s\n", n->state.c_str());
+        continue;
+      }
+      (void)fs::remove_all(n->state);
+      EXPECT_FALSE(stdfs::exists(n->state));
+    }
+  }
+
+  RunResult prewarm(const Node& n, std::vector<std::string> args) {
+    SpawnOptions o;
+    o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm"};
+    o.argv.insert(o.argv.end(), args.begin(), args.end());
+    o.env = n.env;
+    auto r = run_capture(o, std::chrono::minutes(5));
+    EXPECT_TRUE(r.ok()) << r.error().message();
+    return r.ok() ? *r : RunResult{};
+  }
+
+  std::string ref(uint16_t port, const std::string& tag = "v1") const {
+    return "127.0.0.1:" + std::to_string(port) + "/prewarm/counter:" + tag;
+  }
+
+  // Bakes the tiny example on node A under name_.
+  void bake_on_a() {
+    auto bake = prewarm(a_, {"bake", PREWARM_EXAMPLE_TINY_SPEC, "--name", name_});
+    ASSERT_EQ(code(bake), 0) << bake.err;
+  }
+
+  // Pushes name_ from node A; returns {blobs uploaded, blobs already there}.
+  std::pair<int, int> push_from_a() {
+    auto push = prewarm(a_, {"push", name_, ref(registry_->port())});
+    EXPECT_EQ(code(push), 0) << push.err;
+    std::smatch m;
+    std::regex line("pushed " + name_ + " to " + std::regex_replace(ref(registry_->port()),
+                                                                    std::regex("\\."), "\\.") +
+                    ": ([0-9]+) blob\\(s\\) uploaded \\([0-9.]+ MB\\), ([0-9]+) already there");
+    if (!std::regex_search(push.out, m, line)) {
+      ADD_FAILURE() << "no 'pushed' line in: " << push.out;
+      return {-1, -1};
+    }
+    return {std::stoi(m[1]), std::stoi(m[2])};
+  }
+
+  RunResult pull_on_b(uint16_t port) {
+    return prewarm(b_, {"pull", ref(port), "--name", pulled_});
+  }
+
+  // Starts one instance of `image` on node B; returns the body of GET / on it (the restored
+  // counter), after checking it was restored, not cold-started.
+  std::string run_on_b(const std::string& image) {
+    auto run = prewarm(b_, {"run", image});
+    EXPECT_EQ(code(run), 0) << run.err;
+    std::smatch m;
+    std::regex line("(" + image + "-[0-9a-f]{8}) +([0-9.]+) +ready in .* (restore|cold)\n");
+    if (!std::regex_search(run.out, m, line)) {
+      ADD_FAILURE() << "no instance line in: " << run.out;
+      return {};
+    }
+    EXPECT_EQ(m[3], "restore") << run.out;
+    auto r = probe::http_get(m[2].str(), kPort, "/", {}, std::chrono::milliseconds(3000));
+    EXPECT_TRUE(r.ok()) << r.error().to_string();
+    if (!r.ok()) return {};
+    EXPECT_NE(r->body.find("hostname=" + m[1].str()), std::string::npos) << r->body;
+    return r->body;
+  }
+
+  // 64 bytes from the middle of the largest layer of name_ on node A, found in no other blob
+  // there: a proxy that acts where they pass hits that blob's body and nothing else.
+  std::pair<Descriptor, std::string> needle_in_a_layer() {
+    auto layers = store_layers(a_, name_);
+    EXPECT_FALSE(layers.empty());
+    Descriptor big;
+    for (const auto& l : layers)
+      if (l.size > big.size) big = l;
+    std::string data = slurp(a_.blob(big.digest));
+    if (data.size() < 256) {
+      ADD_FAILURE() << "largest layer " << big.digest << " has only " << data.size() << " bytes";
+      return {};
+    }
+    std::string needle = data.substr(data.size() / 2, 64);
+    for (const auto& f : blob_files(a_)) {
+      if (f == big.digest.substr(7)) continue;
+      EXPECT_EQ(slurp(a_.blob("sha256:" + f)).find(needle), std::string::npos)
+          << "needle not unique: also in " << f;
+    }
+    return {big, needle};
+  }
+
+  Node a_, b_;
+  std::string name_, pulled_;
+  std::unique_ptr<TempDir> registry_dir_;
+  std::unique_ptr<RegistryServer> registry_;
+  std::unique_ptr<TcpProxy> proxy_;
+};
+
+TEST_F(DistributionTest, PulledCheckpointRestoresWithItsStateOnAnotherNode) {
+  auto before = prewarm(b_, {"images"});
+  EXPECT_EQ(before.out.find(pulled_), std::string::npos) << before.out;
+  bake_on_a();
+  if (HasFatalFailure()) return;
+  auto [uploaded, already] = push_from_a();
+  EXPECT_GT(uploaded, 2);  // config and chunks
+  EXPECT_EQ(already, 0);
+
+  auto pull = pull_on_b(registry_->port());
+  ASSERT_EQ(code(pull), 0) << pull.err;
+  EXPECT_NE(pull.out.find("pulled " + ref(registry_->port()) + " as " + pulled_ + ": " +
+                          std::to_string(uploaded) + " blob(s) downloaded"),
+            std::string::npos) << pull.out;
+  auto images = prewarm(b_, {"images"});
+  ASSERT_EQ(code(images), 0) << images.err;
+  EXPECT_TRUE(std::regex_search(images.out, std::regex(pulled_ + " .* yes +sha256:")))
+      << images.out;
+
+  // The warm-up's five requests were checkpointed on A: B's first request is the sixth.
+  std::string body = run_on_b(pulled_);
+  EXPECT_NE(body.find("count=6 "), std::string::npos) << body;
+  auto ps = prewarm(b_, {"ps", "--json"});
+  ASSERT_EQ(code(ps), 0) << ps.err;
+  auto list = json::parse(ps.out);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["startedBy"], "restore");
+  EXPECT_EQ(list[0]["image"], pulled_);
+  EXPECT_EQ(json::parse(prewarm(a_, {"ps", "--json"}).out).size(), 0u);
+}
+
+TEST_F(DistributionTest, SecondPushUploadsNoBlobs) {
+  bake_on_a();
+  if (HasFatalFailure()) return;
+  auto [first, none] = push_from_a();
+  EXPECT_GT(first, 0);
+  EXPECT_EQ(none, 0);
+  auto [second, already] = push_from_a();
+  EXPECT_EQ(second, 0);
+  EXPECT_EQ(already, first);
+}
+
+TEST_F(DistributionTest, CorruptedBlobFailsThePullByDigestAndKeepsNoImage) {
+  bake_on_a();
+  if (HasFatalFailure()) return;
+  push_from_a();
+  auto [layer, needle] = needle_in_a_layer();
+  ASSERT_FALSE(needle.empty());
+  proxy_ = std::make_unique<TcpProxy>(registry_->port());
+  proxy_->flip_download_matching(needle);
+
+  auto pull = pull_on_b(proxy_->port());
+  std::printf("corrupted pull: %s", pull.err.c_str());
+  EXPECT_EQ(code(pull), 1) << pull.out;
+  EXPECT_GE(proxy_->flips(), 1);
+  EXPECT_NE(pull.err.find("sha256:"), std::string::npos) << pull.err;
+  EXPECT_NE(pull.err.find(layer.digest), std::string::npos) << pull.err;
+
+  auto images = prewarm(b_, {"images"});
+  ASSERT_EQ(code(images), 0) << images.err;
+  EXPECT_EQ(images.out.find(pulled_), std::string::npos) << images.out;
+  EXPECT_EQ(std::count(images.out.begin(), images.out.end(), '\n'), 1) << images.out;
+  EXPECT_FALSE(stdfs::exists(b_.state / "images" / pulled_));
+  EXPECT_FALSE(stdfs::exists(b_.blob(layer.digest))) << "the corrupted blob was stored";
+  for (const auto& f : blob_files(b_, true)) std::printf("  left for resuming: %s\n", f.c_str());
+
+  // Nothing bad stayed behind: a direct pull then gets a store that verifies.
+  auto again = pull_on_b(registry_->port());
+  ASSERT_EQ(code(again), 0) << again.err;
+  auto verify = prewarm(b_, {"verify"});
+  EXPECT_EQ(code(verify), 0) << verify.err;
+}
+
+TEST_F(DistributionTest, PullCutMidBlobRecoversOrSucceedsWhenRepeated) {
+  bake_on_a();
+  if (HasFatalFailure()) return;
+  push_from_a();
+  auto [layer, needle] = needle_in_a_layer();
+  ASSERT_FALSE(needle.empty());
+  proxy_ = std::make_unique<TcpProxy>(registry_->port());
+  proxy_->cut_download_in(needle);
+
+  auto pull = pull_on_b(proxy_->port());
+  EXPECT_EQ(proxy_->cuts(), 1);
+  if (code(pull) == 0) {
+    std::printf("the cut pull recovered by itself: %s", pull.out.c_str());
+  } else {
+    std::printf("cut pull failed: %s", pull.err.c_str());
+    EXPECT_NE(pull.err.find("sha256:"), std::string::npos) << pull.err;
+    EXPECT_FALSE(stdfs::exists(b_.state / "images" / pulled_));
+    auto again = pull_on_b(registry_->port());
+    ASSERT_EQ(code(again), 0) << again.err;
+  }
+  auto verify = prewarm(b_, {"verify"});
+  EXPECT_EQ(code(verify), 0) << verify.err;
+  std::string body = run_on_b(pulled_);
+  EXPECT_NE(body.find("count=6 "), std::string::npos) << body;
+}
+
+TEST_F(DistributionTest, RmiThenGcFreesTheImagesBlobs) {
+  bake_on_a();
+  if (HasFatalFailure()) return;
+  auto layers = store_layers(a_, name_);
+  ASSERT_FALSE(layers.empty());
+  size_t blobs = blob_files(a_).size();
+  EXPECT_EQ(blobs, layers.size() + 2);  // manifest, config, unique chunks
+
+  auto rmi = prewarm(a_, {"rmi", name_});
+  ASSERT_EQ(code(rmi), 0) << rmi.err;
+  EXPECT_FALSE(stdfs::exists(a_.state / "images" / name_));
+  EXPECT_EQ(prewarm(a_, {"images"}).out.find(name_), std::string::npos);
+
+  std::regex line("removed ([0-9]+) blob\\(s\\), [0-9.]+ MB freed; [0-9]+ temporary file\\(s\\) "
+                  "removed; ([0-9]+) recent unreferenced blob\\(s\\) kept");
+  auto gc = [&]() -> std::pair<size_t, size_t> {
+    auto r = prewarm(a_, {"gc"});
+    EXPECT_EQ(code(r), 0) << r.err;
+    std::smatch m;
+    if (!std::regex_search(r.out, m, line)) {
+      ADD_FAILURE() << "no gc line in: " << r.out;
+      return {0, 0};
+    }
+    return {std::stoul(m[1]), std::stoul(m[2])};
+  };
+  // Right away the blobs stay: gc keeps unreferenced blobs younger than
+  // GcOptions::min_blob_age (10 minutes; the CLI has no way to lower it), since a pull imports
+  // blobs before the manifest that references them.
+  auto [fresh_removed, fresh_kept] = gc();
+  EXPECT_EQ(fresh_removed, 0u);
+  EXPECT_EQ(fresh_kept, blobs);
+  EXPECT_EQ(blob_files(a_).size(), blobs);
+
+  // Once they are older than that, gc frees every blob of the image.
+  auto old = stdfs::file_time_type::clock::now() - std::chrono::minutes(11);
+  for (const auto& f : blob_files(a_)) stdfs::last_write_time(a_.blob("sha256:" + f), old);
+  auto [removed, kept] = gc();
+  EXPECT_EQ(removed, blobs);
+  EXPECT_EQ(kept, 0u);
+  EXPECT_EQ(blob_files(a_).size(), 0u);
+  auto [again, none] = gc();
+  EXPECT_EQ(again, 0u);
+  EXPECT_EQ(none, 0u);
+}
+
+TEST_F(DistributionTest, TamperedBlobIsNamedByVerifyAndRefusedByRun) {
+  bake_on_a();
+  if (HasFatalFailure()) return;
+  auto layers = store_layers(a_, name_);
+  ASSERT_FALSE(layers.empty());
+  Descriptor victim = layers[layers.size() / 2];
+  {
+    std::fstream f(a_.blob(victim.digest), std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good()) << a_.blob(victim.digest);
+    auto at = static_cast<std::streamoff>(victim.size / 2);
+    f.seekg(at);
+    char c = 0;
+    f.get(c);
+    f.seekp(at);
+    f.put(static_cast<char>(c ^ 0x01));
+    ASSERT_TRUE(f.good());
+  }
+
+  auto verify = prewarm(a_, {"verify"});
+  std::printf("verify: %s", verify.err.c_str());
+  EXPECT_NE(code(verify), 0) << verify.out;
+  EXPECT_NE(verify.err.find(victim.digest), std::string::npos) << verify.err;
+
+  // The unpacked copy is still good; without it, run must unpack from the store.
+  ASSERT_TRUE(fs::remove_all(a_.state / "images" / name_).ok());
+  auto run = prewarm(a_, {"run", name_});
+  std::printf("run: %s", run.err.c_str());
+  EXPECT_EQ(code(run), 1) << run.out;
+  EXPECT_NE(run.err.find(victim.digest), std::string::npos) << run.err;
+  auto ps = prewarm(a_, {"ps", "--json"});
+  ASSERT_EQ(code(ps), 0) << ps.err;
+  EXPECT_EQ(json::parse(ps.out).size(), 0u) << ps.out;
+  EXPECT_FALSE(stdfs::exists(a_.state / "images" / name_));
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(a_.state / "images", ec))
+    ADD_FAILURE() << "left in images/: " << e.path();
+  EXPECT_EQ(leftovers(name_ + "-"), "");
+  EXPECT_EQ(bridge_ports(a_.bridge()), "");
+}
+
+}  // namespace
+}  // namespace prewarm::testing
