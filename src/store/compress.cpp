@@ -41,7 +41,8 @@ ZSTD_DCtx* dctx() {
 Result<std::string> compress(std::string_view data, int level) {
   std::string out(ZSTD_compressBound(data.size()), '\0');
   size_t n = ZSTD_compressCCtx(cctx(), out.data(), out.size(), data.data(), data.size(), level);
-  if (ZSTD_isError(n)) return Error(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
+  if (ZSTD_isError(n))
+    return Error(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
   out.resize(n);
   return out;
 }
@@ -57,8 +58,8 @@ Status decompress(std::string_view frame, char* out, size_t size, const std::str
   if (ZSTD_isError(n))
     return Error("chunk " + digest + ": zstd decompression failed: " + ZSTD_getErrorName(n));
   if (n != size)
-    return Error("chunk " + digest + ": decompressed to " + std::to_string(n) + " bytes, expected " +
-                 std::to_string(size));
+    return Error("chunk " + digest + ": decompressed to " + std::to_string(n) +
+                 " bytes, expected " + std::to_string(size));
   return {};
 }
 

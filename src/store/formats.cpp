@@ -43,9 +43,7 @@ Result<Descriptor> parse_descriptor(const json& j, const std::string& where,
   return d;
 }
 
-bool is_hex64(const std::string& s) {
-  return s.size() == 64 && valid_digest("sha256:" + s);
-}
+bool is_hex64(const std::string& s) { return s.size() == 64 && valid_digest("sha256:" + s); }
 
 }  // namespace
 
@@ -77,9 +75,9 @@ Result<OciManifest> parse_oci_manifest(std::string_view text) {
   if (!j.contains("layers") || !j["layers"].is_array())
     return Error("image manifest: layers is not a list");
   for (size_t i = 0; i < j["layers"].size(); ++i) {
-    PW_ASSIGN(Descriptor d, parse_descriptor(j["layers"][i],
-                                             "image manifest: layers[" + std::to_string(i) + "]",
-                                             kChunkMediaType));
+    PW_ASSIGN(Descriptor d,
+              parse_descriptor(j["layers"][i], "image manifest: layers[" + std::to_string(i) + "]",
+                               kChunkMediaType));
     m.layers.push_back(std::move(d));
   }
   if (j.contains("annotations")) {
@@ -175,15 +173,16 @@ Result<ImageConfig> parse_config(std::string_view text) {
       std::string cat = at + ".chunks[" + std::to_string(k) + "]";
       if (!valid_digest(r.digest)) return Error(cat + ".digest: not sha256");
       if (!is_hex64(r.sha256)) return Error(cat + ".sha256: not a SHA-256 hex digest");
-      if (r.offset != off) return Error(cat + ": offset " + std::to_string(r.offset) +
-                                        ", expected " + std::to_string(off) + " (gap or overlap)");
+      if (r.offset != off)
+        return Error(cat + ": offset " + std::to_string(r.offset) + ", expected " +
+                     std::to_string(off) + " (gap or overlap)");
       if (r.length == 0 || r.length > kMaxChunkBytes)
         return Error(cat + ": length " + std::to_string(r.length) + " out of range");
       off += r.length;
     }
     if (off != f.size)
-      return Error(at + " (" + f.path + "): chunks cover " + std::to_string(off) +
-                   " bytes of " + std::to_string(f.size));
+      return Error(at + " (" + f.path + "): chunks cover " + std::to_string(off) + " bytes of " +
+                   std::to_string(f.size));
     c.files.push_back(std::move(f));
   }
   return c;
@@ -200,7 +199,8 @@ Result<LoadedImage> load_image(const stdfs::path& root, const std::string& manif
   for (const auto& l : img.manifest.layers) img.layer_sizes[l.digest] = l.size;
   const Descriptor& cd = img.manifest.config;
   auto ctext = read_blob(root, cd.digest, static_cast<int64_t>(cd.size), kMaxJsonBytes);
-  if (!ctext.ok()) return std::move(ctext).error().with_context("config of manifest " + manifest_digest);
+  if (!ctext.ok())
+    return std::move(ctext).error().with_context("config of manifest " + manifest_digest);
   auto c = parse_config(*ctext);
   if (!c.ok()) return std::move(c).error().with_context("config " + cd.digest);
   img.config = std::move(c).value();
@@ -227,10 +227,11 @@ std::string criu_version_number(const std::string& dotted) {
 }
 
 std::map<std::string, std::string> image_annotations(const std::string& name,
-                                                     const image::Manifest& m,
-                                                     uint64_t raw_bytes) {
+                                                     const image::Manifest& m, uint64_t raw_bytes) {
   // Go's names for the architecture, as Podman/CRI-O record it.
-  std::string arch = m.host.arch == "x86_64" ? "amd64" : m.host.arch == "aarch64" ? "arm64" : m.host.arch;
+  std::string arch = m.host.arch == "x86_64"    ? "amd64"
+                     : m.host.arch == "aarch64" ? "arm64"
+                                                : m.host.arch;
   std::map<std::string, std::string> a = {
       {"io.kubernetes.cri-o.annotations.checkpoint.name", name},
       {"org.criu.checkpoint.engine.name", "prewarm"},

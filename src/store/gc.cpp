@@ -30,11 +30,13 @@ class Marker {
     if (!text.ok()) {
       if (!must_exist && text.error().errno_value() == ENOENT) return {};
       return Error("gc: cannot read manifest " + digest + " of " + who + ": " +
-                   text.error().message() + "; nothing was removed (remove that image, or "
+                   text.error().message() +
+                   "; nothing was removed (remove that image, or "
                    "store or pull it again, then rerun gc)");
     }
     json j = json::parse(*text, nullptr, false);
-    if (!j.is_object()) return Error("gc: manifest " + digest + " of " + who + " is not JSON; nothing was removed");
+    if (!j.is_object())
+      return Error("gc: manifest " + digest + " of " + who + " is not JSON; nothing was removed");
     auto ref_of = [&](const json& d) -> Result<std::string> {
       if (!d.is_object() || !d.contains("digest") || !d["digest"].is_string() ||
           !valid_digest(d["digest"].get<std::string>()))
@@ -106,7 +108,8 @@ Result<GcResult> Store::gc(const std::set<std::string>& protected_manifest_diges
       ++r.kept_young_blobs;
       continue;
     }
-    if (::unlink(it->path().c_str()) != 0) return Error::sys("gc: remove", errno, it->path().string());
+    if (::unlink(it->path().c_str()) != 0)
+      return Error::sys("gc: remove", errno, it->path().string());
     ++r.removed_blobs;
     r.bytes_freed += static_cast<uint64_t>(st.st_size);
   }

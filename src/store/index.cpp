@@ -115,7 +115,8 @@ Result<std::vector<ListEntry>> Store::list() const {
     if (!m.ok()) {
       l.problem = m.error().message();
     } else {
-      l.created = m->annotations.count(kCreatedAnnotation) ? m->annotations[kCreatedAnnotation] : "";
+      l.created =
+          m->annotations.count(kCreatedAnnotation) ? m->annotations[kCreatedAnnotation] : "";
       if (auto it = m->annotations.find(kRawSizeAnnotation); it != m->annotations.end())
         l.raw_bytes = std::strtoull(it->second.c_str(), nullptr, 10);
       l.stored_bytes = m->config.size;

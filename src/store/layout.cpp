@@ -210,7 +210,8 @@ Status parallel_for(size_t n, unsigned threads, const std::function<Status(size_
 using namespace detail;
 
 Status check_name(const std::string& name) {
-  bool ok = !name.empty() && name.size() <= 255 && std::isalnum(static_cast<unsigned char>(name[0]));
+  bool ok =
+      !name.empty() && name.size() <= 255 && std::isalnum(static_cast<unsigned char>(name[0]));
   for (char c : name)
     ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ||
                 c == ':' || c == '/' || c == '@' || c == '+');
@@ -240,11 +241,13 @@ Result<Store> Store::open(const stdfs::path& root) {
   PW_ASSIGN(std::string text, fs::read_file(layout, 4096));
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (!j.is_object() || j.value("imageLayoutVersion", "") != "1.0.0")
-    return Error("store " + root.string() + ": " + kLayoutFile +
-                 " is not {\"imageLayoutVersion\":\"1.0.0\"}; this prewarm reads only that version");
+    return Error(
+        "store " + root.string() + ": " + kLayoutFile +
+        " is not {\"imageLayoutVersion\":\"1.0.0\"}; this prewarm reads only that version");
   // A lost index is not recreated: an empty one would let gc remove every blob.
   if (!stdfs::exists(root / kIndexFile, ec) || !stdfs::is_directory(blobs_dir(root), ec))
-    return Error("store " + root.string() + ": " + kIndexFile + " or blobs/sha256 is missing; "
+    return Error("store " + root.string() + ": " + kIndexFile +
+                 " or blobs/sha256 is missing; "
                  "the store is damaged (restore index.json from a backup, or start a new store)");
   return Store(root);
 }

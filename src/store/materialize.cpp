@@ -96,7 +96,8 @@ class Writer {
     const stdfs::path rel(f.path);
     for (auto it = rel.begin(); std::next(it) != rel.end(); ++it) {
       d /= *it;
-      if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) return Error::sys("mkdir", errno, d.string());
+      if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST)
+        return Error::sys("mkdir", errno, d.string());
       dirs_.insert(d);
     }
     fd_.reset(::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
@@ -128,6 +129,24 @@ class Writer {
 
 Status commit(const stdfs::path& tmp, const stdfs::path& dest, bool replace) {
   if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dest.c_str(), RENAME_NOREPLACE) == 0) return {};
+  if (errno == EINVAL) {
+    // A filesystem without renameat2 flags: check, then a plain rename (which cannot replace a
+    // non-empty directory either).
+    std::error_code ec;
+    if (!stdfs::exists(dest, ec) && ::rename(tmp.c_str(), dest.c_str()) == 0) return {};
+    if (!stdfs::exists(dest, ec)) return Error::sys("rename", errno, dest.string());
+    if (!replace)
+      return Error(dest.string() + " already exists; remove it first or materialize with replace");
+    stdfs::path old = tmp;
+    old += ".old";
+    if (::rename(dest.c_str(), old.c_str()) != 0) return Error::sys("rename", errno, dest.string());
+    if (::rename(tmp.c_str(), dest.c_str()) != 0) {
+      int err = errno;
+      ::rename(old.c_str(), dest.c_str());
+      return Error::sys("rename", err, dest.string());
+    }
+    return fs::remove_all(old);
+  }
   if (errno != EEXIST) return Error::sys("rename", errno, dest.string());
   if (!replace)
     return Error(dest.string() + " already exists; remove it first or materialize with replace");
@@ -150,8 +169,10 @@ Result<MaterializeResult> Store::materialize(const std::string& name, const stdf
 
   stdfs::path dest = stdfs::absolute(dest_dir).lexically_normal();
   if (dest.filename().empty()) dest = dest.parent_path();
-  if (std::error_code ec; !stdfs::exists(dest.parent_path(), ec)) PW_TRY(fs::make_dirs(dest.parent_path(), 0700));
-  stdfs::path tmp = dest.parent_path() / ("." + dest.filename().string() + kTempPrefix + fs::random_hex(6));
+  if (std::error_code ec; !stdfs::exists(dest.parent_path(), ec))
+    PW_TRY(fs::make_dirs(dest.parent_path(), 0700));
+  stdfs::path tmp =
+      dest.parent_path() / ("." + dest.filename().string() + kTempPrefix + fs::random_hex(6));
   if (::mkdir(tmp.c_str(), 0700) != 0) return Error::sys("mkdir", errno, tmp.string());
   TempDirGuard guard(tmp);
 
@@ -209,7 +230,8 @@ Result<MaterializeResult> Store::materialize(const std::string& name, const stdf
   PW_TRY(fs::write_file_atomic(tmp / image::kManifestFile, img.config.manifest_json, 0600));
   for (const auto& d : writer.dirs()) PW_TRY(fsync_dir(d));
   PW_TRY(fsync_dir(tmp));
-  if (auto s = commit(tmp, dest, opts.replace); !s.ok()) return std::move(s).error().with_context(where);
+  if (auto s = commit(tmp, dest, opts.replace); !s.ok())
+    return std::move(s).error().with_context(where);
   if (!stdfs::exists(tmp)) guard.release();
   PW_TRY(fsync_dir(dest.parent_path()));
   res.files = img.config.files.size() + 1;

@@ -36,7 +36,6 @@ std::map<std::string, KnownChunk> known_chunks(const stdfs::path& root) {
   auto entries = read_index(root);
   if (!entries.ok()) return known;
   for (const auto& e : *entries) {
-    if (e.artifact_type != kArtifactType) continue;
     auto img = load_image(root, e.digest, static_cast<int64_t>(e.size));
     if (!img.ok()) {
       log::debug("store: not reusing chunks of " + e.name + ": " + img.error().message());
@@ -107,7 +106,8 @@ class Putter {
       file_off += pos;
     }
     if (file_off != expect.size || whole.final_hex() != expect.sha256)
-      return Error(path.string() + " changed while it was being stored (size or SHA-256 no "
+      return Error(path.string() +
+                   " changed while it was being stored (size or SHA-256 no "
                    "longer match its manifest); store the image again once it is quiet");
     return fe;
   }
@@ -222,7 +222,8 @@ Result<PutResult> Store::put(const stdfs::path& image_dir, const std::string& na
   putter.fill(r, om.layers);
   std::string config_json = to_json(config);
   if (config_json.size() > kMaxJsonBytes)
-    return Error(where + ": its chunk list (" + std::to_string(r.chunks) + " chunks) is larger "
+    return Error(where + ": its chunk list (" + std::to_string(r.chunks) +
+                 " chunks) is larger "
                  "than the 16 MiB a config may have; images of this size are not supported");
   om.config = {kConfigMediaType, digest_of(config_json), config_json.size()};
   PW_TRY(write_blob(root_, om.config.digest, config_json));
@@ -232,8 +233,8 @@ Result<PutResult> Store::put(const stdfs::path& image_dir, const std::string& na
   PW_TRY(write_blob(root_, r.manifest_digest, manifest_json));
   // Blobs are durable before the index points at them.
   PW_TRY(fsync_dir(blobs_dir(root_)));
-  PW_TRY(index_upsert(root_, make_index_entry(name, r.manifest_digest, manifest_json.size(),
-                                              om.annotations)));
+  PW_TRY(index_upsert(
+      root_, make_index_entry(name, r.manifest_digest, manifest_json.size(), om.annotations)));
   r.seconds = sw.seconds();
   return r;
 }

@@ -55,8 +55,8 @@ Status Store::add_blob_file(const stdfs::path& tmp_path, const std::string& expe
 
 Result<std::pair<std::string, std::string>> Store::read_manifest(const std::string& name) const {
   PW_ASSIGN(IndexEntry e, find_entry(root_, name));
-  PW_ASSIGN(std::string text, detail::read_blob(root_, e.digest, static_cast<int64_t>(e.size),
-                                                kMaxJsonBytes));
+  PW_ASSIGN(std::string text,
+            detail::read_blob(root_, e.digest, static_cast<int64_t>(e.size), kMaxJsonBytes));
   return std::make_pair(std::move(text), e.digest);
 }
 
@@ -86,7 +86,8 @@ Result<std::string> Store::add_manifest(const std::string& name,
   for (const auto& f : c->files)
     for (const auto& r : f.chunks)
       if (!layers.count(r.digest))
-        return Error(where + ": chunk " + r.digest + " of " + f.path + " is not a layer of the manifest");
+        return Error(where + ": chunk " + r.digest + " of " + f.path +
+                     " is not a layer of the manifest");
   std::string digest = digest_of(manifest_json);
   PW_TRY(write_blob(root_, digest, manifest_json));
   PW_TRY(fsync_dir(blobs_dir(root_)));

@@ -42,8 +42,8 @@ struct PutOptions {
 };
 
 struct PutResult {
-  std::string manifest_digest;  // "sha256:<hex>"
-  uint64_t raw_bytes = 0;       // sum of file sizes
+  std::string manifest_digest;          // "sha256:<hex>"
+  uint64_t raw_bytes = 0;               // sum of file sizes
   uint64_t total_compressed_bytes = 0;  // sum of the image's unique chunk blobs
   uint64_t new_compressed_bytes = 0;    // what this put added to the store
   uint64_t chunks = 0;                  // chunk references, in file order
@@ -52,7 +52,9 @@ struct PutResult {
   uint64_t reused_raw_bytes = 0;        // raw bytes whose chunk was already stored
   double seconds = 0;
   // Share of the raw bytes already in the store before this put (0..1).
-  double dedup_ratio() const { return raw_bytes ? double(reused_raw_bytes) / double(raw_bytes) : 0; }
+  double dedup_ratio() const {
+    return raw_bytes ? double(reused_raw_bytes) / double(raw_bytes) : 0;
+  }
 };
 
 struct MaterializeOptions {
@@ -162,7 +164,8 @@ class Store {
   std::filesystem::path temp_path() const;
   // Moves a downloaded file into the store after checking its SHA-256 against
   // expected_digest; the file is consumed either way (removed when it does not match).
-  Status add_blob_file(const std::filesystem::path& tmp_path, const std::string& expected_digest) const;
+  Status add_blob_file(const std::filesystem::path& tmp_path,
+                       const std::string& expected_digest) const;
   // Reads a blob, verifying its digest; refuses blobs over max_bytes.
   Result<std::string> read_blob(const std::string& digest, size_t max_bytes = kMaxJsonBytes) const;
   // The manifest JSON text of an indexed image and its digest.

@@ -43,7 +43,8 @@ class Verifier {
     for (const auto& f : c->files)
       for (const auto& r : f.chunks)
         if (!layers.count(r.digest))
-          return fail(cb, "chunk " + r.digest + " of " + f.path + " is not a layer of the manifest");
+          return fail(cb,
+                      "chunk " + r.digest + " of " + f.path + " is not a layer of the manifest");
   }
 
   Result<VerifyReport> finish() {
@@ -60,7 +61,8 @@ class Verifier {
       if (info.size > 0) report_.bytes += static_cast<uint64_t>(info.size);
       if (!info.problem.empty())
         report_.problems.push_back(
-            {digest, info.problem, std::vector<std::string>(info.images.begin(), info.images.end())});
+            {digest, info.problem,
+             std::vector<std::string>(info.images.begin(), info.images.end())});
     }
     return report_;
   }
