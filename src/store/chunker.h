@@ -16,8 +16,12 @@ struct ChunkerParams {
   uint32_t max_size;
 };
 
-// Chosen by measurement on real checkpoint images; see chunker.cpp.
-inline constexpr ChunkerParams kDefaultChunking{16 << 10, 64 << 10, 256 << 10};
+// Chosen by measurement on real checkpoint images (see chunker.cpp for the size tables).
+// Every chunk is a registry blob, and per-blob round trips dominated transfers: the 89 MB
+// reference image pushed in 7.0 s and pulled in 4.2 s over loopback with 64 KiB chunks
+// (1161 blobs), in 0.47 s and 0.32 s with 1 MiB chunks (92 blobs). Two bakes of the same app
+// share almost no memory pages (0-4% dedup at either size), so small chunks bought little.
+inline constexpr ChunkerParams kDefaultChunking{256 << 10, 1 << 20, 4 << 20};
 // Recorded in every stored config: a different algorithm or table gives different chunks
 // (still correct, but they no longer deduplicate against older images).
 inline constexpr const char* kChunkerName = "fastcdc-gear64-nc2-v1";
