@@ -41,6 +41,17 @@ Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_j
   return blobs;
 }
 
+// materialize checked every file against its SHA-256: record that, so the first restore
+// doesn't hash the whole image again.
+Status stamp_unpacked(const Context& ctx, const std::string& name) {
+  image::VerifyOptions vo;
+  vo.stamp_dir = ctx.stamps_dir();
+  vo.content_just_verified = true;
+  auto m = image::open_verified(ctx.image_dir(name), vo);
+  if (!m.ok()) return std::move(m).error().with_context("unpacked image " + name);
+  return {};
+}
+
 }  // namespace
 
 Result<store::Store> open_store(const Context& ctx) {
@@ -68,7 +79,7 @@ Status ensure_unpacked(const Context& ctx, const std::string& name) {
   mo.replace = true;
   auto r = st.materialize(name, ctx.image_dir(name), mo);
   if (!r.ok()) return std::move(r).error().with_context("unpacking image " + name);
-  return {};
+  return stamp_unpacked(ctx, name);
 }
 
 Result<std::vector<ImageInfo>> list_images(const Context& ctx) {
@@ -180,6 +191,7 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
   mo.replace = true;
   auto r = st.materialize(name, ctx.image_dir(name), mo);
   if (!r.ok()) return std::move(r).error().with_context("unpacking pulled image " + name);
+  PW_TRY(stamp_unpacked(ctx, name));
   return name;
 }
 

@@ -28,6 +28,9 @@ struct VerifyOptions {
   // (any write changes ctime, which user space cannot set back).
   std::filesystem::path stamp_dir;
   bool force_full = false;
+  // The caller has just checked every file's SHA-256 itself (the store does while unpacking):
+  // stamps are recorded without hashing again. Sizes and the file list are still checked.
+  bool content_just_verified = false;
 };
 
 // Reads the manifest and checks every listed file (present, size, SHA-256) and that no
