@@ -1,6 +1,7 @@
 // prewarm CLI: argument parsing and one engine call per verb.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <mutex>
@@ -30,6 +31,21 @@ Result<engine::Context> context(const std::string& state_dir, bool quiet = false
   auto ctx = engine::make_context(state_dir);
   if (ctx.ok() && !quiet) ctx->progress = [](const std::string& m) { log::info(m); };
   return ctx;
+}
+
+// Applies op to each name, printing the names it succeeded for; 1 when any failed.
+int for_each_name(const std::vector<std::string>& names,
+                  const std::function<Status(const std::string&)>& op) {
+  int rc = 0;
+  for (const auto& n : names) {
+    Status st = op(n);
+    if (!st.ok()) {
+      rc = fail(st.error());
+    } else {
+      std::printf("%s\n", n.c_str());
+    }
+  }
+  return rc;
 }
 
 std::string fmt_ms(double ms) {
@@ -119,22 +135,11 @@ int cmd_rm(const std::string& state_dir, std::vector<std::string> ids, bool all)
   } else if (ids.empty()) {
     return fail(Error("rm: give instance ids, or --all"));
   }
-  int rc = 0;
-  for (const auto& id : ids) {
-    if (!all && !std::filesystem::exists(ctx->instance_dir(id))) {
-      std::fprintf(stderr, "prewarm: no instance %s (see `prewarm ps`)\n", id.c_str());
-      rc = 1;
-      continue;
-    }
-    Status st = engine::remove_instance(*ctx, id);
-    if (!st.ok()) {
-      rc = 1;
-      fail(st.error());
-    } else {
-      std::printf("%s\n", id.c_str());
-    }
-  }
-  return rc;
+  return for_each_name(ids, [&](const std::string& id) -> Status {
+    if (!all && !std::filesystem::exists(ctx->instance_dir(id)))
+      return Error("no instance " + id + " (see `prewarm ps`)");
+    return engine::remove_instance(*ctx, id);
+  });
 }
 
 int cmd_images(const std::string& state_dir) {
@@ -159,16 +164,7 @@ int cmd_images(const std::string& state_dir) {
 int cmd_rmi(const std::string& state_dir, const std::vector<std::string>& names) {
   auto ctx = context(state_dir, true);
   if (!ctx.ok()) return fail(ctx.error());
-  int rc = 0;
-  for (const auto& n : names) {
-    Status st = engine::remove_image(*ctx, n);
-    if (!st.ok()) {
-      rc = fail(st.error());
-    } else {
-      std::printf("%s\n", n.c_str());
-    }
-  }
-  return rc;
+  return for_each_name(names, [&](const std::string& n) { return engine::remove_image(*ctx, n); });
 }
 
 int cmd_gc(const std::string& state_dir) {
