@@ -38,6 +38,20 @@ class TinyTest : public EngineTest {
     return img.ok() ? *img : engine::LoadedImage{};
   }
 
+  // Bakes a spec that must fail; checks that no image and no instance are left, and returns
+  // the error message.
+  std::string failed_bake(const stdfs::path& spec) {
+    engine::BakeOptions o;
+    o.name = "counter-" + tag_;
+    track(o.name);
+    auto r = engine::bake(ctx_, spec, o);
+    EXPECT_FALSE(r.ok());
+    EXPECT_FALSE(stdfs::exists(ctx_.image_dir(o.name)));
+    auto l = engine::list_instances(ctx_);
+    EXPECT_TRUE(l.ok() && l->empty());
+    return r.ok() ? "" : r.error().message();
+  }
+
   std::string exec_out(const std::string& id, const std::vector<std::string>& cmd) {
     std::vector<std::string> argv = {"runc", "exec", id};
     argv.insert(argv.end(), cmd.begin(), cmd.end());
@@ -193,47 +207,24 @@ TEST_F(TinyTest, MissingRootfsFailsClearlyAndLeavesNothing) {
   std::string spec = slurp(PREWARM_EXAMPLE_TINY_SPEC);
   spec = std::regex_replace(spec, std::regex("directory: .*"), "directory: /nonexistent/rootfs");
   ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec).ok());
-  engine::BakeOptions o;
-  o.name = "counter-" + tag_;
-  track(o.name);
-  auto r = engine::bake(ctx_, state_ / "spec.yaml", o);
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.error().message().find("/nonexistent/rootfs"), std::string::npos) << r.error().message();
-  EXPECT_FALSE(stdfs::exists(ctx_.image_dir(o.name)));
-  auto l = engine::list_instances(ctx_);
-  ASSERT_TRUE(l.ok());
-  EXPECT_TRUE(l->empty());
+  std::string err = failed_bake(state_ / "spec.yaml");
+  EXPECT_NE(err.find("/nonexistent/rootfs"), std::string::npos) << err;
 }
 
 TEST_F(TinyTest, MissingCriuFailsBakeBeforeStartingAnything) {
   ::setenv("PREWARM_CRIU", "/nonexistent/criu", 1);
-  engine::BakeOptions o;
-  o.name = "counter-" + tag_;
-  track(o.name);
-  auto r = engine::bake(ctx_, PREWARM_EXAMPLE_TINY_SPEC, o);
+  std::string err = failed_bake(PREWARM_EXAMPLE_TINY_SPEC);
   ::unsetenv("PREWARM_CRIU");
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.error().message().find("CRIU is not usable"), std::string::npos) << r.error().message();
-  EXPECT_NE(r.error().message().find("setup.sh"), std::string::npos);
-  auto l = engine::list_instances(ctx_);
-  ASSERT_TRUE(l.ok());
-  EXPECT_TRUE(l->empty());
+  EXPECT_NE(err.find("CRIU is not usable"), std::string::npos) << err;
+  EXPECT_NE(err.find("setup.sh"), std::string::npos);
 }
 
 TEST_F(TinyTest, WarmupFailureLeavesNothingBehind) {
   std::string spec = slurp(PREWARM_EXAMPLE_TINY_SPEC);
   spec += "  - exec:\n      command: [\"/bin/false\"]\n";
   ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec).ok());
-  engine::BakeOptions o;
-  o.name = "counter-" + tag_;
-  track(o.name);
-  auto r = engine::bake(ctx_, state_ / "spec.yaml", o);
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.error().message().find("warmup[2]"), std::string::npos) << r.error().message();
-  EXPECT_FALSE(stdfs::exists(ctx_.image_dir(o.name)));
-  auto l = engine::list_instances(ctx_);
-  ASSERT_TRUE(l.ok());
-  EXPECT_TRUE(l->empty());
+  std::string err = failed_bake(state_ / "spec.yaml");
+  EXPECT_NE(err.find("warmup[2]"), std::string::npos) << err;
 }
 
 }  // namespace
