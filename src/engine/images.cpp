@@ -115,7 +115,11 @@ Result<store::GcResult> collect_garbage(const Context& ctx) {
   PW_ASSIGN(auto instances, list_instances(ctx));
   for (const auto& i : instances)
     if (!i.record.image_digest.empty()) keep.insert(i.record.image_digest);
-  return st.gc(keep);
+  // No grace period: every prewarm writer (bake's put, pull, import) holds a store lease while
+  // its blobs are not yet referenced, and gc waits for leases.
+  store::GcOptions go;
+  go.min_blob_age = std::chrono::seconds(0);
+  return st.gc(keep, go);
 }
 
 Result<std::string> verify_images(const Context& ctx, const std::string& name) {
