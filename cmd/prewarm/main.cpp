@@ -195,8 +195,10 @@ struct RegistryFlags {
   std::string ca_file;
 };
 
-registry::Options registry_opts(const engine::Context& ctx, const RegistryFlags& f) {
+registry::Options registry_opts(const engine::Context& ctx, const RegistryFlags& f,
+                                registry::Stats* stats) {
   registry::Options o = engine::registry_options(ctx);
+  o.stats = stats;
   if (f.plain_http) o.insecure_http = true;
   o.ca_file = f.ca_file;
   return o;
@@ -207,8 +209,7 @@ int cmd_push(const std::string& state_dir, const std::string& name, const std::s
   auto ctx = context(state_dir);
   if (!ctx.ok()) return fail(ctx.error());
   registry::Stats stats;
-  auto o = registry_opts(*ctx, f);
-  o.stats = &stats;
+  auto o = registry_opts(*ctx, f, &stats);
   Status st = engine::push_image(*ctx, name, ref, o);
   if (!st.ok()) return fail(st.error());
   std::printf("pushed %s to %s: %llu blob(s) uploaded (%.1f MB), %llu already there\n",
@@ -223,8 +224,7 @@ int cmd_pull(const std::string& state_dir, const std::string& ref, const std::st
   auto ctx = context(state_dir);
   if (!ctx.ok()) return fail(ctx.error());
   registry::Stats stats;
-  auto o = registry_opts(*ctx, f);
-  o.stats = &stats;
+  auto o = registry_opts(*ctx, f, &stats);
   auto r = engine::pull_image(*ctx, ref, name, o);
   if (!r.ok()) return fail(r.error());
   std::printf("pulled %s as %s: %llu blob(s) downloaded (%.1f MB)\n", ref.c_str(), r->c_str(),

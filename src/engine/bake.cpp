@@ -127,12 +127,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   sw.restart();
 
   if (!spec.warmup.empty()) {
-    auto rt = ctx.runtime;
-    probe::Target target{inst.record.ip, [rt, id](const std::vector<std::string>& cmd,
-                                                  spec::Millis timeout) {
-                           return rt->exec(id, cmd, timeout);
-                         }};
-    Status w = probe::run_warmup(spec.warmup, target);
+    Status w = probe::run_warmup(spec.warmup, probe_target(ctx, id, inst.record.ip));
     if (!w.ok()) return std::move(w).error().with_context("warm-up of " + spec.name);
     phase("warmup", sw);
   }

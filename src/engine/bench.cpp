@@ -13,6 +13,7 @@
 #include "base/fs.h"
 #include "engine/app_log.h"
 #include "engine/bake.h"
+#include "engine/bench_util.h"
 #include "engine/instance.h"
 #include "image/image.h"
 #include "oci/config.h"
@@ -25,12 +26,6 @@ namespace {
 namespace stdfs = std::filesystem;
 using nlohmann::json;
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 json summary(const std::vector<double>& samples) {
   return {{"median_ms", median(samples)}, {"samples_ms", samples}};
@@ -62,15 +57,7 @@ class Baseline {
     PW_TRY(rootfs::apply_diff(img_.dir / image::kRootfsDiff, dir_ / "upper"));
     PW_ASSIGN(auto ov, rootfs::mount_overlay(img_.manifest.rootfs_dir, dir_));
     (void)ov;
-    oci::ContainerConfig c;
-    c.rootfs = dir_ / "rootfs";
-    c.argv = img_.spec.argv();
-    c.env = img_.spec.env;
-    c.cwd = img_.spec.working_dir;
-    c.hostname = id_;
-    c.netns_path = att_.netns_path;
-    c.cgroups_path = "/prewarm-" + id_;
-    PW_TRY(oci::write_bundle(dir_, c));
+    PW_TRY(oci::write_bundle(dir_, container_config(img_.spec, dir_, id_, id_, att_.netns_path)));
     PW_TRY(fs::make_dirs(dir_ / "criu", 0700));
     PW_ASSIGN(log_, open_app_log(dir_ / "app.log"));
     return {};
@@ -89,12 +76,7 @@ class Baseline {
     s.restore_ms = sw.millis();
     Stopwatch probe_sw;
     if (img_.spec.readiness_probe) {
-      auto rt = ctx_.runtime;
-      std::string id = id_;
-      probe::Target t{att_.ip, [rt, id](const std::vector<std::string>& cmd, spec::Millis to) {
-                        return rt->exec(id, cmd, to);
-                      }};
-      PW_TRY(probe::wait_ready(*img_.spec.readiness_probe, t));
+      PW_TRY(probe::wait_ready(*img_.spec.readiness_probe, probe_target(ctx_, id_, att_.ip)));
     }
     s.probe_ms = probe_sw.millis();
     s.total_ms = sw.millis();
@@ -115,20 +97,6 @@ class Baseline {
   UniqueFd log_;
 };
 
-// As `prewarm run NAME` does it: open (and verify) the image, then start.
-Result<Started> timed_start(const Context& ctx, const std::string& name, StartMode mode) {
-  Stopwatch sw;
-  PW_ASSIGN(LoadedImage img, load_image(ctx, name));
-  double load_ms = sw.millis();
-  PW_ASSIGN(Started s, start_instance(ctx, img, mode));
-  s.timings.verify_ms += load_ms;
-  s.timings.total_ms += load_ms;
-  Status rm = remove_instance(ctx, s.record.id);
-  if (!rm.ok()) return std::move(rm).error();
-  if (mode == StartMode::kRestore && s.record.started_by != "restore")
-    return Error("benchmark restore fell back to a cold start: " + s.record.fallback_reason);
-  return s;
-}
 
 Result<BaselineSample> baseline_sample(const Context& ctx, const LoadedImage& img) {
   Baseline b(ctx, img);
@@ -163,6 +131,27 @@ Result<std::pair<double, std::vector<double>>> concurrent_round(int k, F start_o
 }
 
 }  // namespace
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+Result<Started> timed_start(const Context& ctx, const std::string& name, StartMode mode) {
+  Stopwatch sw;
+  PW_ASSIGN(LoadedImage img, load_image(ctx, name));
+  double load_ms = sw.millis();
+  PW_ASSIGN(Started s, start_instance(ctx, img, mode));
+  s.timings.verify_ms += load_ms;
+  s.timings.total_ms += load_ms;
+  Status rm = remove_instance(ctx, s.record.id);
+  if (!rm.ok()) return std::move(rm).error();
+  if (mode == StartMode::kRestore && s.record.started_by != "restore")
+    return Error("benchmark restore fell back to a cold start: " + s.record.fallback_reason);
+  return s;
+}
 
 Result<std::string> bench_startup(const Context& ctx, const BenchOptions& opts) {
   if (opts.runs < 1) return Error("--runs must be at least 1");

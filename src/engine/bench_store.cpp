@@ -10,6 +10,7 @@
 #include "base/subprocess.h"
 #include "engine/bake.h"
 #include "engine/bench.h"
+#include "engine/bench_util.h"
 #include "engine/images.h"
 #include "engine/instance.h"
 
@@ -19,12 +20,6 @@ namespace {
 namespace stdfs = std::filesystem;
 using nlohmann::json;
 
-double median_of(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 // Bytes of `tar | zstd -3` of a directory: what a plain compressed archive of the raw CRIU
 // files (as `podman container checkpoint --export --compress zstd` makes) would take.
@@ -40,17 +35,6 @@ Result<uint64_t> zstd_tar_bytes(const stdfs::path& dir, const stdfs::path& out) 
   return size;
 }
 
-// Instance start as `prewarm run NAME` does it, removed again; returns ms to ready.
-Result<double> start_once(const Context& ctx, const std::string& name) {
-  Stopwatch sw;
-  PW_ASSIGN(LoadedImage img, load_image(ctx, name));
-  PW_ASSIGN(Started s, start_instance(ctx, img, StartMode::kRestore));
-  double ms = sw.millis();
-  PW_TRY(remove_instance(ctx, s.record.id));
-  if (s.record.started_by != "restore")
-    return Error("benchmark restore fell back to a cold start: " + s.record.fallback_reason);
-  return ms;
-}
 
 }  // namespace
 
@@ -82,22 +66,22 @@ Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opt
   PW_ASSIGN(store::Store st, open_store(ctx));
   for (int i = 0; i < opts.runs; ++i) {
     ctx.say("[bench] restore sample " + std::to_string(i + 1) + "/" + std::to_string(opts.runs));
-    PW_ASSIGN(double r, start_once(ctx, b1.name));
-    raw.push_back(r);
+    PW_ASSIGN(Started r, timed_start(ctx, b1.name, StartMode::kRestore));
+    raw.push_back(r.timings.total_ms);
     PW_TRY(fs::remove_all(ctx.image_dir(b1.name)));
     ::sync();
     Stopwatch sw;
     PW_TRY(ensure_unpacked(ctx, b1.name));
     unpack.push_back(sw.millis());
-    PW_ASSIGN(double s, start_once(ctx, b1.name));
+    PW_ASSIGN(Started s, timed_start(ctx, b1.name, StartMode::kRestore));
     from_store.push_back(sw.millis());
     (void)s;
   }
   report["restore_ms"] = {
-      {"from_unpacked_median", median_of(raw)},   {"from_unpacked_samples", raw},
-      {"from_store_median", median_of(from_store)}, {"from_store_samples", from_store},
-      {"unpack_median", median_of(unpack)},       {"unpack_samples", unpack},
-      {"from_store_vs_unpacked", median_of(from_store) / median_of(raw)},
+      {"from_unpacked_median", median(raw)},   {"from_unpacked_samples", raw},
+      {"from_store_median", median(from_store)}, {"from_store_samples", from_store},
+      {"unpack_median", median(unpack)},       {"unpack_samples", unpack},
+      {"from_store_vs_unpacked", median(from_store) / median(raw)},
   };
 
   if (!opts.registry.empty()) {

@@ -61,18 +61,12 @@ Result<InstanceRecord> load_record(const stdfs::path& dir) {
   return r;
 }
 
-probe::Target target_for(const Context& ctx, const std::string& id, const std::string& ip) {
-  auto rt = ctx.runtime;
-  return {ip, [rt, id](const std::vector<std::string>& cmd, spec::Millis timeout) {
-            return rt->exec(id, cmd, timeout);
-          }};
-}
 
 // Waits for readiness: the spec's probe, or just "the container is running" without one.
 Status wait_ready(const Context& ctx, const spec::AppSpec& spec, const std::string& id,
                   const std::string& ip) {
   if (spec.readiness_probe) {
-    Status st = probe::wait_ready(*spec.readiness_probe, target_for(ctx, id, ip));
+    Status st = probe::wait_ready(*spec.readiness_probe, probe_target(ctx, id, ip));
     if (!st.ok()) return std::move(st).error().with_context("instance " + id + " never became ready");
     return {};
   }
@@ -83,20 +77,6 @@ Status wait_ready(const Context& ctx, const spec::AppSpec& spec, const std::stri
 
 std::string new_id(const std::string& name) { return name + "-" + fs::random_hex(4); }
 
-oci::ContainerConfig container_config(const spec::AppSpec& spec, const stdfs::path& dir,
-                                      const std::string& id, const std::string& hostname,
-                                      const stdfs::path& netns) {
-  oci::ContainerConfig c;
-  c.rootfs = dir / "rootfs";
-  c.argv = spec.argv();
-  c.env = spec.env;
-  c.cwd = spec.working_dir;
-  c.hostname = hostname;
-  c.netns_path = netns;
-  // Flat, so that runc's delete removes the whole cgroup.
-  c.cgroups_path = "/prewarm-" + id;
-  return c;
-}
 
 // Everything a start has made so far; undone unless released.
 class StartGuard {
@@ -210,6 +190,28 @@ std::map<std::string, double> StartTimings::as_map() const {
   return {{"verify_ms", verify_ms},     {"prepare_ms", prepare_ms}, {"network_ms", network_ms},
           {"runtime_ms", runtime_ms},   {"identity_ms", identity_ms}, {"probe_ms", probe_ms},
           {"total_ms", total_ms}};
+}
+
+probe::Target probe_target(const Context& ctx, const std::string& id, const std::string& ip) {
+  auto rt = ctx.runtime;
+  return {ip, [rt, id](const std::vector<std::string>& cmd, spec::Millis timeout) {
+            return rt->exec(id, cmd, timeout);
+          }};
+}
+
+oci::ContainerConfig container_config(const spec::AppSpec& spec, const std::filesystem::path& dir,
+                                      const std::string& id, const std::string& hostname,
+                                      const std::filesystem::path& netns) {
+  oci::ContainerConfig c;
+  c.rootfs = dir / "rootfs";
+  c.argv = spec.argv();
+  c.env = spec.env;
+  c.cwd = spec.working_dir;
+  c.hostname = hostname;
+  c.netns_path = netns;
+  // Flat, so that runc's delete removes the whole cgroup.
+  c.cgroups_path = "/prewarm-" + id;
+  return c;
 }
 
 std::string now_rfc3339() {

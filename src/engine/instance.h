@@ -9,6 +9,8 @@
 #include "base/result.h"
 #include "engine/context.h"
 #include "image/manifest.h"
+#include "oci/config.h"
+#include "probe/probe.h"
 #include "spec/app_spec.h"
 
 namespace prewarm::engine {
@@ -90,5 +92,13 @@ Result<std::vector<InstanceStatus>> list_instances(const Context& ctx);
 
 
 std::string now_rfc3339();
+
+// Probes and warm-up reach an instance at its IP; exec probes run inside it with `runc exec`.
+probe::Target probe_target(const Context& ctx, const std::string& id, const std::string& ip);
+
+// config.json for an instance of `spec` whose bundle (and overlay at DIR/rootfs) is `dir`.
+oci::ContainerConfig container_config(const spec::AppSpec& spec, const std::filesystem::path& dir,
+                                      const std::string& id, const std::string& hostname,
+                                      const std::filesystem::path& netns);
 
 }  // namespace prewarm::engine
