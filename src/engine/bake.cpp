@@ -1,9 +1,11 @@
 // The bake pipeline.
 #include "engine/bake.h"
 
+#include <sys/personality.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -48,6 +50,27 @@ Status install_image(const Context& ctx, const stdfs::path& staged, const std::s
   if (!old.empty()) (void)fs::remove_all(old);
   return {};
 }
+
+// Address-space randomisation off for the processes this thread spawns while it lives (the
+// personality is per thread and inherited through posix_spawn, runc and runc init). Two bakes
+// of one app then lay out memory alike, so their checkpoints share most pages and the store
+// keeps them once. It costs no isolation: every restored instance shares its checkpoint's layout
+// anyway, and CRIU does not restore the personality, so programs an instance starts later are
+// randomised as usual.
+class NoAslrForChildren {
+ public:
+  NoAslrForChildren() : old_(::personality(0xffffffff)) {
+    if (old_ != -1) ::personality(static_cast<unsigned long>(old_) | ADDR_NO_RANDOMIZE);
+  }
+  ~NoAslrForChildren() {
+    if (old_ != -1) ::personality(static_cast<unsigned long>(old_));
+  }
+  NoAslrForChildren(const NoAslrForChildren&) = delete;
+  NoAslrForChildren& operator=(const NoAslrForChildren&) = delete;
+
+ private:
+  int old_;
+};
 
 // Removes the staging dir unless released.
 struct StagingGuard {
@@ -112,7 +135,9 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   // The checkpoint's hostname is the app's name; every restore gets its own afterwards.
   std::string id = spec.name + "-bake-" + fs::random_hex(3);
   StartTimings st;
+  std::optional<NoAslrForChildren> no_aslr(std::in_place);
   PW_ASSIGN(ColdInstance inst, start_cold_from_spec(ctx, spec, base.dir, id, spec.name, &st));
+  no_aslr.reset();
   struct InstanceGuard {
     const Context& ctx;
     std::string id;

@@ -78,6 +78,21 @@ TEST_F(TinyTest, RestoredInstanceContinuesFromCheckpointedState) {
   EXPECT_EQ(exec_out(s->record.id, {"hostname"}), s->record.id + "\n");
 }
 
+// Bakes run with address randomisation off, so two bakes of one app lay out memory alike (and
+// deduplicate in the store); instances keep that layout, but what they start later is
+// randomised again because CRIU does not carry the personality over.
+TEST_F(TinyTest, BakeLaysOutMemoryWithoutRandomisation) {
+  auto img = bake_tiny();
+  ASSERT_FALSE(img.name.empty());
+  auto s = engine::start_instance(ctx_, img, StartMode::kRestore);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  ASSERT_EQ(s->record.started_by, "restore") << s->record.fallback_reason;
+  // Without randomisation the stack ends at the top of the x86-64 user address space.
+  std::string stack = exec_out(s->record.id, {"grep", "\\[stack\\]", "/proc/1/maps"});
+  EXPECT_NE(stack.find("-7ffffffff000 "), std::string::npos) << stack;
+  EXPECT_EQ(exec_out(s->record.id, {"cat", "/proc/1/personality"}), "00000000\n");
+}
+
 TEST_F(TinyTest, FourConcurrentRestoresAreIndependent) {
   auto img = bake_tiny();
   ASSERT_FALSE(img.name.empty());
