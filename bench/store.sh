@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Store and distribution benchmark on the reference Python service: bytes on disk and on the
 # wire (raw CRIU files, zstd tar, store), dedup of a second bake, restore from the store vs
-# from the unpacked copy, push/pull through a real registry (Debian's docker-registry, started
-# here on loopback and stopped afterwards). JSON on stdout, progress on stderr.
+# from the raw CRIU files (also right after rebuilding the store's decompressed copy),
+# push/pull through a real registry (Debian's docker-registry, started here on loopback and
+# stopped afterwards). JSON on stdout, progress on stderr.
 #   bench/store.sh [RUNS]     (default 5)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -167,10 +167,10 @@ int cmd_rmi(const std::string& state_dir, const std::vector<std::string>& names)
   return for_each_name(names, [&](const std::string& n) { return engine::remove_image(*ctx, n); });
 }
 
-int cmd_gc(const std::string& state_dir) {
+int cmd_gc(const std::string& state_dir, bool drop_partials) {
   auto ctx = context(state_dir, true);
   if (!ctx.ok()) return fail(ctx.error());
-  auto r = engine::collect_garbage(*ctx);
+  auto r = engine::collect_garbage(*ctx, drop_partials);
   if (!r.ok()) return fail(r.error());
   std::printf("removed %llu blob(s), %.1f MB freed; %llu temporary file(s) removed; %llu recent "
               "unreferenced blob(s) kept\n",
@@ -178,6 +178,11 @@ int cmd_gc(const std::string& state_dir) {
               static_cast<double>(r->bytes_freed) / 1e6,
               static_cast<unsigned long long>(r->removed_temp_files),
               static_cast<unsigned long long>(r->kept_young_blobs));
+  if (r->kept_temp_files > 0)
+    std::printf("kept %llu partial download(s), %.1f MB, so interrupted pulls can resume; they "
+                "go after an hour, or now with `prewarm gc --partials`\n",
+                static_cast<unsigned long long>(r->kept_temp_files),
+                static_cast<double>(r->kept_temp_bytes) / 1e6);
   return 0;
 }
 
@@ -310,6 +315,9 @@ int main(int argc, char** argv) {
   auto* rmi = app.add_subcommand("rmi", "remove images (their blobs go at the next gc)");
   rmi->add_option("names", rmi_names, "image names")->required();
   auto* gc = app.add_subcommand("gc", "remove store blobs no image references");
+  bool drop_partials = false;
+  gc->add_flag("--partials", drop_partials,
+               "also remove partial downloads kept for resuming interrupted pulls");
   std::string verify_name;
   auto* verify = app.add_subcommand("verify", "re-hash the store's blobs and unpacked images");
   verify->add_option("name", verify_name, "one image (default: all)");
@@ -370,7 +378,7 @@ int main(int argc, char** argv) {
   if (*inspect) return cmd_inspect(state_dir, image);
   if (*doctor) return cmd_doctor();
   if (*rmi) return cmd_rmi(state_dir, rmi_names);
-  if (*gc) return cmd_gc(state_dir);
+  if (*gc) return cmd_gc(state_dir, drop_partials);
   if (*verify) return cmd_verify(state_dir, verify_name);
   if (*push) return cmd_push(state_dir, image, ref, rflags);
   if (*pull) return cmd_pull(state_dir, ref, pull_name, rflags);

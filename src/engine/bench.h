@@ -27,7 +27,8 @@ struct StoreBenchOptions {
 };
 
 // Bytes on disk and on the wire (raw CRIU files, a zstd tar of them, the store), dedup of a
-// second bake, restore from the store vs from the unpacked copy, push/pull throughput.
+// second bake, restore from the store (its decompressed copy, and rebuilt from the blobs) vs from
+// the raw CRIU files, push/pull throughput.
 Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opts);
 
 }  // namespace prewarm::engine

@@ -61,27 +61,39 @@ Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opt
       {"second_bake_dedup_ratio", second.dedup_ratio},
   };
 
-  // Restore → ready from the unpacked copy vs from the store alone (unpacked first).
-  std::vector<double> raw, from_store, unpack;
-  PW_ASSIGN(store::Store st, open_store(ctx));
+  // Restore → ready from the raw CRIU files (the bake's own output) vs from the store. Restores
+  // read the node-local decompressed copy the store keeps (made at bake, pull and import); the
+  // "after eviction" case rebuilds it from the compressed, chunked blobs first, which is what a
+  // restore that read the store directly every time would pay. Both come from the same runs:
+  // drop the copy, rebuild it (timed), restore from it at once (timed).
+  std::vector<double> raw, from_store, unpack, after_eviction;
   for (int i = 0; i < opts.runs; ++i) {
-    ctx.say("[bench] restore sample " + std::to_string(i + 1) + "/" + std::to_string(opts.runs));
+    ctx.say("[bench] raw restore sample " + std::to_string(i + 1) + "/" + std::to_string(opts.runs));
     PW_ASSIGN(Started r, timed_start(ctx, b1.name, StartMode::kRestore));
     raw.push_back(r.timings.total_ms);
+  }
+  for (int i = 0; i < opts.runs; ++i) {
+    ctx.say("[bench] store restore sample " + std::to_string(i + 1) + "/" +
+            std::to_string(opts.runs));
     PW_TRY(fs::remove_all(ctx.image_dir(b1.name)));
     ::sync();
     Stopwatch sw;
     PW_TRY(ensure_unpacked(ctx, b1.name));
     unpack.push_back(sw.millis());
     PW_ASSIGN(Started s, timed_start(ctx, b1.name, StartMode::kRestore));
-    from_store.push_back(sw.millis());
-    (void)s;
+    from_store.push_back(s.timings.total_ms);
+    after_eviction.push_back(unpack.back() + s.timings.total_ms);
   }
   report["restore_ms"] = {
-      {"from_unpacked_median", median(raw)},   {"from_unpacked_samples", raw},
-      {"from_store_median", median(from_store)}, {"from_store_samples", from_store},
-      {"unpack_median", median(unpack)},       {"unpack_samples", unpack},
-      {"from_store_vs_unpacked", median(from_store) / median(raw)},
+      {"from_raw_median", median(raw)},
+      {"from_raw_samples", raw},
+      {"from_store_median", median(from_store)},
+      {"from_store_samples", from_store},
+      {"from_store_vs_raw", median(from_store) / median(raw)},
+      {"unpack_median", median(unpack)},
+      {"unpack_samples", unpack},
+      {"from_store_after_eviction_median", median(after_eviction)},
+      {"from_store_after_eviction_vs_raw", median(after_eviction) / median(raw)},
   };
 
   if (!opts.registry.empty()) {

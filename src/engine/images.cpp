@@ -109,7 +109,7 @@ Status remove_image(const Context& ctx, const std::string& name) {
   return fs::remove_all(ctx.image_dir(name));
 }
 
-Result<store::GcResult> collect_garbage(const Context& ctx) {
+Result<store::GcResult> collect_garbage(const Context& ctx, bool drop_partials) {
   PW_ASSIGN(store::Store st, open_store(ctx));
   std::set<std::string> keep;
   PW_ASSIGN(auto instances, list_instances(ctx));
@@ -119,6 +119,7 @@ Result<store::GcResult> collect_garbage(const Context& ctx) {
   // its blobs are not yet referenced, and gc waits for leases.
   store::GcOptions go;
   go.min_blob_age = std::chrono::seconds(0);
+  if (drop_partials) go.temp_file_age = std::chrono::seconds(0);
   return st.gc(keep, go);
 }
 

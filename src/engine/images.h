@@ -37,7 +37,8 @@ Status remove_image(const Context& ctx, const std::string& name);
 
 // Removes store blobs no image references; blobs of images that instances were started from
 // are kept even when the image itself was removed.
-Result<store::GcResult> collect_garbage(const Context& ctx);
+// With drop_partials, partial downloads kept for resuming pulls go too, whatever their age.
+Result<store::GcResult> collect_garbage(const Context& ctx, bool drop_partials = false);
 
 // Re-hashes the store's blobs (one image, or all when name is empty) and the unpacked copies.
 Result<std::string> verify_images(const Context& ctx, const std::string& name);

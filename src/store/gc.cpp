@@ -99,7 +99,12 @@ Result<GcResult> Store::gc(const std::set<std::string>& protected_manifest_diges
     struct stat st {};
     if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
     if (name.rfind(kTempPrefix, 0) == 0) {
-      if (age_seconds(st) >= temp_age && ::unlink(it->path().c_str()) == 0) ++r.removed_temp_files;
+      if (age_seconds(st) < temp_age) {
+        ++r.kept_temp_files;
+        r.kept_temp_bytes += static_cast<uint64_t>(st.st_size);
+      } else if (::unlink(it->path().c_str()) == 0) {
+        ++r.removed_temp_files;
+      }
       continue;
     }
     std::string digest = "sha256:" + name;

@@ -107,6 +107,10 @@ struct GcResult {
   uint64_t bytes_freed = 0;
   uint64_t removed_temp_files = 0;
   uint64_t kept_young_blobs = 0;  // unreferenced but younger than min_blob_age
+  // Temporary files younger than temp_file_age: mostly partial downloads an interrupted pull
+  // resumes from.
+  uint64_t kept_temp_files = 0;
+  uint64_t kept_temp_bytes = 0;
 };
 
 // Keeps gc from removing any blob while held (a shared flock on STORE/.gc.lock). gc waits

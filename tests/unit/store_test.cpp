@@ -408,6 +408,20 @@ TEST_F(StoreTest, ConcurrentPutsLeaveAConsistentIndex) {
   }
 }
 
+TEST_F(StoreTest, GcWithoutTempFileAgeDropsPartialDownloadsAtOnce) {
+  ASSERT_TRUE(store().put(path("img-a"), "app-a").ok());
+  stdfs::path partial = store().temp_path();
+  spit(partial, std::string(4096, 'x'));
+  store::GcOptions now;
+  now.temp_file_age = std::chrono::seconds(0);
+  auto r = store().gc({}, now);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->removed_temp_files, 1u);
+  EXPECT_EQ(r->kept_temp_files, 0u);
+  EXPECT_FALSE(stdfs::exists(partial));
+  EXPECT_TRUE(store().verify_all()->ok());
+}
+
 TEST_F(StoreTest, LeftoverTempFilesDoNotBreakReadsAndGcCleansThem) {
   ASSERT_TRUE(store().put(path("img-a"), "app-a").ok());
   stdfs::path blob_tmp = store().temp_path();
@@ -420,7 +434,9 @@ TEST_F(StoreTest, LeftoverTempFilesDoNotBreakReadsAndGcCleansThem) {
 
   auto fresh = store().gc({});
   ASSERT_TRUE(fresh.ok());
-  EXPECT_EQ(fresh->removed_temp_files, 0u);  // could belong to a write in progress
+  EXPECT_EQ(fresh->removed_temp_files, 0u);  // a partial download a pull may resume
+  EXPECT_EQ(fresh->kept_temp_files, 1u);        // blobs dir only: what `gc` reports to the user
+  EXPECT_EQ(fresh->kept_temp_bytes, std::string("half a blob").size());
   struct timespec old[2] = {{::time(nullptr) - 7200, 0}, {::time(nullptr) - 7200, 0}};
   ASSERT_EQ(::utimensat(AT_FDCWD, blob_tmp.c_str(), old, 0), 0);
   ASSERT_EQ(::utimensat(AT_FDCWD, index_tmp.c_str(), old, 0), 0);
