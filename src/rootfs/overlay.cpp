@@ -88,6 +88,33 @@ std::vector<std::string> mount_points() {
   return out;
 }
 
+// An image names its base rootfs by host path, and images come from other nodes (pulls,
+// imported archives): a crafted one must not get the host's own files as a container's root.
+Status check_lower_is_a_rootfs(const std::filesystem::path& lower,
+                               const std::filesystem::path& instance_dir) {
+  std::error_code ec;
+  std::filesystem::path real = std::filesystem::canonical(lower, ec);
+  if (ec) return Error::sys("lower directory", ec.value(), lower.string());
+  std::filesystem::path inst = std::filesystem::weakly_canonical(instance_dir, ec);
+  const std::string shown =
+      lower.string() + (real == lower ? "" : " (" + real.string() + ")");
+  // "/", /var, the state dir, ...: anything holding prewarm's own files.
+  auto [lit, iit] = std::mismatch(real.begin(), real.end(), inst.begin(), inst.end());
+  if (lit == real.end() || (std::next(lit) == real.end() && lit->empty()))
+    return Error("base rootfs " + shown + " contains prewarm's instance directory " +
+                     inst.string() + "; a root filesystem must be a directory of its own",
+                 EINVAL);
+  static const char* const kSystemDirs[] = {"/bin",  "/boot", "/dev",  "/etc", "/home",
+                                            "/lib",  "/lib64", "/opt", "/proc", "/root",
+                                            "/run",  "/sbin", "/srv",  "/sys", "/tmp",
+                                            "/usr",  "/var"};
+  for (const char* d : kSystemDirs)
+    if (real == d)
+      return Error("base rootfs " + shown + " is a host system directory, not a root filesystem",
+                   EINVAL);
+  return {};
+}
+
 }  // namespace
 
 Result<Overlay> mount_overlay(const std::filesystem::path& lower,
@@ -103,6 +130,8 @@ Result<Overlay> mount_overlay(const std::filesystem::path& lower,
     return Error::sys("lower directory", errno, ov.lower.string()).with_context(what);
   if (!S_ISDIR(st.st_mode))
     return Error("lower " + ov.lower.string() + " is not a directory", ENOTDIR).with_context(what);
+  if (Status s = check_lower_is_a_rootfs(ov.lower, dir); !s.ok())
+    return std::move(s).error().with_context(what);
   for (const auto* p : {&ov.lower, &ov.upper, &ov.work}) {
     Status s = check_option_path(*p);
     if (!s.ok()) return std::move(s).error().with_context(what);

@@ -441,5 +441,28 @@ TEST(Overlay, RefusesPathsOverlayOptionsCannotCarry) {
   EXPECT_NE(missing.error().message().find("no-lower"), std::string::npos);
 }
 
+// Images name their base by host path and may come from elsewhere: the host's own directories
+// (directly or through a symlink) are never a container's root.
+TEST(Overlay, RefusesTheHostRootSystemDirsAndAnythingHoldingTheInstance) {
+  TempDir t;
+  for (const char* bad : {"/", "/etc", "/root", "/usr"}) {
+    auto ov = mount_overlay(bad, t.path() / "inst");
+    ASSERT_FALSE(ov.ok()) << bad;
+    EXPECT_NE(ov.error().message().find("base rootfs " + std::string(bad)), std::string::npos)
+        << ov.error().message();
+  }
+  stdfs::create_directory_symlink("/", t.path() / "sneaky");
+  auto via_link = mount_overlay(t.path() / "sneaky", t.path() / "inst");
+  ASSERT_FALSE(via_link.ok());
+  EXPECT_NE(via_link.error().message().find("(/)"), std::string::npos)
+      << via_link.error().message();
+  auto holding = mount_overlay(t.path(), t.path() / "inst");
+  ASSERT_FALSE(holding.ok());
+  EXPECT_NE(holding.error().message().find("contains prewarm's instance directory"),
+            std::string::npos)
+      << holding.error().message();
+  EXPECT_FALSE(stdfs::exists(t.path() / "inst")) << "refused before creating anything";
+}
+
 }  // namespace
 }  // namespace prewarm::rootfs
