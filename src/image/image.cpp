@@ -56,6 +56,10 @@ Status seal(const stdfs::path& dir, Manifest m) {
   for (const auto& [rel, st] : w.files) {
     PW_ASSIGN(std::string digest, sha256_file(dir / rel));
     m.files.push_back({rel, static_cast<uint64_t>(st.st_size), digest});
+    // The files hold the app's memory (CRIU writes them 0644): owner only.
+    for (auto [p, mode] : {std::pair{dir / rel, 0600}, {(dir / rel).parent_path(), 0700}})
+      if (::chmod(p.c_str(), static_cast<mode_t>(mode)) != 0)
+        return Error::sys("chmod", errno, p.string());
   }
   PW_TRY(fs::write_file_atomic(dir / kManifestFile, to_json(m), 0600));
   if (::chmod(dir.c_str(), 0700) != 0) return Error::sys("chmod", errno, dir.string());

@@ -63,6 +63,13 @@ class TinyTest : public EngineTest {
 TEST_F(TinyTest, RestoredInstanceContinuesFromCheckpointedState) {
   auto img = bake_tiny();
   ASSERT_FALSE(img.name.empty());
+  // The image holds the app's memory: owner-only, whatever modes CRIU wrote.
+  for (const auto& e : stdfs::recursive_directory_iterator(img.dir)) {
+    auto perms = e.status().permissions();
+    auto want = e.is_directory() ? stdfs::perms::owner_all
+                                 : stdfs::perms::owner_read | stdfs::perms::owner_write;
+    EXPECT_EQ(perms, want) << e.path();
+  }
   auto s = engine::start_instance(ctx_, img, StartMode::kRestore);
   ASSERT_TRUE(s.ok()) << s.error().to_string();
   EXPECT_EQ(s->record.started_by, "restore") << s->record.fallback_reason;
