@@ -210,12 +210,13 @@ registry::Options registry_opts(const engine::Context& ctx, const RegistryFlags&
 }
 
 int cmd_push(const std::string& state_dir, const std::string& name, const std::string& ref,
-             const RegistryFlags& f) {
+             const std::string& format, const RegistryFlags& f) {
   auto ctx = context(state_dir);
   if (!ctx.ok()) return fail(ctx.error());
   registry::Stats stats;
   auto o = registry_opts(*ctx, f, &stats);
-  Status st = engine::push_image(*ctx, name, ref, o);
+  Status st = format == "cri-o" ? engine::push_checkpoint_image(*ctx, name, ref, o)
+                                : engine::push_image(*ctx, name, ref, o);
   if (!st.ok()) return fail(st.error());
   std::printf("pushed %s to %s: %llu blob(s) uploaded (%.1f MB), %llu already there\n",
               name.c_str(), ref.c_str(), static_cast<unsigned long long>(stats.blobs_uploaded),
@@ -225,12 +226,12 @@ int cmd_push(const std::string& state_dir, const std::string& name, const std::s
 }
 
 int cmd_pull(const std::string& state_dir, const std::string& ref, const std::string& name,
-             const RegistryFlags& f) {
+             const std::string& rootfs, const RegistryFlags& f) {
   auto ctx = context(state_dir);
   if (!ctx.ok()) return fail(ctx.error());
   registry::Stats stats;
   auto o = registry_opts(*ctx, f, &stats);
-  auto r = engine::pull_image(*ctx, ref, name, o);
+  auto r = engine::pull_image(*ctx, ref, name, o, rootfs);
   if (!r.ok()) return fail(r.error());
   std::printf("pulled %s as %s: %llu blob(s) downloaded (%.1f MB)\n", ref.c_str(), r->c_str(),
               static_cast<unsigned long long>(stats.blobs_downloaded),
@@ -323,13 +324,20 @@ int main(int argc, char** argv) {
   verify->add_option("name", verify_name, "one image (default: all)");
 
   RegistryFlags rflags;
-  std::string ref, pull_name;
+  std::string ref, pull_name, push_format = "prewarm", pull_rootfs;
   auto* push = app.add_subcommand("push", "push an image to an OCI registry");
   push->add_option("name", image, "image name")->required();
   push->add_option("ref", ref, "REGISTRY/REPO:TAG")->required();
+  push->add_option("--format", push_format,
+                   "prewarm: chunked, deduplicated (default); cri-o: a checkpoint image CRI-O and "
+                   "Podman restore from (one archive layer)")
+      ->check(CLI::IsMember({"prewarm", "cri-o"}));
   auto* pull = app.add_subcommand("pull", "pull an image from an OCI registry");
   pull->add_option("ref", ref, "REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:...")->required();
   pull->add_option("--name", pull_name, "local image name (default: the repository's last part)");
+  pull->add_option("--rootfs", pull_rootfs,
+                   "for a CRI-O/Podman/containerd checkpoint image: the root filesystem of the "
+                   "container image it was made from");
   for (auto* c : {push, pull}) {
     c->add_flag("--plain-http", rflags.plain_http,
                 "plain HTTP (default only for localhost and 127.0.0.1)");
@@ -380,8 +388,8 @@ int main(int argc, char** argv) {
   if (*rmi) return cmd_rmi(state_dir, rmi_names);
   if (*gc) return cmd_gc(state_dir, drop_partials);
   if (*verify) return cmd_verify(state_dir, verify_name);
-  if (*push) return cmd_push(state_dir, image, ref, rflags);
-  if (*pull) return cmd_pull(state_dir, ref, pull_name, rflags);
+  if (*push) return cmd_push(state_dir, image, ref, push_format, rflags);
+  if (*pull) return cmd_pull(state_dir, ref, pull_name, pull_rootfs, rflags);
   if (*startup) return cmd_bench(state_dir, bo);
   if (*exp || *imp) {
     auto ctx = context(state_dir, true);

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "base/fs.h"
+#include "engine/checkpoint_image.h"
 #include "engine/instance.h"
 #include "image/image.h"
 #include "image/k8s_archive.h"
@@ -14,6 +15,7 @@ namespace {
 
 namespace stdfs = std::filesystem;
 using nlohmann::json;
+
 
 // The blobs an OCI manifest references (config first), as registry descriptors.
 Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_json) {
@@ -168,13 +170,18 @@ Status push_image(const Context& ctx, const std::string& name, const std::string
 }
 
 Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, std::string name,
-                               const registry::Options& opts) {
+                               const registry::Options& opts, const stdfs::path& rootfs) {
   PW_ASSIGN(registry::Reference ref, registry::parse_reference(ref_text));
   if (name.empty()) name = ref.repository.substr(ref.repository.rfind('/') + 1);
   PW_TRY(check_image_name(name));
   PW_ASSIGN(store::Store st, open_store(ctx));
   PW_ASSIGN(store::Lease lease, st.lease());
   PW_ASSIGN(registry::PulledManifest pm, registry::get_manifest(ref, opts));
+  auto checkpoint_image = image::checkpoint_image_info(pm.json);
+  if (!checkpoint_image.ok())
+    return std::move(checkpoint_image).error().with_context("pull " + ref.to_string());
+  if (*checkpoint_image)
+    return pull_checkpoint_image(ctx, ref, **checkpoint_image, name, rootfs, opts);
   auto blobs = manifest_blobs(pm.json);
   if (!blobs.ok())
     return std::move(blobs).error().with_context("pull " + ref.to_string() +

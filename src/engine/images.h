@@ -45,12 +45,20 @@ Result<std::string> verify_images(const Context& ctx, const std::string& name);
 
 registry::Options registry_options(const Context& ctx);
 
+// Pushes the image's store manifest and chunk blobs (only those the registry lacks).
 Status push_image(const Context& ctx, const std::string& name, const std::string& ref,
                   const registry::Options& opts);
+// Pushes the image as a CRI-O/Podman checkpoint image: an OCI image whose one layer is the
+// image's checkpoint archive (as `export` writes it, zstd-compressed), with the annotations
+// those engines restore from. No chunk-level dedup: the layer is one blob.
+Status push_checkpoint_image(const Context& ctx, const std::string& name, const std::string& ref,
+                             const registry::Options& opts);
 // Pulls ref into the store as `name` (default: the repository's last path component) and
-// unpacks it. Returns the image name.
+// unpacks it. Returns the image name. A checkpoint image made by CRI-O, Podman or containerd is
+// imported like its archive would be, with `rootfs` as its base (see import_image).
 Result<std::string> pull_image(const Context& ctx, const std::string& ref, std::string name,
-                               const registry::Options& opts);
+                               const registry::Options& opts,
+                               const std::filesystem::path& rootfs = {});
 
 // Writes the Kubernetes/CRI-O checkpoint archive layout (checkpoint/, config.dump, spec.dump,
 // rootfs-diff.tar, …) of an image; prewarm's own manifest rides along for lossless imports.

@@ -248,6 +248,46 @@ TEST_F(DistributionTest, PulledCheckpointRestoresWithItsStateOnAnotherNode) {
   EXPECT_EQ(json::parse(prewarm(a_, {"ps", "--json"}).out).size(), 0u);
 }
 
+// The format CRI-O and Podman restore from: an ordinary OCI image, one layer holding the
+// checkpoint archive, annotations marking it. Node B pulls it like any image and restores it.
+TEST_F(DistributionTest, CheckpointImageFormatRoundTripsThroughTheRegistry) {
+  bake_on_a();
+  if (HasFatalFailure()) return;
+  const std::string crio_ref = ref(registry_->port(), "crio");
+  auto push = prewarm(a_, {"push", name_, crio_ref, "--format", "cri-o"});
+  ASSERT_EQ(code(push), 0) << push.err;
+  EXPECT_NE(push.out.find(": 2 blob(s) uploaded"), std::string::npos) << push.out;
+
+  // What any OCI client sees.
+  auto got = probe::http_get("127.0.0.1", registry_->port(), "/v2/prewarm/counter/manifests/crio",
+                             {{"Accept", "application/vnd.oci.image.manifest.v1+json"}},
+                             std::chrono::milliseconds(5000));
+  ASSERT_TRUE(got.ok()) << got.error().to_string();
+  ASSERT_EQ(got->status, 200) << got->body;
+  json m = json::parse(got->body, nullptr, false);
+  ASSERT_TRUE(m.is_object()) << got->body;
+  EXPECT_EQ(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+  EXPECT_EQ(m["config"]["mediaType"], "application/vnd.oci.image.config.v1+json");
+  ASSERT_EQ(m["layers"].size(), 1u);
+  EXPECT_EQ(m["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+  EXPECT_GT(m["layers"][0]["size"].get<uint64_t>(), 1000u);
+  EXPECT_EQ(m["annotations"]["io.kubernetes.cri-o.annotations.checkpoint.name"], name_);
+  EXPECT_EQ(m["annotations"]["io.podman.annotations.checkpoint.runtime.name"], "runc");
+  EXPECT_EQ(m["annotations"]["org.criu.checkpoint.engine.name"], "prewarm");
+
+  auto pull = prewarm(b_, {"pull", crio_ref, "--name", pulled_});
+  ASSERT_EQ(code(pull), 0) << pull.err;
+  EXPECT_NE(pull.err.find("a prewarm checkpoint image of '" + name_ + "'"), std::string::npos)
+      << pull.err;
+  std::string body = run_on_b(pulled_);
+  EXPECT_NE(body.find("count=6 "), std::string::npos) << body;
+  auto verify = prewarm(b_, {"verify"});
+  EXPECT_EQ(code(verify), 0) << verify.err;
+  // The pull's scratch files are gone.
+  for (const auto& e : stdfs::directory_iterator(b_.state))
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp-", 0), std::string::npos) << e.path();
+}
+
 TEST_F(DistributionTest, SecondPushUploadsNoBlobs) {
   bake_on_a();
   if (HasFatalFailure()) return;
