@@ -23,6 +23,8 @@ PACKAGES=(
   nlohmann-json3-dev libgtest-dev libssl-dev libcli11-dev libzstd-dev libcurl4-openssl-dev
   # registry tests (a real distribution registry, bcrypt htpasswd, certificates, JWT signing)
   docker-registry apache2-utils openssl
+  # foreign checkpoint archive tests (a real `podman container checkpoint --export`)
+  podman containernetworking-plugins
   # build of CRIU
   libprotobuf-c-dev protobuf-c-compiler python3-protobuf libnl-3-dev libnl-route-3-dev
   libcap-dev libnet1-dev libbsd-dev libgnutls28-dev libnftables-dev uuid-dev libaio-dev

@@ -97,6 +97,7 @@ int cmd_run(const std::string& state_dir, const std::string& name, int count, bo
       if (!r.fallback_reason.empty())
         std::printf("  restore was not possible, cold-started instead: %s\n",
                     r.fallback_reason.c_str());
+      if (!r.restore_note.empty()) std::printf("  note: %s\n", r.restore_note.c_str());
       std::fflush(stdout);
     }));
   for (auto& f : futs) f.get();

@@ -2,6 +2,9 @@
 #include "engine/host_check.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <vector>
 
 #include "base/fs.h"
 #include "base/sha256.h"
@@ -24,20 +27,46 @@ std::string memo_key(const LoadedImage& img) {
   return sha256_hex(key);
 }
 
+bool known(const std::string& fact) { return !fact.empty() && fact != "unknown"; }
+
 }  // namespace
 
-std::string restore_blocker(const Context& ctx, const LoadedImage& img) {
+HostCheck check_host(const Context& ctx, const LoadedImage& img) {
+  HostCheck out;
+  const image::HostFacts& baked = img.manifest.host;
+  const bool cpu_known = ::access((img.dir / image::kHostDir / "cpuinfo.img").c_str(), F_OK) == 0;
+  std::vector<std::string> missing;
+  if (!cpu_known) missing.push_back("CPU features");
+  if (!known(baked.arch)) missing.push_back("architecture");
+  if (!known(baked.criu_version)) missing.push_back("CRIU version");
+  if (!missing.empty()) {
+    std::string list;
+    for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+    out.unchecked = "host facts unknown (" + list + " not recorded in the image); restore attempted";
+  }
+
   auto memo = ctx.stamps_dir() / ("host-ok-" + memo_key(img));
-  if (::access(memo.c_str(), F_OK) == 0) return {};
+  if (::access(memo.c_str(), F_OK) == 0) return out;
 
   auto criu_version = criu::version();
-  if (!criu_version.ok()) return "CRIU is not usable: " + criu_version.error().message();
-  auto here = image::current_host_facts(criu_version->text, img.manifest.host.runc_version);
-  if (std::string why = image::incompatibility(img.manifest.host, here); !why.empty()) return why;
-  if (Status st = criu::cpuinfo_check(img.dir / image::kHostDir); !st.ok())
-    return st.error().to_string();
+  if (!criu_version.ok()) {
+    out.blocker = "CRIU is not usable: " + criu_version.error().message();
+    return out;
+  }
+  auto here = image::current_host_facts(criu_version->text, baked.runc_version);
+  // Only what the image records is compared; the rest is left to CRIU.
+  image::HostFacts compared = baked;
+  if (!known(compared.arch)) compared.arch = here.arch;
+  if (!known(compared.criu_version)) compared.criu_version = here.criu_version;
+  out.blocker = image::incompatibility(compared, here);
+  if (!out.blocker.empty()) return out;
+  if (cpu_known)
+    if (Status st = criu::cpuinfo_check(img.dir / image::kHostDir); !st.ok()) {
+      out.blocker = st.error().to_string();
+      return out;
+    }
   (void)fs::write_file_atomic(memo, "", 0600);
-  return {};
+  return out;
 }
 
 }  // namespace prewarm::engine

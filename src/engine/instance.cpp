@@ -34,7 +34,8 @@ json record_json(const InstanceRecord& r) {
           {"hostname", r.hostname},
           {"ip", r.ip},           {"netns", r.netns},   {"hostVeth", r.host_veth},
           {"startedBy", r.started_by},
-          {"fallbackReason", r.fallback_reason},        {"created", r.created},
+          {"fallbackReason", r.fallback_reason},        {"restoreNote", r.restore_note},
+          {"created", r.created},
           {"readySeconds", r.ready_s}};
 }
 
@@ -56,6 +57,7 @@ Result<InstanceRecord> load_record(const stdfs::path& dir) {
   r.host_veth = j.value("hostVeth", "");
   r.started_by = j.value("startedBy", "");
   r.fallback_reason = j.value("fallbackReason", "");
+  r.restore_note = j.value("restoreNote", "");
   r.created = j.value("created", "");
   r.ready_s = j.value("readySeconds", 0.0);
   return r;
@@ -147,13 +149,13 @@ Status reset_for_cold(const Context& ctx, const std::string& id, const stdfs::pa
 }
 
 Result<pid_t> run_cold(const Context& ctx, const spec::AppSpec& spec, const stdfs::path& lower,
-                       const std::string& id, const stdfs::path& dir, const std::string& hostname,
-                       const stdfs::path& netns, StartTimings& t) {
+                       const std::string& id, const stdfs::path& dir,
+                       const oci::ContainerConfig& cfg, StartTimings& t) {
   Stopwatch sw;
   PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(lower, dir));
   // Through the merged view, so new parent directories don't mask the base's modes.
   PW_TRY(rootfs::place_files(spec.files, ov.merged));
-  PW_TRY(oci::write_bundle(dir, container_config(spec, dir, id, hostname, netns)));
+  PW_TRY(oci::write_bundle(dir, cfg));
   PW_ASSIGN(UniqueFd log_w, open_app_log(dir / "app.log"));
   t.prepare_ms += sw.millis();
   sw.restart();
@@ -163,6 +165,64 @@ Result<pid_t> run_cold(const Context& ctx, const spec::AppSpec& spec, const stdf
   if (!st.ok()) return std::move(st).error();
   PW_ASSIGN(oci::ContainerState s, ctx.runtime->state(id));
   return s.pid;
+}
+
+// What a re-created file mount holds, as CRI-O writes it for a restored container: /etc/hosts
+// names this instance, /etc/resolv.conf is the host's, the rest start empty.
+std::string mount_file_content(image::ForeignMount::Content content, const std::string& hostname,
+                               const std::string& ip) {
+  using C = image::ForeignMount::Content;
+  switch (content) {
+    case C::kHosts:
+      return "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+             (ip.empty() ? std::string() : ip + "\t" + hostname + "\n");
+    case C::kHostname: return hostname + "\n";
+    case C::kResolvConf: {
+      auto r = fs::read_file("/etc/resolv.conf", 64 << 10);
+      return r.ok() ? *r : std::string();
+    }
+    default: return {};
+  }
+}
+
+// Per-instance sources for a foreign image's bind mounts (never the archive's host paths).
+// Made again for a cold start after a failed restore, whose IP may differ.
+Result<std::vector<oci::Mount>> foreign_mounts(const LoadedImage& img, const stdfs::path& dir,
+                                               const std::string& hostname,
+                                               const std::string& ip) {
+  using C = image::ForeignMount::Content;
+  std::vector<oci::Mount> out;
+  if (img.foreign_mounts.empty()) return out;
+  const auto sources = dir / "mount-sources";
+  PW_TRY(fs::remove_all(sources));
+  PW_TRY(fs::make_dirs(sources, 0700));
+  int n = 0;
+  for (const auto& fm : img.foreign_mounts) {
+    oci::Mount m{fm.destination, fm.type, fm.source, fm.options};
+    if (fm.type == "bind") {
+      auto src = sources / (std::to_string(n++) + "-" +
+                            stdfs::path(fm.destination).filename().string());
+      if (fm.content == C::kEmptyDir || fm.content == C::kNone) {
+        PW_TRY(fs::make_dirs(src, 0755));
+        // Like the tmpfs a runtime mounts there: every user may create shared memory.
+        if (fm.destination == "/dev/shm" && ::chmod(src.c_str(), 01777) != 0)
+          return Error::sys("chmod", errno, src.string());
+      } else {
+        PW_TRY(fs::write_file(src, mount_file_content(fm.content, hostname, ip), 0644));
+      }
+      m.source = src.string();
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// config.json for an instance of an image: the spec's container plus a foreign image's mounts.
+Result<oci::ContainerConfig> instance_config(const LoadedImage& img, const stdfs::path& dir,
+                                             const std::string& id, const net::Attachment& att) {
+  oci::ContainerConfig c = container_config(img.spec, dir, id, id, att.netns_path);
+  PW_ASSIGN(c.mounts, foreign_mounts(img, dir, id, att.ip));
+  return c;
 }
 
 // The checkpoint expects the base rootfs it was baked on. On another node (a pulled image), a
@@ -250,6 +310,9 @@ Result<LoadedImage> load_image(const Context& ctx, const std::string& name) {
   if (!parsed.ok())
     return std::move(parsed).error().with_context("image " + name + ": stored spec is invalid");
   img.spec = std::move(parsed).value();
+  auto mounts = image::foreign_mounts(img.dir);
+  if (!mounts.ok()) return std::move(mounts).error().with_context("image " + name);
+  img.foreign_mounts = std::move(mounts).value();
   PW_TRY(ensure_rootfs(ctx, img));
   return img;
 }
@@ -273,7 +336,8 @@ Result<ColdInstance> start_cold_from_spec(const Context& ctx, const spec::AppSpe
   PW_ASSIGN(net::Attachment att, net::attach(ctx.net, id));
   PW_TRY(save_partial(dir, rec, att));
   t.network_ms = sw.millis();
-  PW_ASSIGN(pid_t pid, run_cold(ctx, spec, lower, id, dir, hostname, att.netns_path, t));
+  PW_ASSIGN(pid_t pid, run_cold(ctx, spec, lower, id, dir,
+                                container_config(spec, dir, id, hostname, att.netns_path), t));
   PW_TRY(save_record(dir, rec));
   sw.restart();
   PW_TRY(wait_ready(ctx, spec, id, rec.ip));
@@ -292,10 +356,12 @@ Result<Started> start_instance(const Context& ctx, const LoadedImage& img, Start
   auto dir = ctx.instance_dir(id);
 
   // Can this host restore it at all? (cheap checks first; CPU features via CRIU)
-  std::string fallback;
+  std::string fallback, unchecked;
   if (mode == StartMode::kRestore) {
     Stopwatch sw;
-    fallback = restore_blocker(ctx, img);
+    HostCheck hc = check_host(ctx, img);
+    fallback = std::move(hc.blocker);
+    unchecked = std::move(hc.unchecked);
     t.verify_ms = sw.millis();
   }
 
@@ -317,13 +383,15 @@ Result<Started> start_instance(const Context& ctx, const LoadedImage& img, Start
   pid_t pid = 0;
   bool restored = false;
   if (mode == StartMode::kRestore && fallback.empty()) {
+    rec.restore_note = unchecked;
     sw.restart();
     // The app's changes to its rootfs up to the checkpoint, then the same overlay as at bake.
     auto upper = dir / "upper";
     PW_TRY(rootfs::apply_diff(img.dir / image::kRootfsDiff, upper));
     PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(img.manifest.rootfs_dir, dir));
     (void)ov;
-    PW_TRY(oci::write_bundle(dir, container_config(img.spec, dir, id, id, att.netns_path)));
+    PW_ASSIGN(oci::ContainerConfig cfg, instance_config(img, dir, id, att));
+    PW_TRY(oci::write_bundle(dir, cfg));
     t.prepare_ms = sw.millis();
     auto r = try_restore(ctx, img, id, dir, t);
     if (r.ok()) {
@@ -343,8 +411,8 @@ Result<Started> start_instance(const Context& ctx, const LoadedImage& img, Start
   } else {
     rec.started_by = "cold";
     rec.fallback_reason = fallback;
-    PW_ASSIGN(pid, run_cold(ctx, img.spec, img.manifest.rootfs_dir, id, dir, id,
-                            att.netns_path, t));
+    PW_ASSIGN(oci::ContainerConfig cfg, instance_config(img, dir, id, att));
+    PW_ASSIGN(pid, run_cold(ctx, img.spec, img.manifest.rootfs_dir, id, dir, cfg, t));
   }
   PW_TRY(save_record(dir, rec));
   sw.restart();

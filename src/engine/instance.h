@@ -8,6 +8,7 @@
 
 #include "base/result.h"
 #include "engine/context.h"
+#include "image/k8s_archive.h"
 #include "image/manifest.h"
 #include "oci/config.h"
 #include "probe/probe.h"
@@ -27,6 +28,7 @@ struct InstanceRecord {
   std::string host_veth;
   std::string started_by;  // "restore" or "cold"
   std::string fallback_reason;  // why a requested restore became a cold start
+  std::string restore_note;     // what could not be checked before the restore was attempted
   std::string created;
   double ready_s = 0;
 };
@@ -55,6 +57,9 @@ struct LoadedImage {
   std::string store_digest;  // manifest digest in the store
   image::Manifest manifest;
   spec::AppSpec spec;
+  // For an image imported from a foreign archive: the bind mounts (and others) its container
+  // had, re-created per instance.
+  std::vector<image::ForeignMount> foreign_mounts;
 };
 
 // Image names are [a-z0-9._-] (they become directory names and instance id prefixes).

@@ -68,4 +68,27 @@ Result<ImportedImage> import_archive(const std::filesystem::path& tar,
                                      const std::filesystem::path& dest_image_dir,
                                      const ImportOptions& opts);
 
+// A mount that a container from a foreign archive had beyond the runtime's usual ones. CRIU
+// recorded its bind mounts (and the cgroup hierarchies under /sys/fs/cgroup) as external
+// mounts, and a restore fails unless the same destinations are mounted again. The archive's
+// host paths are never used: every bind mount gets a fresh per-instance source holding
+// `content`, as CRI-O re-creates /etc/hosts and friends for a restored container.
+struct ForeignMount {
+  enum class Content { kNone, kHosts, kHostname, kResolvConf, kEmptyFile, kEmptyDir };
+  std::string destination;  // absolute, without "." or ".." components
+  std::string type;         // "bind", or a kernel file system (cgroup, tmpfs, mqueue, ...)
+  std::string source;       // "" for bind mounts; else as in spec.dump ("cgroup", "tmpfs")
+  std::vector<std::string> options;
+  Content content = Content::kNone;  // bind mounts only
+
+  bool operator==(const ForeignMount&) const = default;
+};
+
+// The mounts an image imported from a foreign archive needs (read from the spec.dump it
+// keeps); empty for prewarm's own images. Mounts the OCI runtime sets up itself (/proc, /dev,
+// /sys, ...) are left out unless the container had a bind mount there (/dev/shm is one with
+// Podman and CRI-O); mounts prewarm cannot re-create safely (other file systems with host
+// sources) are left out too, and import warned about them.
+Result<std::vector<ForeignMount>> foreign_mounts(const std::filesystem::path& image_dir);
+
 }  // namespace prewarm::image

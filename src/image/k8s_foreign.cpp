@@ -133,6 +133,36 @@ std::optional<double> frozen_seconds(const stdfs::path& stats_dump) {
   return out;
 }
 
+// The mode of the container's root directory as CRIU saw it: files.img's regular-file entries
+// named "/" (the tasks' root, often their cwd). CRIU refuses a restore whose root has another
+// mode ("File . has bad mode 040755 (expect 040555)"), and a container engine's root (Podman's
+// overlay, for one) need not have the mode of the image files the user unpacked.
+std::optional<unsigned> checkpoint_root_mode(const stdfs::path& files_img) {
+  auto text = fs::read_file(files_img, kMaxDumpJson);
+  if (!text.ok() || text->size() < 8) return std::nullopt;
+  std::string_view rest(*text);
+  rest.remove_prefix(8);  // IMG_COMMON_MAGIC, FILES_MAGIC
+  std::optional<unsigned> mode;
+  while (rest.size() >= 4) {
+    uint32_t len = 0;
+    std::memcpy(&len, rest.data(), 4);
+    rest.remove_prefix(4);
+    if (len > rest.size()) break;
+    for_each_field(rest.substr(0, len), [&](uint64_t field, int wt, uint64_t, std::string_view reg) {
+      if (field != 3 || wt != 2) return;  // file_entry.reg
+      std::string name;
+      std::optional<uint64_t> m;
+      for_each_field(reg, [&](uint64_t f, int w, uint64_t v, std::string_view b) {
+        if (f == 6 && w == 2) name = b;  // reg_file_entry.name
+        if (f == 10 && w == 0) m = v;    // reg_file_entry.mode
+      });
+      if ((name == "/" || name == ".") && m && S_ISDIR(*m)) mode = static_cast<unsigned>(*m & 07777);
+    });
+    rest.remove_prefix(len);
+  }
+  return mode;
+}
+
 // Podman records CRIU's version as one integer (40201); checkpointctl and prewarm as "4.2.1".
 std::string criu_version_text(const std::string& v) {
   if (v.empty() || v.size() > 9 ||
@@ -165,8 +195,9 @@ std::string string_at(const json& j, const char* key) {
 // each path in deleted.files that the base has: in prewarm's rootfs diff (an overlay upper dir)
 // that is how a deletion is recorded.
 Status write_rootfs_diff(const stdfs::path& src, const std::vector<std::string>& deleted,
-                         const stdfs::path& lower, const stdfs::path& out,
-                         std::vector<std::string>& warnings, const std::string& where) {
+                         const stdfs::path& lower, std::optional<unsigned> root_mode,
+                         const stdfs::path& out, std::vector<std::string>& warnings,
+                         const std::string& where) {
   UniqueFd o(::open(out.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!o.valid()) return Error::sys("create", errno, out.string());
   std::set<std::string> dirs;  // directories the diff already carries
@@ -232,6 +263,12 @@ Status write_rootfs_diff(const stdfs::path& src, const std::vector<std::string>&
                            st.st_mtim.tv_sec}));
     PW_TRY(w.whiteout(*name, 0));
   }
+  // The container's root had another mode than the base: the diff carries it (overlayfs shows
+  // the upper dir's root).
+  struct stat root {};
+  if (root_mode && !dirs.count("") && ::stat(lower.c_str(), &root) == 0 &&
+      (root.st_mode & 07777) != *root_mode)
+    PW_TRY(w.dir(".", {*root_mode, root.st_uid, root.st_gid, root.st_mtim.tv_sec}));
   if (!skipped.empty()) {
     std::string list;
     for (const auto& s : skipped) list += (list.empty() ? "" : ", ") + s;
@@ -244,12 +281,93 @@ Status write_rootfs_diff(const stdfs::path& src, const std::vector<std::string>&
   return {};
 }
 
-// Mounts an OCI runtime sets up itself, plus those CRI-O re-creates on restore (/etc/hosts and
-// friends are not among them for prewarm, which creates no such bind mounts).
+// Mounts every prewarm container gets from its OCI runtime config (oci/config.cpp).
 bool runtime_mount(const std::string& destination) {
-  static const std::set<std::string> kMounts = {
-      "/proc", "/dev", "/dev/pts", "/dev/mqueue", "/sys", "/sys/fs/cgroup", "/dev/shm"};
+  static const std::set<std::string> kMounts = {"/proc", "/dev",      "/dev/pts",
+                                                "/dev/mqueue", "/sys", "/dev/shm"};
   return kMounts.count(destination) > 0;
+}
+
+// Kernel file systems whose spec.dump entry can be mounted again as it is: their sources are
+// names, not host paths.
+bool plain_fs(const std::string& type) {
+  static const std::set<std::string> kTypes = {"cgroup", "cgroup2", "tmpfs",  "mqueue",
+                                               "devpts", "proc",    "sysfs"};
+  return kTypes.count(type) > 0;
+}
+
+bool clean_absolute(const std::string& path) {
+  if (path.size() < 2 || path.front() != '/' || path.size() > 4096) return false;
+  for (const auto& comp : stdfs::path(path).relative_path())
+    if (comp == "." || comp == ".." || comp.empty()) return false;
+  return path.back() != '/' && path.find("//") == std::string::npos;
+}
+
+// What the runtimes put at the bind mounts they make for every container (CRI-O
+// server/container_create_linux.go and container_restore.go; Podman libpod's
+// generateHosts/generateResolvConf, .containerenv; the kubelet's termination log).
+ForeignMount::Content bind_content(const std::string& destination) {
+  using C = ForeignMount::Content;
+  if (destination == "/etc/hosts") return C::kHosts;
+  if (destination == "/etc/hostname") return C::kHostname;
+  if (destination == "/etc/resolv.conf") return C::kResolvConf;
+  if (destination == "/run/.containerenv" || destination == "/dev/termination-log")
+    return C::kEmptyFile;
+  return C::kEmptyDir;  // /dev/shm, volumes, secrets, service account tokens
+}
+
+struct ParsedMounts {
+  std::vector<ForeignMount> mounts;
+  std::vector<std::string> empty_volumes;  // bind mounts of unknown content, made empty
+  std::vector<std::string> dropped;        // mounts prewarm does not re-create
+};
+
+ParsedMounts parse_mounts(const json& runtime_spec) {
+  ParsedMounts out;
+  auto list = runtime_spec.find("mounts");
+  if (list == runtime_spec.end() || !list->is_array()) return out;
+  for (const auto& mt : *list) {
+    if (!mt.is_object()) continue;
+    ForeignMount m;
+    m.destination = string_at(mt, "destination");
+    m.type = string_at(mt, "type");
+    bool bind = m.type == "bind";
+    if (auto opts = mt.find("options"); opts != mt.end() && opts->is_array())
+      for (const auto& o : *opts)
+        if (o.is_string()) {
+          m.options.push_back(o.get<std::string>());
+          bind = bind || m.options.back() == "bind" || m.options.back() == "rbind";
+        }
+    if (!clean_absolute(m.destination)) {
+      out.dropped.push_back(m.destination.empty() ? "(no destination)" : m.destination);
+      continue;
+    }
+    if (bind) {
+      m.type = "bind";
+      if (std::find(m.options.begin(), m.options.end(), "bind") == m.options.end() &&
+          std::find(m.options.begin(), m.options.end(), "rbind") == m.options.end())
+        m.options.insert(m.options.begin(), "bind");
+      m.content = bind_content(m.destination);
+      if (m.content == ForeignMount::Content::kEmptyDir && m.destination != "/dev/shm")
+        out.empty_volumes.push_back(m.destination);
+    } else if (runtime_mount(m.destination)) {
+      continue;  // prewarm's own config mounts it
+    } else if (plain_fs(m.type)) {
+      m.source = string_at(mt, "source");
+      if (m.source.empty()) m.source = m.type;
+    } else {
+      out.dropped.push_back(m.destination + " (" + (m.type.empty() ? "no type" : m.type) + ")");
+      continue;
+    }
+    out.mounts.push_back(std::move(m));
+  }
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string s;
+  for (const auto& i : items) s += (s.empty() ? "" : ", ") + i;
+  return s;
 }
 
 // The AppSpec of a foreign container: what it ran (process.args/env/cwd) on the given rootfs,
@@ -278,15 +396,14 @@ Result<spec::AppSpec> app_from_spec_dump(const json& runtime_spec, const std::st
   if (process->value("terminal", false))
     warnings.push_back("the container ran with a terminal; prewarm restores without one, so "
                        "CRIU may refuse to restore it");
-  std::string mounts;
-  if (auto list = runtime_spec.find("mounts"); list != runtime_spec.end() && list->is_array())
-    for (const auto& mt : *list) {
-      std::string dst = mt.is_object() ? string_at(mt, "destination") : "";
-      if (!dst.empty() && !runtime_mount(dst)) mounts += (mounts.empty() ? "" : ", ") + dst;
-    }
-  if (!mounts.empty())
-    warnings.push_back("the container had mounts prewarm does not recreate (" + mounts +
-                       "); restoring the checkpoint fails without them, a cold start works");
+  ParsedMounts mounts = parse_mounts(runtime_spec);
+  if (!mounts.empty_volumes.empty())
+    warnings.push_back("the container's bind mounts " + joined(mounts.empty_volumes) +
+                       " are not in the archive; each instance gets an empty directory there");
+  if (!mounts.dropped.empty())
+    warnings.push_back("the container had mounts prewarm does not re-create (" +
+                       joined(mounts.dropped) + "); restoring the checkpoint fails without "
+                       "them, a cold start works");
   return app;
 }
 
@@ -366,7 +483,8 @@ Result<ImportedImage> assemble_foreign(const stdfs::path& x, const Extracted& ex
   if (m.host.criu_version == "unknown")
     out.warnings.push_back("the archive does not say which CRIU version made it, and it has no "
                            "CPU record (host/cpuinfo.img): prewarm cannot check this host "
-                           "against it");
+                           "against it, so it attempts each restore and leaves the check to "
+                           "CRIU (a failed restore falls back to a cold start)");
 
   // checkpoint/ as is; stats-dump back where CRIU writes it; the metadata kept under k8s/.
   PW_TRY(move(x / kCheckpointDir, img, kCheckpointDir));
@@ -385,7 +503,9 @@ Result<ImportedImage> assemble_foreign(const stdfs::path& x, const Extracted& ex
       if (p.is_string()) deleted.push_back(p.get<std::string>());
   }
   stdfs::path diff = ex.files.count(kRootfsDiff) ? x / kRootfsDiff : stdfs::path();
-  PW_TRY(write_rootfs_diff(diff, deleted, rootfs, img / kRootfsDiff, out.warnings, where));
+  auto root_mode = checkpoint_root_mode(img / kCheckpointDir / "files.img");
+  PW_TRY(write_rootfs_diff(diff, deleted, rootfs, root_mode, img / kRootfsDiff, out.warnings,
+                           where));
   for (const char* meta :
        {kConfigDump, kSpecDump, kNetworkStatus, kDeletedFiles, kBindMounts, kDumpLog})
     if (ex.files.count(meta))
@@ -398,3 +518,16 @@ Result<ImportedImage> assemble_foreign(const stdfs::path& x, const Extracted& ex
 }
 
 }  // namespace prewarm::image::k8s
+
+namespace prewarm::image {
+
+Result<std::vector<ForeignMount>> foreign_mounts(const std::filesystem::path& image_dir) {
+  auto spec_dump = image_dir / k8s::kForeignMetaDir / k8s::kSpecDump;
+  std::error_code ec;
+  if (!std::filesystem::exists(spec_dump, ec)) return std::vector<ForeignMount>{};
+  PW_ASSIGN(nlohmann::json spec,
+            k8s::read_json_object(spec_dump, k8s::kSpecDump, "image " + image_dir.string()));
+  return k8s::parse_mounts(spec).mounts;
+}
+
+}  // namespace prewarm::image

@@ -3,6 +3,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "base/fs.h"
@@ -27,8 +28,8 @@ const std::vector<std::string> kCapabilities = {
     "CAP_SETFCAP",     "CAP_SETPCAP",          "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT",  "CAP_KILL",             "CAP_AUDIT_WRITE"};
 
-json mounts() {
-  return json::array({
+json mounts(const std::vector<Mount>& extra) {
+  json defaults = json::array({
       {{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
       {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"},
        {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
@@ -41,6 +42,19 @@ json mounts() {
       {{"destination", "/sys"}, {"type", "sysfs"}, {"source", "sysfs"},
        {"options", {"nosuid", "noexec", "nodev", "ro"}}},
   });
+  json out = json::array();
+  for (auto& d : defaults) {
+    bool replaced = std::any_of(extra.begin(), extra.end(), [&](const Mount& m) {
+      return m.destination == d["destination"].get<std::string>();
+    });
+    if (!replaced) out.push_back(std::move(d));
+  }
+  for (const auto& m : extra) {
+    json j = {{"destination", m.destination}, {"type", m.type}, {"source", m.source}};
+    if (!m.options.empty()) j["options"] = m.options;
+    out.push_back(std::move(j));
+  }
+  return out;
 }
 
 }  // namespace
@@ -75,7 +89,7 @@ std::string make_config_json(const ContainerConfig& cfg) {
         {"noNewPrivileges", true}}},
       {"root", {{"path", cfg.rootfs.string()}, {"readonly", false}}},
       {"hostname", cfg.hostname},
-      {"mounts", mounts()},
+      {"mounts", mounts(cfg.mounts)},
       {"linux",
        {{"cgroupsPath", cfg.cgroups_path},
         {"namespaces", namespaces},

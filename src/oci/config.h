@@ -10,6 +10,13 @@
 
 namespace prewarm::oci {
 
+struct Mount {
+  std::string destination;
+  std::string type;
+  std::string source;
+  std::vector<std::string> options;
+};
+
 struct ContainerConfig {
   std::filesystem::path rootfs;  // absolute path of the (overlay) root
   std::vector<std::string> argv;
@@ -18,6 +25,9 @@ struct ContainerConfig {
   std::string hostname;
   std::filesystem::path netns_path;  // joined, not created, so a restore can get a fresh one
   std::string cgroups_path;          // e.g. "prewarm/<id>" (cgroupfs driver)
+  // Mounts beyond runc's defaults, in order after them; one at a default's destination
+  // (e.g. a bind mount at /dev/shm) takes that default's place.
+  std::vector<Mount> mounts;
 };
 
 // Builds config.json (runtime-spec 1.0.2): new PID, mount, UTS, IPC and cgroup namespaces, the

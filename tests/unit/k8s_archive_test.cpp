@@ -44,6 +44,30 @@ std::string stats_img() {
   return criu_image(0x55105940, 0x57093306, entry);
 }
 
+std::string varint(uint64_t v) {
+  std::string s;
+  for (; v >= 0x80; v >>= 7) s += static_cast<char>((v & 0x7f) | 0x80);
+  return s + static_cast<char>(v);
+}
+std::string pb_varint(int field, uint64_t v) { return varint(uint64_t(field) << 3) + varint(v); }
+std::string pb_bytes(int field, const std::string& b) {
+  return varint((uint64_t(field) << 3) | 2) + varint(b.size()) + b;
+}
+
+// files.img with regular-file entries (file_entry { type: REG, id, reg { id, flags, pos, fown,
+// name, mode } }), each preceded by its size.
+std::string files_img(const std::vector<std::pair<std::string, uint32_t>>& files) {
+  std::string out = le32(0x54564319) + le32(0x56303138);
+  uint32_t id = 1;
+  for (const auto& [name, mode] : files) {
+    std::string reg = pb_varint(1, id) + pb_varint(2, 0) + pb_varint(3, 0) + pb_bytes(5, "") +
+                      pb_bytes(6, name) + pb_varint(10, mode);
+    std::string entry = pb_varint(1, 1) + pb_varint(2, id++) + pb_bytes(3, reg);
+    out += le32(static_cast<uint32_t>(entry.size())) + entry;
+  }
+  return out;
+}
+
 std::string pages(size_t n) {
   std::string s(n, '\0');
   for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + i / 7) & 0xff);
@@ -276,6 +300,8 @@ TEST_F(K8sArchive, RoundTripIsLossless) {
     ASSERT_TRUE(r.ok()) << r.error().to_string();
     EXPECT_FALSE(r->foreign);
     EXPECT_TRUE(r->warnings.empty());
+    auto mounts = foreign_mounts(dest);
+    EXPECT_TRUE(mounts.ok() && mounts->empty());
     EXPECT_EQ(r->dir, dest);
     EXPECT_EQ(slurp(dest / "manifest.json"), slurp(img / "manifest.json"));
     auto reopened = open_verified(dest, {});
@@ -343,6 +369,8 @@ Foreign make_foreign(const stdfs::path& base, const std::string& long_name = "")
   spit(d / "checkpoint/core-1.img", core_img());
   spit(d / "checkpoint/pages-1.img", pages(100000));
   spit(d / "checkpoint/descriptors.json", R"(["/dev/null","pipe:[7]","pipe:[7]"])");
+  // The container's root was 0555 (as Podman's overlay root is), the base's is 0755.
+  spit(d / "checkpoint/files.img", files_img({{"/bin/sh", 0100755}, {"/", 040555}}));
   if (!long_name.empty()) spit(d / "checkpoint" / long_name, "long");
   spit(d / "stats-dump", stats_img());
   spit(d / "dump.log", "(00.000000) Dumping finished successfully\n");
@@ -369,7 +397,18 @@ Foreign make_foreign(const stdfs::path& base, const std::string& long_name = "")
       {"hostname", "counters"},
       {"mounts",
        {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
-        {{"destination", "/etc/hosts"}, {"type", "bind"}, {"source", "/var/run/x/etc-hosts"}}}},
+        {{"destination", "/etc/hosts"}, {"type", "bind"}, {"source", "/var/run/x/etc-hosts"}},
+        {{"destination", "/dev/shm"},
+         {"type", "bind"},
+         {"source", "/var/run/x/shm"},
+         {"options", {"bind", "rprivate", "nosuid"}}},
+        {{"destination", "/data"}, {"type", "none"}, {"source", "/srv/data"}, {"options", {"rbind"}}},
+        {{"destination", "/sys/fs/cgroup"},
+         {"type", "cgroup"},
+         {"source", "cgroup"},
+         {"options", {"ro"}}},
+        {{"destination", "/merged"}, {"type", "overlay"}, {"source", "/srv/lower"}},
+        {{"destination", "/../escape"}, {"type", "bind"}, {"source", "/"}}}},
       {"annotations",
        {{"io.container.manager", "cri-o"},
         {"io.kubernetes.cri-o.Metadata", R"({"name":"counter"})"},
@@ -388,6 +427,7 @@ Foreign make_foreign(const stdfs::path& base, const std::string& long_name = "")
   spit(f.rootfs / "etc/motd", "welcome\n");
   stdfs::create_directories(f.rootfs / "bin");
   ::chmod((f.rootfs / "etc").c_str(), 0751);
+  ::chmod(f.rootfs.c_str(), 0755);
   return f;
 }
 
@@ -459,14 +499,32 @@ TEST_F(K8sArchive, ForeignArchiveImportsWithRootfs) {
     EXPECT_NE(diff.find("c--------- 0/0"), std::string::npos) << diff;
     EXPECT_NE(diff.find("etc/motd"), std::string::npos) << diff;
     EXPECT_EQ(diff.find("never-there"), std::string::npos) << diff;
+    // The root's mode as CRIU recorded it, which CRIU checks on restore.
+    EXPECT_NE(diff.find("dr-xr-xr-x 0/0"), std::string::npos) << diff;
 
-    bool warned_mounts = false, warned_skipped = false;
+    bool warned_volume = false, warned_dropped = false, warned_skipped = false;
     for (const auto& w : r->warnings) {
-      if (w.find("/etc/hosts") != std::string::npos) warned_mounts = true;
+      if (w.find("/etc/hosts") != std::string::npos) ADD_FAILURE() << "re-created: " << w;
+      if (w.find("bind mounts /data are not in the archive") != std::string::npos)
+        warned_volume = true;
+      if (w.find("/merged (overlay), /../escape") != std::string::npos) warned_dropped = true;
       if (w.find("/etc/../etc/passwd") != std::string::npos) warned_skipped = true;
     }
-    EXPECT_TRUE(warned_mounts);
+    EXPECT_TRUE(warned_volume);
+    EXPECT_TRUE(warned_dropped);
     EXPECT_TRUE(warned_skipped);
+
+    // What a restore must mount again: bind mounts get per-instance sources (never the
+    // archive's host paths), runtime mounts are left to the runtime unless they were binds.
+    using C = ForeignMount::Content;
+    auto mounts = foreign_mounts(dest);
+    ASSERT_TRUE(mounts.ok()) << mounts.error().to_string();
+    std::vector<ForeignMount> want = {
+        {"/etc/hosts", "bind", "", {"bind"}, C::kHosts},
+        {"/dev/shm", "bind", "", {"bind", "rprivate", "nosuid"}, C::kEmptyDir},
+        {"/data", "bind", "", {"rbind"}, C::kEmptyDir},
+        {"/sys/fs/cgroup", "cgroup", "cgroup", {"ro"}, C::kNone}};
+    EXPECT_EQ(*mounts, want);
   }
 }
 
