@@ -14,6 +14,7 @@
 #include "net/net.h"
 #include "probe/probe.h"
 #include "support/engine_fixture.h"
+#include "support/registry_server.h"
 
 namespace prewarm::testing {
 namespace {
@@ -72,68 +73,76 @@ struct PodGuard {
   }
 };
 
-TEST_F(PodmanImportTest, PodmanCheckpointRestoresWithItsState) {
-  const std::string name = "podman-" + tag_;
-  track(name);
-  // Podman writes the mount points of its bind mounts (/etc/hosts, ...) into a --rootfs;
-  // the copy is the container image's files as the user would pass them to import.
-  const stdfs::path rootfs = state_ / "rootfs";
-  ASSERT_EQ(run_out({"cp", "-a", PREWARM_EXAMPLE_TINY_ROOTFS, rootfs.string()}), "");
+// A Podman container of the tiny counter on a copy of its rootfs, in a netns of its own (as
+// a pod's), warmed by five counted requests; removed with its netns however the test ends.
+class PodmanContainer {
+ public:
+  PodmanContainer(const engine::Context& ctx, const std::string& tag, const stdfs::path& state)
+      : pod_{ctx.net, "", std::nullopt}, name_("prewarm-test-" + tag), rootfs_(state / "rootfs") {}
 
-  PodGuard pod{ctx_.net, "", std::nullopt};
-  ASSERT_TRUE(net::ensure_bridge(ctx_.net).ok());
-  auto att = net::attach(ctx_.net, name + "-pod");
-  ASSERT_TRUE(att.ok()) << att.error().to_string();
-  pod.att = *att;
+  // Starts and warms it; fatal failures end the test.
+  void start() {
+    // Podman writes the mount points of its bind mounts (/etc/hosts, ...) into a --rootfs;
+    // the copy is the container image's files as the user would pass them to import.
+    ASSERT_EQ(run_out({"cp", "-a", PREWARM_EXAMPLE_TINY_ROOTFS, rootfs_.string()}), "");
+    ASSERT_TRUE(net::ensure_bridge(pod_.net).ok());
+    auto att = net::attach(pod_.net, name_ + "-pod");
+    ASSERT_TRUE(att.ok()) << att.error().to_string();
+    pod_.att = *att;
+    // Podman needs lower rlimits than its defaults here (no CAP_SYS_RESOURCE), and runc: crun
+    // in Debian has no CRIU.
+    auto run = run_checked({"podman", "run", "-d", "--name", name_, "--runtime", "runc",
+                            "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
+                            "--network", "ns:" + att->netns_path.string(), "--rootfs",
+                            rootfs_.string(), "/bin/counter"},
+                           std::chrono::minutes(2));
+    pod_.container = name_;
+    ASSERT_TRUE(run.ok()) << run.error().to_string();
+    cid_ = *run;
+    while (!cid_.empty() && (cid_.back() == '\n' || cid_.back() == ' ')) cid_.pop_back();
+    ASSERT_EQ(cid_.size(), 64u) << cid_;
+    // The leftover check sees a running container (so its silence later means something).
+    std::string running = podman_leftovers(name_, cid_);
+    EXPECT_NE(running.find("podman container"), std::string::npos) << running;
+    EXPECT_NE(running.find("libpod-" + cid_), std::string::npos) << running;
 
-  // Podman needs lower rlimits than its defaults here (no CAP_SYS_RESOURCE), and runc: crun
-  // in Debian has no CRIU.
-  const std::string ctr = "prewarm-test-" + tag_;
-  auto run = run_checked({"podman", "run", "-d", "--name", ctr, "--runtime", "runc",
-                          "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
-                          "--network", "ns:" + att->netns_path.string(), "--rootfs",
-                          rootfs.string(), "/bin/counter"},
-                         std::chrono::minutes(2));
-  pod.container = ctr;
-  ASSERT_TRUE(run.ok()) << run.error().to_string();
-  std::string cid = *run;
-  while (!cid.empty() && (cid.back() == '\n' || cid.back() == ' ')) cid.pop_back();
-  ASSERT_EQ(cid.size(), 64u) << cid;
-  // The leftover check sees a running container (so its silence later means something).
-  std::string running = podman_leftovers(ctr, cid);
-  EXPECT_NE(running.find("podman container"), std::string::npos) << running;
-  EXPECT_NE(running.find("libpod-" + cid), std::string::npos) << running;
+    // Ready, then warm: five counted requests.
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (get(att->ip, "/healthz") != "ok\n" && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(50ms);
+    ASSERT_EQ(get(att->ip, "/healthz"), "ok\n");
+    for (int i = 1; i <= 5; ++i)
+      ASSERT_NE(get(att->ip, "/").find("count=" + std::to_string(i) + " "), std::string::npos);
+  }
 
-  // Ready, then warm: five counted requests.
-  auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (get(att->ip, "/healthz") != "ok\n" && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(50ms);
-  ASSERT_EQ(get(att->ip, "/healthz"), "ok\n");
-  for (int i = 1; i <= 5; ++i)
-    ASSERT_NE(get(att->ip, "/").find("count=" + std::to_string(i) + " "), std::string::npos);
+  // `podman container checkpoint <flag> <value>`, then the stopped container and the pod go.
+  void checkpoint(const std::string& flag, const std::string& value) {
+    ASSERT_EQ(run_out({"podman", "container", "checkpoint", flag, value, name_}), name_ + "\n");
+    ASSERT_EQ(run_out({"podman", "rm", name_}), name_ + "\n");
+    pod_.container.clear();
+    ASSERT_TRUE(net::detach(pod_.net, *pod_.att).ok());
+    pod_.att.reset();
+    EXPECT_EQ(podman_leftovers(name_, cid_), "");
+  }
 
-  const stdfs::path archive = state_ / "podman-checkpoint.tar.zst";
-  ASSERT_EQ(run_out({"podman", "container", "checkpoint", "--export", archive.string(), ctr}),
-            ctr + "\n");
-  // The checkpointed container is stopped; nothing of it may stay, and the pod goes too.
-  ASSERT_EQ(run_out({"podman", "rm", ctr}), ctr + "\n");
-  pod.container.clear();
-  ASSERT_TRUE(net::detach(ctx_.net, *att).ok());
-  pod.att.reset();
-  EXPECT_EQ(podman_leftovers(ctr, cid), "");
+  const stdfs::path& rootfs() const { return rootfs_; }
+  std::string leftovers() const { return podman_leftovers(name_, cid_); }
 
-  auto imported = engine::import_image(ctx_, archive, name, rootfs);
-  ASSERT_TRUE(imported.ok()) << imported.error().to_string();
-  EXPECT_TRUE(imported->foreign);
-  auto img = engine::load_image(ctx_, name);
+ private:
+  PodGuard pod_;
+  std::string name_, cid_;
+  stdfs::path rootfs_;
+};
+
+// Two instances of an imported Podman checkpoint: each one restored (no fallback), continuing
+// from count=5, with its own hostname and IP in the /etc/hosts prewarm made for it.
+void expect_two_restores_with_state(const engine::Context& ctx, const std::string& name) {
+  auto img = engine::load_image(ctx, name);
   ASSERT_TRUE(img.ok()) << img.error().to_string();
-
-  // Two instances: each one restored (no fallback), continuing from count=5, with its own
-  // hostname and IP in the /etc/hosts prewarm made for it.
   std::set<std::string> ips;
   for (int copy = 0; copy < 2; ++copy) {
     SCOPED_TRACE("copy " + std::to_string(copy));
-    auto s = engine::start_instance(ctx_, *img, engine::StartMode::kRestore);
+    auto s = engine::start_instance(ctx, *img, engine::StartMode::kRestore);
     ASSERT_TRUE(s.ok()) << s.error().to_string();
     const auto& r = s->record;
     ASSERT_EQ(r.started_by, "restore") << r.fallback_reason;
@@ -151,11 +160,63 @@ TEST_F(PodmanImportTest, PodmanCheckpointRestoresWithItsState) {
     ips.insert(r.ip);
   }
   EXPECT_EQ(ips.size(), 2u);
-
-  auto all = engine::list_instances(ctx_);
+  auto all = engine::list_instances(ctx);
   ASSERT_TRUE(all.ok());
-  for (const auto& s : *all) EXPECT_TRUE(engine::remove_instance(ctx_, s.record.id).ok());
-  EXPECT_EQ(podman_leftovers(ctr, cid), "");
+  for (const auto& s : *all) EXPECT_TRUE(engine::remove_instance(ctx, s.record.id).ok());
+}
+
+TEST_F(PodmanImportTest, PodmanCheckpointRestoresWithItsState) {
+  const std::string name = "podman-" + tag_;
+  track(name);
+  PodmanContainer ctr(ctx_, tag_, state_);
+  ctr.start();
+  if (HasFatalFailure()) return;
+  const stdfs::path archive = state_ / "podman-checkpoint.tar.zst";
+  ctr.checkpoint("--export", archive.string());
+  if (HasFatalFailure()) return;
+
+  auto imported = engine::import_image(ctx_, archive, name, ctr.rootfs());
+  ASSERT_TRUE(imported.ok()) << imported.error().to_string();
+  EXPECT_TRUE(imported->foreign);
+  expect_two_restores_with_state(ctx_, name);
+  EXPECT_EQ(ctr.leftovers(), "");
+}
+
+// A checkpoint image as Podman makes it (`--create-image`: an OCI image whose layer is the
+// archive, as CRI-O's are) pushed by Podman to a real registry, pulled by prewarm, restored.
+TEST_F(PodmanImportTest, PodmanCheckpointImagePulledFromARegistryRestores) {
+  if (auto why = registry_skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir registry_dir("prewarm-podman-registry");
+  RegistryServer registry;
+  auto started = registry.start(registry_dir.path());
+  ASSERT_TRUE(started.ok()) << started.error().to_string();
+  const std::string local = "localhost/prewarm-test-" + tag_ + ":checkpoint";
+  struct ImageGuard {
+    std::string ref;
+    ~ImageGuard() { (void)run_checked({"podman", "rmi", "-f", ref}); }
+  } image_guard{local};
+
+  const std::string name = "podman-image-" + tag_;
+  track(name);
+  PodmanContainer ctr(ctx_, tag_, state_);
+  ctr.start();
+  if (HasFatalFailure()) return;
+  ctr.checkpoint("--create-image", local);
+  if (HasFatalFailure()) return;
+  const std::string ref = "127.0.0.1:" + std::to_string(registry.port()) + "/podman/counter:ckpt";
+  auto pushed = run_checked({"podman", "push", "--tls-verify=false", local, ref},
+                            std::chrono::minutes(2));
+  ASSERT_TRUE(pushed.ok()) << pushed.error().to_string();
+
+  auto pulled = engine::pull_image(ctx_, ref, name, engine::registry_options(ctx_), ctr.rootfs());
+  ASSERT_TRUE(pulled.ok()) << pulled.error().to_string();
+  EXPECT_EQ(*pulled, name);
+  expect_two_restores_with_state(ctx_, name);
+  EXPECT_EQ(ctr.leftovers(), "");
+  // The pull's scratch files are gone.
+  for (const auto& e : stdfs::directory_iterator(state_))
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp-", 0), std::string::npos) << e.path();
+  registry.stop();
 }
 
 }  // namespace
