@@ -19,8 +19,11 @@ struct ChunkerParams {
 // Chosen by measurement on real checkpoint images (see chunker.cpp for the size tables).
 // Every chunk is a registry blob, and per-blob round trips dominated transfers: the 89 MB
 // reference image pushed in 7.0 s and pulled in 4.2 s over loopback with 64 KiB chunks
-// (1161 blobs), in 0.47 s and 0.32 s with 1 MiB chunks (92 blobs). Two bakes of the same app
-// share almost no memory pages (0-4% dedup at either size), so small chunks bought little.
+// (1161 blobs), in 0.47 s and 0.32 s with 1 MiB chunks (92 blobs). Since bakes run without
+// address randomisation, two bakes of the reference app share 98.6% of their memory pages, but
+// the differing ones are scattered: 1 MiB chunks keep ~50% of a second bake (measured by
+// bench/store.sh), aligned windows of 256 KiB / 64 KiB would keep ~71% / ~86% at 4x / 16x the
+// blobs. Smaller chunks pay on slow links; on fast ones the round trips cost more than bytes.
 inline constexpr ChunkerParams kDefaultChunking{256 << 10, 1 << 20, 4 << 20};
 // Recorded in every stored config: a different algorithm or table gives different chunks
 // (still correct, but they no longer deduplicate against older images).
