@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Store and distribution benchmark on the reference Python service: bytes on disk and on the
-# wire (raw CRIU files, zstd tar, store), dedup of a second bake, restore from the store vs
+# wire (raw CRIU files, zstd tar, store), dedup of a second bake and of a variant (a smaller
+# model: TRAIN_ESTIMATORS=100, same base and code), restore from the store vs
 # from the raw CRIU files (also right after rebuilding the store's decompressed copy),
 # push/pull through a real registry (Debian's docker-registry, started here on loopback and
 # stopped afterwards). JSON on stdout, progress on stderr.
@@ -27,4 +28,5 @@ trap cleanup EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
 
 "$root/build/cmd/prewarm/prewarm" bench store "$root/examples/python/spec.yaml" \
-  --runs "${1:-5}" --registry "127.0.0.1:$port/prewarm-bench/pyservice" --json
+  --runs "${1:-5}" --registry "127.0.0.1:$port/prewarm-bench/pyservice" \
+  --variant-env TRAIN_ESTIMATORS=100 --json

@@ -374,6 +374,9 @@ int main(int argc, char** argv) {
   store_bench->add_option("spec", sbo.spec_file, "AppSpec YAML file")->required();
   store_bench->add_option("--runs", sbo.runs, "restore samples (default 5)");
   store_bench->add_option("--registry", sbo.registry, "REGISTRY/REPO for push and pull");
+  store_bench->add_option("--variant-env", sbo.variant_env,
+                          "KEY=VALUE: also bake the app configured so, to measure what a "
+                          "related app on the same base shares");
   store_bench->add_flag("--json", bench_json, "print JSON (the only format)");
 
   CLI11_PARSE(app, argc, argv);

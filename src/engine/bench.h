@@ -24,6 +24,9 @@ struct StoreBenchOptions {
   std::filesystem::path spec_file;
   int runs = 5;
   std::string registry;  // REGISTRY/REPO to push to and pull from; empty: no registry part
+  // KEY=VALUE: a third bake with this env var set (the same base and code, configured
+  // differently) shows what a related app on the same base shares; empty: no third bake.
+  std::string variant_env;
 };
 
 // Bytes on disk and on the wire (raw CRIU files, a zstd tar of them, the store), dedup of a

@@ -13,6 +13,7 @@
 #include "engine/bench_util.h"
 #include "engine/images.h"
 #include "engine/instance.h"
+#include "spec/app_spec.h"
 
 namespace prewarm::engine {
 namespace {
@@ -60,6 +61,29 @@ Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opt
       {"store_second_bake_new", second.stored_bytes_new},
       {"second_bake_dedup_ratio", second.dedup_ratio},
   };
+  std::vector<std::string> names = {b1.name, b2.name};
+  if (!opts.variant_env.empty()) {
+    auto eq = opts.variant_env.find('=');
+    if (eq == std::string::npos || eq == 0) return Error("--variant-env wants KEY=VALUE");
+    std::string key = opts.variant_env.substr(0, eq), value = opts.variant_env.substr(eq + 1);
+    spec::AppSpec variant = spec;
+    auto it = std::find_if(variant.env.begin(), variant.env.end(),
+                           [&](const auto& kv) { return kv.first == key; });
+    if (it != variant.env.end()) it->second = value;
+    else variant.env.emplace_back(key, value);
+    const stdfs::path variant_file = ctx.state_dir / "bench-variant.yaml";
+    PW_TRY(fs::write_file_atomic(variant_file, spec::to_yaml(variant), 0600));
+    BakeOptions b3;
+    b3.name = spec.name + "-store3";
+    ctx.say("[bench] baking " + b3.name + " with " + opts.variant_env);
+    auto third = bake(ctx, variant_file, b3);
+    (void)fs::remove_all(variant_file);
+    if (!third.ok()) return std::move(third).error().with_context("variant bake");
+    names.push_back(b3.name);
+    report["bytes"]["variant_env"] = opts.variant_env;
+    report["bytes"]["store_variant_bake_new"] = third->stored_bytes_new;
+    report["bytes"]["variant_bake_dedup_ratio"] = third->dedup_ratio;
+  }
 
   // Restore → ready from the raw CRIU files (the bake's own output) vs from the store. Restores
   // read the node-local decompressed copy the store keeps (made at bake, pull and import); the
@@ -133,7 +157,7 @@ Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opt
         {"pull_MBps", mbps(pull.bytes_downloaded, pull_s)},
     };
   }
-  for (const auto& n : {b1.name, b2.name}) PW_TRY(remove_image(ctx, n));
+  for (const auto& n : names) PW_TRY(remove_image(ctx, n));
   return report.dump(2);
 }
 
