@@ -3,16 +3,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
+#include <unordered_set>
 #include <nlohmann/json.hpp>
 
 #include "base/clock.h"
 #include "base/fs.h"
+#include "base/sha256.h"
 #include "base/subprocess.h"
 #include "engine/bake.h"
 #include "engine/bench.h"
 #include "engine/bench_util.h"
 #include "engine/images.h"
 #include "engine/instance.h"
+#include "image/image.h"
 #include "spec/app_spec.h"
 
 namespace prewarm::engine {
@@ -37,6 +41,57 @@ Result<uint64_t> zstd_tar_bytes(const stdfs::path& dir, const stdfs::path& out) 
 }
 
 
+// The 4 KiB memory pages in a checkpoint's pages-*.img files, by content hash.
+Result<std::vector<std::string>> page_hashes(const stdfs::path& image_dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(image_dir / image::kCheckpointDir, ec)) {
+    std::string f = e.path().filename().string();
+    if (f.rfind("pages-", 0) != 0) continue;
+    PW_ASSIGN(std::string data, fs::read_file(e.path(), uint64_t{16} << 30));
+    for (size_t off = 0; off + 4096 <= data.size(); off += 4096)
+      out.push_back(sha256_hex(std::string_view(data).substr(off, 4096)));
+  }
+  if (ec) return Error::sys("read", ec.value(), image_dir.string());
+  return out;
+}
+
+// Share of b's memory pages whose content also occurs in a: the most any deduplication
+// below file level could save on b's memory.
+Result<double> shared_pages(const stdfs::path& a, const stdfs::path& b) {
+  PW_ASSIGN(std::vector<std::string> pa, page_hashes(a));
+  PW_ASSIGN(std::vector<std::string> pb, page_hashes(b));
+  std::unordered_set<std::string> in_a(pa.begin(), pa.end());
+  size_t shared = std::count_if(pb.begin(), pb.end(), [&](const auto& h) { return in_a.count(h); });
+  return pb.empty() ? 0.0 : static_cast<double>(shared) / static_cast<double>(pb.size());
+}
+
+// Compressed bytes of image `name`'s blobs (unique) and of those image `base` does not have:
+// what storing or pushing `name` next to `base` costs, whatever else the store holds.
+struct Overlap {
+  uint64_t total = 0, added = 0;
+  double dedup() const { return total ? 1.0 - static_cast<double>(added) / total : 0.0; }
+};
+Result<Overlap> overlap(const Context& ctx, const std::string& base, const std::string& name) {
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  auto blobs = [&](const std::string& n) -> Result<std::map<std::string, uint64_t>> {
+    PW_ASSIGN(auto m, st.read_manifest(n));
+    json j = json::parse(m.first, nullptr, false);
+    if (!j.is_object() || !j.contains("layers")) return Error("image " + n + ": bad manifest");
+    std::map<std::string, uint64_t> out;
+    for (const auto& l : j["layers"]) out[l.value("digest", "")] = l.value("size", uint64_t{0});
+    return out;
+  };
+  PW_ASSIGN(auto in_base, blobs(base));
+  PW_ASSIGN(auto in_name, blobs(name));
+  Overlap o;
+  for (const auto& [digest, size] : in_name) {
+    o.total += size;
+    if (!in_base.count(digest)) o.added += size;
+  }
+  return o;
+}
+
 }  // namespace
 
 Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opts) {
@@ -54,13 +109,16 @@ Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opt
   PW_ASSIGN(BakeResult second, bake(ctx, opts.spec_file, b2));
   ::sync();
   PW_ASSIGN(uint64_t zstd_bytes, zstd_tar_bytes(first.dir, ctx.state_dir / "bench-zstd.tar.zst"));
+  // Dedup is measured against the first bake alone, not against whatever the store held.
+  PW_ASSIGN(Overlap second_vs_first, overlap(ctx, b1.name, b2.name));
   report["bytes"] = {
       {"raw_criu_files", first.image_bytes},
       {"zstd_tar_of_raw", zstd_bytes},
       {"store_first_image", first.stored_bytes_total},
-      {"store_second_bake_new", second.stored_bytes_new},
-      {"second_bake_dedup_ratio", second.dedup_ratio},
+      {"store_second_bake_new", second_vs_first.added},
+      {"second_bake_dedup_ratio", second_vs_first.dedup()},
   };
+  PW_ASSIGN(report["bytes"]["second_bake_pages_shared"], shared_pages(first.dir, second.dir));
   std::vector<std::string> names = {b1.name, b2.name};
   if (!opts.variant_env.empty()) {
     auto eq = opts.variant_env.find('=');
@@ -81,8 +139,10 @@ Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opt
     if (!third.ok()) return std::move(third).error().with_context("variant bake");
     names.push_back(b3.name);
     report["bytes"]["variant_env"] = opts.variant_env;
-    report["bytes"]["store_variant_bake_new"] = third->stored_bytes_new;
-    report["bytes"]["variant_bake_dedup_ratio"] = third->dedup_ratio;
+    PW_ASSIGN(Overlap variant_vs_first, overlap(ctx, b1.name, b3.name));
+    report["bytes"]["store_variant_bake_new"] = variant_vs_first.added;
+    report["bytes"]["variant_bake_dedup_ratio"] = variant_vs_first.dedup();
+    PW_ASSIGN(report["bytes"]["variant_bake_pages_shared"], shared_pages(first.dir, third->dir));
   }
 
   // Restore → ready from the raw CRIU files (the bake's own output) vs from the store. Restores

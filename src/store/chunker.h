@@ -21,7 +21,7 @@ struct ChunkerParams {
 // reference image pushed in 7.0 s and pulled in 4.2 s over loopback with 64 KiB chunks
 // (1161 blobs), in 0.47 s and 0.32 s with 1 MiB chunks (92 blobs). Since bakes run without
 // address randomisation, two bakes of the reference app share 98.6% of their memory pages, but
-// the differing ones are scattered: 1 MiB chunks keep ~50% of a second bake (measured by
+// the differing ones are scattered: 1 MiB chunks keep 46% of a second bake (measured by
 // bench/store.sh), aligned windows of 256 KiB / 64 KiB would keep ~71% / ~86% at 4x / 16x the
 // blobs. Smaller chunks pay on slow links; on fast ones the round trips cost more than bytes.
 inline constexpr ChunkerParams kDefaultChunking{256 << 10, 1 << 20, 4 << 20};
