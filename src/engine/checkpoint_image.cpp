@@ -73,6 +73,8 @@ Result<registry::Blob> file_blob(const stdfs::path& path, const std::string& med
 Status push_checkpoint_image(const Context& ctx, const std::string& name, const std::string& ref_text,
                              const registry::Options& opts) {
   PW_ASSIGN(registry::Reference ref, registry::parse_reference(ref_text));
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  PW_ASSIGN(store::Lease lease, st.lease());  // gc leaves this push's scratch dir alone
   PW_TRY(ensure_unpacked(ctx, name));
   image::VerifyOptions vo;
   vo.stamp_dir = ctx.stamps_dir();

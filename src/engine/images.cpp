@@ -1,6 +1,9 @@
 // Store, unpacked copies and registry transfers, glued together.
 #include "engine/images.h"
 
+#include <sys/stat.h>
+
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -122,7 +125,20 @@ Result<store::GcResult> collect_garbage(const Context& ctx, bool drop_partials) 
   store::GcOptions go;
   go.min_blob_age = std::chrono::seconds(0);
   if (drop_partials) go.temp_file_age = std::chrono::seconds(0);
-  return st.gc(keep, go);
+  PW_ASSIGN(store::GcResult r, st.gc(keep, go));
+  // Scratch dirs of checkpoint-image pushes and pulls that were killed. Live ones hold a store
+  // lease, so st.gc waited for them; the age check covers one that started since.
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(ctx.state_dir, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind(".tmp-push-", 0) != 0 && n.rfind(".tmp-pull-", 0) != 0) continue;
+    struct stat sb {};
+    if (::lstat(e.path().c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode) ||
+        std::time(nullptr) - sb.st_mtime < 3600)
+      continue;
+    if (fs::remove_all(e.path()).ok()) ++r.removed_temp_files;
+  }
+  return r;
 }
 
 Result<std::string> verify_images(const Context& ctx, const std::string& name) {
@@ -182,6 +198,14 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
     return std::move(checkpoint_image).error().with_context("pull " + ref.to_string());
   if (*checkpoint_image)
     return pull_checkpoint_image(ctx, ref, **checkpoint_image, name, rootfs, opts);
+  // Anything else must be prewarm's own format; say so before downloading a byte of it.
+  if (json m = json::parse(pm.json, nullptr, false);
+      !m.is_object() || m.value("artifactType", "") != store::kArtifactType)
+    return Error("pull " + ref.to_string() + ": not a checkpoint image (" +
+                 (m.is_object() ? "media type " + pm.media_type : std::string("not JSON")) +
+                 ", neither prewarm's artifactType " + store::kArtifactType +
+                 " nor a CRI-O/Podman checkpoint annotation); an ordinary container image is a "
+                 "rootfs, not a checkpoint");
   auto blobs = manifest_blobs(pm.json);
   if (!blobs.ok())
     return std::move(blobs).error().with_context("pull " + ref.to_string() +

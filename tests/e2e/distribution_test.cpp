@@ -2,7 +2,9 @@
 // bakes and pushes, node B pulls and restores. Corrupted, cut and tampered transfers fail by
 // digest and leave nothing behind. Both nodes are state dirs of the real CLI on this host, each
 // with its own bridge and subnet; the registry is docker-registry started per test.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <fstream>
@@ -11,8 +13,10 @@
 #include <regex>
 
 #include "base/fs.h"
+#include "base/sha256.h"
 #include "base/subprocess.h"
 #include "probe/probe.h"
+#include "registry/registry.h"
 #include "support/engine_fixture.h"
 #include "support/registry_server.h"
 
@@ -288,6 +292,39 @@ TEST_F(DistributionTest, CheckpointImageFormatRoundTripsThroughTheRegistry) {
     EXPECT_EQ(e.path().filename().string().rfind(".tmp-", 0), std::string::npos) << e.path();
 }
 
+// An ordinary container image is refused by name before any of it is downloaded.
+TEST_F(DistributionTest, OrdinaryContainerImageIsRefusedBeforeDownloading) {
+  TempDir files("prewarm-plain-image");
+  const std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}})";
+  ASSERT_TRUE(fs::write_file(files.path() / "config", config).ok());
+  ASSERT_TRUE(fs::write_file(files.path() / "layer", std::string(4096, 'x')).ok());
+  auto blob = [&](const std::string& f, const std::string& type) {
+    std::string data = slurp(files.path() / f);
+    return registry::Blob{"sha256:" + sha256_hex(data), data.size(), type, files.path() / f};
+  };
+  registry::Blob c = blob("config", "application/vnd.oci.image.config.v1+json");
+  registry::Blob l = blob("layer", "application/vnd.oci.image.layer.v1.tar");
+  json manifest = {{"schemaVersion", 2},
+                   {"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                   {"config", {{"mediaType", c.media_type}, {"digest", c.digest}, {"size", c.size}}},
+                   {"layers", json::array({{{"mediaType", l.media_type},
+                                            {"digest", l.digest},
+                                            {"size", l.size}}})}};
+  auto ref_text = ref(registry_->port(), "plain");
+  auto parsed = registry::parse_reference(ref_text);
+  ASSERT_TRUE(parsed.ok());
+  auto pushed = registry::push(*parsed, {c, l}, manifest.dump(),
+                               "application/vnd.oci.image.manifest.v1+json", {});
+  ASSERT_TRUE(pushed.ok()) << pushed.error().to_string();
+
+  auto pull = prewarm(b_, {"pull", ref_text, "--name", pulled_});
+  EXPECT_EQ(code(pull), 1) << pull.out;
+  EXPECT_NE(pull.err.find("not a checkpoint image"), std::string::npos) << pull.err;
+  EXPECT_TRUE(blob_files(b_).empty()) << "downloaded before refusing";
+  EXPECT_TRUE(blob_files(b_, true).empty());
+  EXPECT_FALSE(stdfs::exists(b_.state / "images" / pulled_));
+}
+
 TEST_F(DistributionTest, SecondPushUploadsNoBlobs) {
   bake_on_a();
   if (HasFatalFailure()) return;
@@ -390,6 +427,18 @@ TEST_F(DistributionTest, RmiThenGcFreesTheImagesBlobs) {
   auto [again, none] = gc();
   EXPECT_EQ(again, 0u);
   EXPECT_EQ(none, 0u);
+
+  // Scratch dirs of killed checkpoint-image transfers go once they are stale, not before.
+  const stdfs::path stale = a_.state / ".tmp-pull-dead0001", fresh = a_.state / ".tmp-push-live0001";
+  for (const auto& d : {stale, fresh}) {
+    ASSERT_TRUE(fs::make_dirs(d, 0700).ok());
+    ASSERT_TRUE(fs::write_file(d / "layer", "partial").ok());
+  }
+  struct timespec old[2] = {{::time(nullptr) - 7200, 0}, {::time(nullptr) - 7200, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, stale.c_str(), old, 0), 0);
+  gc();
+  EXPECT_FALSE(stdfs::exists(stale));
+  EXPECT_TRUE(stdfs::exists(fresh / "layer"));
 }
 
 TEST_F(DistributionTest, TamperedBlobIsNamedByVerifyAndRefusedByRun) {
