@@ -24,7 +24,7 @@ struct ChunkerParams {
 // the differing ones are scattered: 1 MiB chunks keep 46% of a second bake (measured by
 // bench/store.sh), aligned windows of 256 KiB / 64 KiB would keep ~71% / ~86% at 4x / 16x the
 // blobs. Smaller chunks pay on slow links; on fast ones the round trips cost more than bytes.
-inline constexpr ChunkerParams kDefaultChunking{256 << 10, 1 << 20, 4 << 20};
+inline constexpr ChunkerParams kDefaultChunking{8 << 10, 32 << 10, 128 << 10};
 // Recorded in every stored config: a different algorithm or table gives different chunks
 // (still correct, but they no longer deduplicate against older images).
 inline constexpr const char* kChunkerName = "fastcdc-gear64-nc2-v1";

@@ -17,7 +17,7 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kConfigMagic = "prewarm.store.config";
-constexpr int kConfigVersion = 1;
+constexpr int kConfigVersion = 2;  // 2: chunks are frames in packs
 // No chunk the chunker makes comes near this; it bounds what a tampered config can make
 // materialize allocate.
 constexpr uint64_t kMaxChunkBytes = 16 << 20;
@@ -77,7 +77,7 @@ Result<OciManifest> parse_oci_manifest(std::string_view text) {
   for (size_t i = 0; i < j["layers"].size(); ++i) {
     PW_ASSIGN(Descriptor d,
               parse_descriptor(j["layers"][i], "image manifest: layers[" + std::to_string(i) + "]",
-                               kChunkMediaType));
+                               kPackMediaType));
     m.layers.push_back(std::move(d));
   }
   if (j.contains("annotations")) {
@@ -98,7 +98,9 @@ std::string to_json(const ImageConfig& c) {
       chunks.push_back({{"digest", ch.digest},
                         {"offset", ch.offset},
                         {"length", ch.length},
-                        {"sha256", ch.sha256}});
+                        {"sha256", ch.sha256},
+                        {"packOffset", ch.pack_offset},
+                        {"packLength", ch.pack_length}});
     files.push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}, {"chunks", chunks}});
   }
   json j = {{"magic", kConfigMagic},
@@ -157,6 +159,8 @@ Result<ImageConfig> parse_config(std::string_view text) {
         r.offset = cj.at("offset").get<uint64_t>();
         r.length = cj.at("length").get<uint64_t>();
         r.sha256 = cj.at("sha256").get<std::string>();
+        r.pack_offset = cj.at("packOffset").get<uint64_t>();
+        r.pack_length = cj.at("packLength").get<uint64_t>();
         f.chunks.push_back(std::move(r));
       }
     } catch (const json::exception&) {
@@ -178,6 +182,8 @@ Result<ImageConfig> parse_config(std::string_view text) {
                      std::to_string(off) + " (gap or overlap)");
       if (r.length == 0 || r.length > kMaxChunkBytes)
         return Error(cat + ": length " + std::to_string(r.length) + " out of range");
+      if (r.pack_length == 0 || r.pack_length > kMaxChunkBytes + (1 << 16))
+        return Error(cat + ": packLength " + std::to_string(r.pack_length) + " out of range");
       off += r.length;
     }
     if (off != f.size)
@@ -205,10 +211,15 @@ Result<LoadedImage> load_image(const stdfs::path& root, const std::string& manif
   if (!c.ok()) return std::move(c).error().with_context("config " + cd.digest);
   img.config = std::move(c).value();
   for (const auto& f : img.config.files)
-    for (const auto& r : f.chunks)
-      if (!img.layer_sizes.count(r.digest))
-        return Error("config " + cd.digest + ": chunk " + r.digest + " of " + f.path +
+    for (const auto& r : f.chunks) {
+      auto it = img.layer_sizes.find(r.digest);
+      if (it == img.layer_sizes.end())
+        return Error("config " + cd.digest + ": pack " + r.digest + " of " + f.path +
                      " is not a layer of manifest " + manifest_digest);
+      if (r.pack_offset > it->second || r.pack_length > it->second - r.pack_offset)
+        return Error("config " + cd.digest + ": a chunk of " + f.path + " lies outside pack " +
+                     r.digest + " (" + std::to_string(it->second) + " bytes)");
+    }
   return img;
 }
 

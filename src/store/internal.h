@@ -112,10 +112,12 @@ std::string to_json(const OciManifest& m);
 Result<OciManifest> parse_oci_manifest(std::string_view text);
 
 struct ChunkRef {
-  std::string digest;  // of the compressed blob
-  uint64_t offset = 0;
+  std::string digest;  // of the pack (blob) holding its compressed frame
+  uint64_t offset = 0;  // in the file
   uint64_t length = 0;
   std::string sha256;  // of the uncompressed bytes (hex)
+  uint64_t pack_offset = 0;  // of its zstd frame in the pack
+  uint64_t pack_length = 0;
 };
 struct FileEntry {
   std::string path;

@@ -1,13 +1,14 @@
-// Rebuilding an image directory from the store. Chunks are read, digest-checked and
-// decompressed by a worker pool one window ahead, while this thread writes the previous
-// window in file order and hashes every file as it goes; the result appears at dest_dir by
-// one rename, complete and verified, or not at all.
+// Rebuilding an image directory from the store. The packs a window of chunks needs are read
+// and digest-checked, and its chunks' frames decompressed, by a worker pool one window ahead,
+// while this thread writes the previous window in file order and hashes every file as it goes;
+// the result appears at dest_dir by one rename, complete and verified, or not at all.
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <future>
+#include <map>
 #include <set>
 
 #include "base/clock.h"
@@ -21,9 +22,11 @@ namespace {
 
 using namespace detail;
 
-// Raw bytes decoded per window (two windows are in memory at a time).
+// Raw bytes decoded per window (two windows are in memory at a time), and the most pack bytes
+// one window may load (bounds memory for images whose chunks are spread over many packs).
 constexpr uint64_t kWindowBytes = 8 << 20;
-constexpr size_t kMaxChunkBlobBytes = 32 << 20;
+constexpr uint64_t kWindowPackBytes = 64 << 20;
+constexpr size_t kMaxPackBytes = 64 << 20;
 
 struct Job {
   size_t file;
@@ -182,9 +185,18 @@ Result<MaterializeResult> Store::materialize(const std::string& name, const stdf
   std::vector<std::pair<size_t, size_t>> windows;  // [begin, end) of jobs
   for (size_t b = 0; b < jobs.size();) {
     size_t e = b;
-    uint64_t bytes = 0;
-    while (e < jobs.size() && (e == b || bytes + jobs[e].ref->length <= kWindowBytes))
-      bytes += jobs[e++].ref->length;
+    uint64_t bytes = 0, pack_bytes = 0;
+    std::set<std::string> packs;
+    while (e < jobs.size()) {
+      const ChunkRef& r = *jobs[e].ref;
+      uint64_t more = packs.count(r.digest) ? 0 : img.layer_sizes.at(r.digest);
+      if (e > b && (bytes + r.length > kWindowBytes || pack_bytes + more > kWindowPackBytes))
+        break;
+      bytes += r.length;
+      pack_bytes += more;
+      packs.insert(r.digest);
+      ++e;
+    }
     windows.emplace_back(b, e);
     b = e;
   }
@@ -199,12 +211,24 @@ Result<MaterializeResult> Store::materialize(const std::string& name, const stdf
       total += jobs[k].ref->length;
     }
     win.data.resize(total);
+    // Each pack once, verified whole; then every chunk's frame out of it.
+    std::map<std::string, std::string> packs;
+    for (size_t k = b; k < e; ++k) packs.emplace(jobs[k].ref->digest, std::string());
+    std::vector<std::pair<const std::string, std::string>*> slots;
+    for (auto& p : packs) slots.push_back(&p);
+    win.status = parallel_for(slots.size(), workers, [&](size_t i) -> Status {
+      const std::string& digest = slots[i]->first;
+      PW_ASSIGN(slots[i]->second,
+                detail::read_blob(root_, digest,
+                                  static_cast<int64_t>(img.layer_sizes.at(digest)), kMaxPackBytes));
+      return {};
+    });
+    if (!win.status.ok()) return win;
     win.status = parallel_for(e - b, workers, [&](size_t k) -> Status {
       const ChunkRef& r = *jobs[b + k].ref;
-      PW_ASSIGN(std::string z, detail::read_blob(root_, r.digest,
-                                                 static_cast<int64_t>(img.layer_sizes.at(r.digest)),
-                                                 kMaxChunkBlobBytes));
-      return decompress(z, win.data.data() + win.offsets[k], r.length, r.digest);
+      std::string_view frame =
+          std::string_view(packs.at(r.digest)).substr(r.pack_offset, r.pack_length);
+      return decompress(frame, win.data.data() + win.offsets[k], r.length, r.digest);
     });
     return win;
   };
@@ -222,7 +246,7 @@ Result<MaterializeResult> Store::materialize(const std::string& name, const stdf
       const Job& j = jobs[k];
       PW_TRY(writer.to_file(j.file));
       PW_TRY(writer.write(cur.data.data() + cur.offsets[k - b], j.ref->length));
-      res.compressed_bytes += img.layer_sizes.at(j.ref->digest);
+      res.compressed_bytes += j.ref->pack_length;
     }
     res.raw_bytes += cur.data.size();
   }

@@ -86,7 +86,7 @@ Result<std::string> Store::add_manifest(const std::string& name,
   for (const auto& f : c->files)
     for (const auto& r : f.chunks)
       if (!layers.count(r.digest))
-        return Error(where + ": chunk " + r.digest + " of " + f.path +
+        return Error(where + ": pack " + r.digest + " of " + f.path +
                      " is not a layer of the manifest");
   std::string digest = digest_of(manifest_json);
   PW_TRY(write_blob(root_, digest, manifest_json));

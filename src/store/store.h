@@ -3,9 +3,13 @@
 //
 // One stored image = an OCI image manifest (artifactType application/vnd.prewarm.checkpoint.v1)
 // whose config blob holds the image's manifest.json and, for every file, the ordered list of
-// content-defined chunks; the layers are the unique zstd-compressed chunk blobs. Chunks shared
-// with other images are stored once. Every read verifies digests; a damaged blob is reported
-// by digest and by the images that use it, never silently dropped.
+// content-defined chunks (small: ~32 KiB, so a changed memory page costs little), each an
+// independently zstd-compressed frame in a pack; the layers are the packs (~2 MiB of frames,
+// itself a valid zstd stream) the image's chunks are in. Chunks shared with other images are
+// stored once: a new image's new chunks go into new packs, its old ones point into old packs,
+// so a registry sees few blobs and a second bake uploads only the packs of what changed.
+// Every read verifies digests; a damaged blob is reported by digest and by the images that use
+// it, never silently dropped.
 //
 // Locking: STORE/.lock (flock, exclusive) serialises index.json updates and gc; operations
 // that need blobs to stay (put, materialize, verify, a Lease) hold STORE/.gc.lock shared, and
@@ -28,7 +32,7 @@ namespace prewarm::store {
 
 inline constexpr const char* kArtifactType = "application/vnd.prewarm.checkpoint.v1";
 inline constexpr const char* kConfigMediaType = "application/vnd.prewarm.checkpoint.config.v1+json";
-inline constexpr const char* kChunkMediaType = "application/vnd.prewarm.checkpoint.chunk.v1.zstd";
+inline constexpr const char* kPackMediaType = "application/vnd.prewarm.checkpoint.pack.v1.zstd";
 inline constexpr const char* kManifestMediaType = "application/vnd.oci.image.manifest.v1+json";
 inline constexpr const char* kIndexMediaType = "application/vnd.oci.image.index.v1+json";
 inline constexpr const char* kRefNameAnnotation = "org.opencontainers.image.ref.name";
@@ -44,11 +48,13 @@ struct PutOptions {
 struct PutResult {
   std::string manifest_digest;          // "sha256:<hex>"
   uint64_t raw_bytes = 0;               // sum of file sizes
-  uint64_t total_compressed_bytes = 0;  // sum of the image's unique chunk blobs
+  uint64_t total_compressed_bytes = 0;  // sum of the image's unique compressed chunks
   uint64_t new_compressed_bytes = 0;    // what this put added to the store
   uint64_t chunks = 0;                  // chunk references, in file order
-  uint64_t unique_chunks = 0;           // = layers
-  uint64_t new_chunks = 0;              // chunk blobs this put wrote
+  uint64_t unique_chunks = 0;           // distinct chunks
+  uint64_t new_chunks = 0;              // chunks this put wrote (into new packs)
+  uint64_t packs = 0;                   // = layers
+  uint64_t new_packs = 0;
   uint64_t reused_raw_bytes = 0;        // raw bytes whose chunk was already stored
   double seconds = 0;
   // Share of the raw bytes already in the store before this put (0..1).

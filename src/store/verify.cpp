@@ -44,7 +44,7 @@ class Verifier {
       for (const auto& r : f.chunks)
         if (!layers.count(r.digest))
           return fail(cb,
-                      "chunk " + r.digest + " of " + f.path + " is not a layer of the manifest");
+                      "pack " + r.digest + " of " + f.path + " is not a layer of the manifest");
   }
 
   Result<VerifyReport> finish() {

@@ -227,7 +227,7 @@ TEST_F(DistributionTest, PulledCheckpointRestoresWithItsStateOnAnotherNode) {
   bake_on_a();
   if (HasFatalFailure()) return;
   auto [uploaded, already] = push_from_a();
-  EXPECT_GT(uploaded, 2);  // config and chunks
+  EXPECT_GE(uploaded, 2);  // config and pack(s)
   EXPECT_EQ(already, 0);
 
   auto pull = pull_on_b(registry_->port());
