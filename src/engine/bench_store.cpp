@@ -66,13 +66,15 @@ Result<double> shared_pages(const stdfs::path& a, const stdfs::path& b) {
   return pb.empty() ? 0.0 : static_cast<double>(shared) / static_cast<double>(pb.size());
 }
 
-// Compressed bytes of image `name`'s blobs (unique) and of those image `base` does not have:
-// what storing or pushing `name` next to `base` costs, whatever else the store holds.
+// Compressed bytes of the blobs (packs) of image `name` that image `base` does not have: what
+// storing or pushing `name` next to `base` costs, whatever else the store holds. Against what
+// `name` takes alone (its chunks, compressed), that is the deduplication.
 struct Overlap {
-  uint64_t total = 0, added = 0;
-  double dedup() const { return total ? 1.0 - static_cast<double>(added) / total : 0.0; }
+  uint64_t alone = 0, added = 0;
+  double dedup() const { return alone ? 1.0 - static_cast<double>(added) / alone : 0.0; }
 };
-Result<Overlap> overlap(const Context& ctx, const std::string& base, const std::string& name) {
+Result<Overlap> overlap(const Context& ctx, const std::string& base, const std::string& name,
+                        uint64_t alone) {
   PW_ASSIGN(store::Store st, open_store(ctx));
   auto blobs = [&](const std::string& n) -> Result<std::map<std::string, uint64_t>> {
     PW_ASSIGN(auto m, st.read_manifest(n));
@@ -85,10 +87,9 @@ Result<Overlap> overlap(const Context& ctx, const std::string& base, const std::
   PW_ASSIGN(auto in_base, blobs(base));
   PW_ASSIGN(auto in_name, blobs(name));
   Overlap o;
-  for (const auto& [digest, size] : in_name) {
-    o.total += size;
+  o.alone = alone;
+  for (const auto& [digest, size] : in_name)
     if (!in_base.count(digest)) o.added += size;
-  }
   return o;
 }
 
@@ -110,7 +111,8 @@ Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opt
   ::sync();
   PW_ASSIGN(uint64_t zstd_bytes, zstd_tar_bytes(first.dir, ctx.state_dir / "bench-zstd.tar.zst"));
   // Dedup is measured against the first bake alone, not against whatever the store held.
-  PW_ASSIGN(Overlap second_vs_first, overlap(ctx, b1.name, b2.name));
+  PW_ASSIGN(Overlap second_vs_first,
+            overlap(ctx, b1.name, b2.name, second.stored_bytes_total));
   report["bytes"] = {
       {"raw_criu_files", first.image_bytes},
       {"zstd_tar_of_raw", zstd_bytes},
@@ -139,7 +141,8 @@ Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opt
     if (!third.ok()) return std::move(third).error().with_context("variant bake");
     names.push_back(b3.name);
     report["bytes"]["variant_env"] = opts.variant_env;
-    PW_ASSIGN(Overlap variant_vs_first, overlap(ctx, b1.name, b3.name));
+    PW_ASSIGN(Overlap variant_vs_first,
+              overlap(ctx, b1.name, b3.name, third->stored_bytes_total));
     report["bytes"]["store_variant_bake_new"] = variant_vs_first.added;
     report["bytes"]["variant_bake_dedup_ratio"] = variant_vs_first.dedup();
     PW_ASSIGN(report["bytes"]["variant_bake_pages_shared"], shared_pages(first.dir, third->dir));

@@ -16,14 +16,13 @@ struct ChunkerParams {
   uint32_t max_size;
 };
 
-// Chosen by measurement on real checkpoint images (see chunker.cpp for the size tables).
-// Every chunk is a registry blob, and per-blob round trips dominated transfers: the 89 MB
-// reference image pushed in 7.0 s and pulled in 4.2 s over loopback with 64 KiB chunks
-// (1161 blobs), in 0.47 s and 0.32 s with 1 MiB chunks (92 blobs). Since bakes run without
-// address randomisation, two bakes of the reference app share 98.6% of their memory pages, but
-// the differing ones are scattered: 1 MiB chunks keep 46% of a second bake (measured by
-// bench/store.sh), aligned windows of 256 KiB / 64 KiB would keep ~71% / ~86% at 4x / 16x the
-// blobs. Smaller chunks pay on slow links; on fast ones the round trips cost more than bytes.
+// Chosen by measurement on the reference image (bench/store.sh). Bakes run without address
+// randomisation, so two bakes of one app share 98.6% of their memory pages, but the pages that
+// differ are scattered: the smaller the chunk, the more of a second bake deduplicates (1 MiB:
+// 46%, 64 KiB: 86%, 32 KiB: 90%), and the worse each chunk compresses on its own (the first
+// image takes 22.2, 24.7, 25.5 MB). Chunks are packed into pack blobs (put.cpp), so their size
+// does not set the number of registry round trips (64 KiB chunks as blobs of their own made
+// pushes 15x slower than 1 MiB ones).
 inline constexpr ChunkerParams kDefaultChunking{8 << 10, 32 << 10, 128 << 10};
 // Recorded in every stored config: a different algorithm or table gives different chunks
 // (still correct, but they no longer deduplicate against older images).
