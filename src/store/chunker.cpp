@@ -87,4 +87,15 @@ std::vector<size_t> Chunker::split(std::string_view data) const {
   return out;
 }
 
+ChunkerParams chunking_for(uint64_t raw_bytes) {
+  ChunkerParams p = kDefaultChunking;
+  for (uint64_t limit = uint64_t{1} << 30; raw_bytes > limit && p.max_size * 2 <= (16u << 20);
+       limit *= 2) {
+    p.min_size *= 2;
+    p.avg_size *= 2;
+    p.max_size *= 2;
+  }
+  return p;
+}
+
 }  // namespace prewarm::store

@@ -24,6 +24,11 @@ struct ChunkerParams {
 // does not set the number of registry round trips (64 KiB chunks as blobs of their own made
 // pushes 15x slower than 1 MiB ones).
 inline constexpr ChunkerParams kDefaultChunking{8 << 10, 32 << 10, 128 << 10};
+// The chunking for an image of raw_bytes: kDefaultChunking up to 1 GiB, and twice the sizes
+// for each doubling beyond, so an image's chunk list stays well within what a config may hold
+// (~33,000 chunks of ~240 bytes of JSON each, against 16 MiB) at any size. Two bakes of one app deduplicate as long as both fall in
+// the same size class.
+ChunkerParams chunking_for(uint64_t raw_bytes);
 // Recorded in every stored config: a different algorithm or table gives different chunks
 // (still correct, but they no longer deduplicate against older images).
 inline constexpr const char* kChunkerName = "fastcdc-gear64-nc2-v1";

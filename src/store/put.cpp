@@ -65,8 +65,8 @@ struct ChunkOut {
 // into packs still being filled are patched with the pack's digest when it is sealed.
 class Putter {
  public:
-  Putter(const stdfs::path& root, const PutOptions& opts)
-      : root_(root), opts_(opts), chunker_(kDefaultChunking), known_(known_chunks(root)) {}
+  Putter(const stdfs::path& root, const PutOptions& opts, ChunkerParams chunking)
+      : root_(root), opts_(opts), chunker_(chunking), known_(known_chunks(root)) {}
 
   Status store_file(const stdfs::path& path, const image::FileDigest& expect) {
     const size_t file_index = files_.size();
@@ -261,10 +261,13 @@ Result<PutResult> Store::put(const stdfs::path& image_dir, const std::string& na
     return Error(where + ": manifest.json changed while it was being stored");
 
   PW_ASSIGN(Lease lease, this->lease());
-  Putter putter(root_, opts);
+  uint64_t raw_total = 0;
+  for (const auto& f : m.files) raw_total += f.size;
+  const ChunkerParams chunking = chunking_for(raw_total);
+  Putter putter(root_, opts, chunking);
   ImageConfig config;
   config.manifest_json = *manifest_text;
-  config.chunker = kDefaultChunking;
+  config.chunker = chunking;
   config.zstd_level = opts.zstd_level;
   PutResult r;
   for (const auto& f : m.files) {

@@ -131,6 +131,21 @@ TEST(Chunker, SizesWithinBoundsAndDeterministic) {
   EXPECT_GT(cuts.size(), data.size() / kDefaultChunking.max_size);  // smaller than max on average
 }
 
+// Large images get larger chunks, so a config's chunk list stays bounded at any size.
+TEST(Chunker, ChunkSizesGrowWithTheImageSoConfigsStayBounded) {
+  EXPECT_EQ(chunking_for(0).avg_size, kDefaultChunking.avg_size);
+  EXPECT_EQ(chunking_for(uint64_t{1} << 30).avg_size, kDefaultChunking.avg_size);
+  EXPECT_EQ(chunking_for((uint64_t{1} << 30) + 1).avg_size, 2 * kDefaultChunking.avg_size);
+  for (uint64_t gib : {1, 3, 10, 100, 200}) {
+    uint64_t raw = gib << 30;
+    ChunkerParams p = chunking_for(raw);
+    // ~240 bytes of config JSON per chunk.
+    EXPECT_LT(raw / p.avg_size * 240, uint64_t{kMaxJsonBytes}) << gib << " GiB";
+    EXPECT_EQ(p.avg_size & (p.avg_size - 1), 0u);
+    EXPECT_LE(p.max_size, 16u << 20);
+  }
+}
+
 TEST(Chunker, BoundariesSurviveAnInsertion) {
   Chunker c(kDefaultChunking);
   std::string a = memory_like(8 << 20, 3);
