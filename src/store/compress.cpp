@@ -1,4 +1,4 @@
-// zstd compression of chunks, one frame per chunk blob (content size in the frame header).
+// zstd compression of chunks: one independent frame per chunk (put.cpp packs the frames).
 //
 // Level, measured per 64 KiB-average chunk on a real checkpoint (pages-1.img of a Python
 // service, 89.3 MB; zstd 1.5.4, one core of an AMD EPYC):
