@@ -18,6 +18,9 @@ using nlohmann::json;
 
 constexpr const char* kConfigMagic = "prewarm.store.config";
 constexpr int kConfigVersion = 2;  // 2: chunks are frames in packs
+// Format 1 stored every chunk as a blob of its own (one zstd frame: a pack of one), with this
+// layer media type; such images stay readable, and new images reuse their chunks.
+constexpr const char* kLegacyChunkMediaType = "application/vnd.prewarm.checkpoint.chunk.v1.zstd";
 // No chunk the chunker makes comes near this; it bounds what a tampered config can make
 // materialize allocate.
 constexpr uint64_t kMaxChunkBytes = 16 << 20;
@@ -75,9 +78,12 @@ Result<OciManifest> parse_oci_manifest(std::string_view text) {
   if (!j.contains("layers") || !j["layers"].is_array())
     return Error("image manifest: layers is not a list");
   for (size_t i = 0; i < j["layers"].size(); ++i) {
+    const json& l = j["layers"][i];
+    const char* type = l.is_object() && l.value("mediaType", "") == kLegacyChunkMediaType
+                           ? kLegacyChunkMediaType
+                           : kPackMediaType;
     PW_ASSIGN(Descriptor d,
-              parse_descriptor(j["layers"][i], "image manifest: layers[" + std::to_string(i) + "]",
-                               kPackMediaType));
+              parse_descriptor(l, "image manifest: layers[" + std::to_string(i) + "]", type));
     m.layers.push_back(std::move(d));
   }
   if (j.contains("annotations")) {
@@ -122,8 +128,9 @@ Result<ImageConfig> parse_config(std::string_view text) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Error(where + "not valid JSON");
   if (j.value("magic", "") != kConfigMagic) return Error(where + "magic is not " + kConfigMagic);
-  if (j.value("formatVersion", 0) != kConfigVersion)
-    return Error(where + "formatVersion is not " + std::to_string(kConfigVersion) +
+  const int version = j.value("formatVersion", 0);
+  if (version != kConfigVersion && version != 1)
+    return Error(where + "formatVersion is not 1 or " + std::to_string(kConfigVersion) +
                  " (stored by a newer prewarm?)");
   ImageConfig c;
   try {
@@ -159,8 +166,10 @@ Result<ImageConfig> parse_config(std::string_view text) {
         r.offset = cj.at("offset").get<uint64_t>();
         r.length = cj.at("length").get<uint64_t>();
         r.sha256 = cj.at("sha256").get<std::string>();
-        r.pack_offset = cj.at("packOffset").get<uint64_t>();
-        r.pack_length = cj.at("packLength").get<uint64_t>();
+        if (version >= 2) {
+          r.pack_offset = cj.at("packOffset").get<uint64_t>();
+          r.pack_length = cj.at("packLength").get<uint64_t>();
+        }  // else the whole blob, once its size is known (load_image)
         f.chunks.push_back(std::move(r));
       }
     } catch (const json::exception&) {
@@ -182,7 +191,7 @@ Result<ImageConfig> parse_config(std::string_view text) {
                      std::to_string(off) + " (gap or overlap)");
       if (r.length == 0 || r.length > kMaxChunkBytes)
         return Error(cat + ": length " + std::to_string(r.length) + " out of range");
-      if (r.pack_length == 0 || r.pack_length > kMaxChunkBytes + (1 << 16))
+      if (version >= 2 && (r.pack_length == 0 || r.pack_length > kMaxChunkBytes + (1 << 16)))
         return Error(cat + ": packLength " + std::to_string(r.pack_length) + " out of range");
       off += r.length;
     }
@@ -210,12 +219,13 @@ Result<LoadedImage> load_image(const stdfs::path& root, const std::string& manif
   auto c = parse_config(*ctext);
   if (!c.ok()) return std::move(c).error().with_context("config " + cd.digest);
   img.config = std::move(c).value();
-  for (const auto& f : img.config.files)
-    for (const auto& r : f.chunks) {
+  for (auto& f : img.config.files)
+    for (auto& r : f.chunks) {
       auto it = img.layer_sizes.find(r.digest);
       if (it == img.layer_sizes.end())
         return Error("config " + cd.digest + ": pack " + r.digest + " of " + f.path +
                      " is not a layer of manifest " + manifest_digest);
+      if (r.pack_length == 0) r.pack_length = it->second;  // format 1: a chunk is a blob
       if (r.pack_offset > it->second || r.pack_length > it->second - r.pack_offset)
         return Error("config " + cd.digest + ": a chunk of " + f.path + " lies outside pack " +
                      r.digest + " (" + std::to_string(it->second) + " bytes)");

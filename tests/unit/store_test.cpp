@@ -279,6 +279,63 @@ TEST_F(StoreTest, CorruptBlobIsReportedAndDoesNotPoisonOtherImages) {
   EXPECT_NE(ma.error().message().find(shared), std::string::npos) << ma.error().message();
 }
 
+// Images stored by format 1 (every chunk a blob of its own) stay readable, and new images
+// reuse their chunks: upgrading prewarm loses no stored image.
+TEST_F(StoreTest, FormatOneImagesStayReadableAndShareTheirChunks) {
+  ASSERT_TRUE(store().put(path("img-a"), "app-a").ok());
+  // Rewrite app-a the way format 1 stored it.
+  const stdfs::path blobs = store().root() / "blobs" / "sha256";
+  auto [mtext, mdigest] = *store().read_manifest("app-a");
+  json m = json::parse(mtext);
+  json config = json::parse(slurp(blobs / m["config"]["digest"].get<std::string>().substr(7)));
+  std::set<std::string> packs;
+  json layers = json::array();
+  std::set<std::string> frames;
+  for (auto& f : config["files"])
+    for (auto& c : f["chunks"]) {
+      std::string pack = c["digest"];
+      packs.insert(pack);
+      std::string frame = slurp(blobs / pack.substr(7))
+                              .substr(c["packOffset"].get<size_t>(), c["packLength"].get<size_t>());
+      std::string digest = "sha256:" + sha256_hex(frame);
+      spit(blobs / digest.substr(7), frame);
+      if (frames.insert(digest).second)
+        layers.push_back({{"mediaType", "application/vnd.prewarm.checkpoint.chunk.v1.zstd"},
+                          {"digest", digest},
+                          {"size", frame.size()}});
+      c["digest"] = digest;
+      c.erase("packOffset");
+      c.erase("packLength");
+    }
+  config["formatVersion"] = 1;
+  std::string ctext = config.dump();
+  spit(blobs / sha256_hex(ctext), ctext);
+  m["config"]["digest"] = "sha256:" + sha256_hex(ctext);
+  m["config"]["size"] = ctext.size();
+  m["layers"] = layers;
+  std::string new_mtext = m.dump();
+  spit(blobs / sha256_hex(new_mtext), new_mtext);
+  json index = json::parse(slurp(store().root() / "index.json"));
+  for (auto& e : index["manifests"])
+    if (e["digest"] == mdigest) {
+      e["digest"] = "sha256:" + sha256_hex(new_mtext);
+      e["size"] = new_mtext.size();
+    }
+  spit(store().root() / "index.json", index.dump());
+  for (const auto& p : packs) stdfs::remove(blobs / p.substr(7));
+
+  EXPECT_TRUE(store().verify_all()->ok()) << store().verify_all()->describe();
+  ASSERT_TRUE(store().materialize("app-a", path("out/a")).ok());
+  EXPECT_EQ(contents(path("out/a")), contents(path("img-a")));
+  // A new image points into the old chunk blobs for what it shares with app-a.
+  make_image(path("img-b"), "app-b", flip_pages(pages_, 0.0003, 9));
+  auto b = store().put(path("img-b"), "app-b");
+  ASSERT_TRUE(b.ok()) << b.error().to_string();
+  EXPECT_GT(b->dedup_ratio(), 0.9);
+  ASSERT_TRUE(store().materialize("app-b", path("out/b")).ok());
+  EXPECT_EQ(contents(path("out/b")), contents(path("img-b")));
+}
+
 TEST_F(StoreTest, TamperedIndexAndManifestAreDetected) {
   ASSERT_TRUE(store().put(path("img-a"), "app-a").ok());
   auto [text, digest] = *store().read_manifest("app-a");
