@@ -13,10 +13,6 @@
 namespace prewarm {
 namespace {
 
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-
 std::string to_hex(const unsigned char* d, unsigned n) {
   static const char* kHex = "0123456789abcdef";
   std::string s;
@@ -28,20 +24,21 @@ std::string to_hex(const unsigned char* d, unsigned n) {
   return s;
 }
 
+EVP_MD_CTX* md(void* ctx) { return static_cast<EVP_MD_CTX*>(ctx); }
+
 }  // namespace
 
 std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned char out[EVP_MAX_MD_SIZE];
   unsigned n = 0;
-  EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr);
-  return to_hex(md, n);
+  EVP_Digest(data.data(), data.size(), out, &n, EVP_sha256(), nullptr);
+  return to_hex(out, n);
 }
 
 Result<std::string> sha256_file(const std::filesystem::path& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return Error::sys("open", errno, path.string());
-  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  Sha256Stream hash;
   std::vector<char> buf(1 << 20);
   for (;;) {
     ssize_t n = ::read(fd.get(), buf.data(), buf.size());
@@ -50,12 +47,22 @@ Result<std::string> sha256_file(const std::filesystem::path& path) {
       return Error::sys("read", errno, path.string());
     }
     if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
+    hash.update(buf.data(), static_cast<size_t>(n));
   }
-  unsigned char md[EVP_MAX_MD_SIZE];
+  return hash.final_hex();
+}
+
+Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) { reset(); }
+Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(md(ctx_)); }
+void Sha256Stream::reset() { EVP_DigestInit_ex(md(ctx_), EVP_sha256(), nullptr); }
+void Sha256Stream::update(const void* data, size_t size) {
+  EVP_DigestUpdate(md(ctx_), data, size);
+}
+std::string Sha256Stream::final_hex() {
+  unsigned char out[EVP_MAX_MD_SIZE];
   unsigned n = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &n);
-  return to_hex(md, n);
+  EVP_DigestFinal_ex(md(ctx_), out, &n);
+  return to_hex(out, n);
 }
 
 }  // namespace prewarm

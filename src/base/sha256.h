@@ -12,4 +12,22 @@ namespace prewarm {
 std::string sha256_hex(std::string_view data);
 Result<std::string> sha256_file(const std::filesystem::path& path);
 
+// Incremental SHA-256, for data that streams by (a download, a file being written).
+class Sha256Stream {
+ public:
+  Sha256Stream();
+  ~Sha256Stream();
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  void update(const void* data, size_t size);
+  void update(std::string_view data) { update(data.data(), data.size()); }
+  // Starts over, as if newly made.
+  void reset();
+  // The digest of everything since construction or reset(), as hex; the stream is spent.
+  std::string final_hex();
+
+ private:
+  void* ctx_;  // EVP_MD_CTX
+};
+
 }  // namespace prewarm

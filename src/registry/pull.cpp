@@ -1,12 +1,10 @@
 // pull: manifests (verified against their digest) and blobs, each downloaded into
 // "<path>.partial", resumed with a Range request, verified, then renamed into place.
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <vector>
@@ -19,31 +17,6 @@
 
 namespace prewarm::registry {
 namespace {
-
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) { reset(); }
-  void reset() { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
-  void update(std::string_view d) { EVP_DigestUpdate(ctx_.get(), d.data(), d.size()); }
-  std::string digest() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
-    EVP_DigestFinal_ex(ctx_.get(), md, &n);
-    static const char* kHex = "0123456789abcdef";
-    std::string s = "sha256:";
-    for (unsigned i = 0; i < n; ++i) {
-      s += kHex[md[i] >> 4];
-      s += kHex[md[i] & 15];
-    }
-    return s;
-  }
-
- private:
-  struct Free {
-    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-  };
-  std::unique_ptr<EVP_MD_CTX, Free> ctx_;
-};
 
 Status write_all(int fd, std::string_view data, uint64_t at, const std::filesystem::path& path) {
   while (!data.empty()) {
@@ -217,7 +190,7 @@ class BlobDownload {
         return false;
       }
     }
-    digest_ = hash_.digest();
+    digest_ = "sha256:" + hash_.final_hex();
     return true;
   }
 
@@ -228,7 +201,7 @@ class BlobDownload {
   Progress& p_;
   std::filesystem::path partial_;
   UniqueFd fd_;
-  Sha256 hash_;
+  Sha256Stream hash_;
   uint64_t pos_ = 0;
   std::string digest_;
   int failures_ = 0;

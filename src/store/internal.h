@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/sha256.h"
 #include "base/unique_fd.h"
 #include "image/manifest.h"
 #include "store/chunker.h"
@@ -26,19 +27,6 @@ bool valid_digest(std::string_view digest);
 std::string digest_of(std::string_view data);
 inline std::string hex_of(std::string_view digest) { return std::string(digest.substr(7)); }
 
-// Incremental SHA-256 (OpenSSL EVP) for hashing a file while it streams by.
-class Sha256Stream {
- public:
-  Sha256Stream();
-  ~Sha256Stream();
-  Sha256Stream(const Sha256Stream&) = delete;
-  Sha256Stream& operator=(const Sha256Stream&) = delete;
-  void update(const void* data, size_t size);
-  std::string final_hex();
-
- private:
-  void* ctx_;  // EVP_MD_CTX
-};
 
 // ---- layout ----
 inline constexpr const char* kLayoutFile = "oci-layout";

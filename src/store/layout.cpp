@@ -1,7 +1,6 @@
 // The OCI layout on disk: opening/creating a store, digests, locks, atomic blob writes and
 // verified blob reads.
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -45,26 +44,6 @@ bool valid_digest(std::string_view d) {
 }
 
 std::string digest_of(std::string_view data) { return "sha256:" + sha256_hex(data); }
-
-Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) {
-  EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr);
-}
-Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
-void Sha256Stream::update(const void* data, size_t size) {
-  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size);
-}
-std::string Sha256Stream::final_hex() {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned n = 0;
-  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), md, &n);
-  static const char* kHex = "0123456789abcdef";
-  std::string s;
-  for (unsigned i = 0; i < n; ++i) {
-    s += kHex[md[i] >> 4];
-    s += kHex[md[i] & 15];
-  }
-  return s;
-}
 
 stdfs::path new_temp_path(const stdfs::path& dir) {
   return dir / (std::string(kTempPrefix) + fs::random_hex(8));

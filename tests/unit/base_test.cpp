@@ -40,6 +40,16 @@ TEST(Sha256, KnownVector) {
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST(Sha256, StreamInPiecesMatchesTheWholeAndResets) {
+  Sha256Stream h;
+  h.update("a");
+  h.update(std::string_view("bc"));
+  EXPECT_EQ(h.final_hex(), sha256_hex("abc"));
+  h.reset();
+  h.update("x", 1);
+  EXPECT_EQ(h.final_hex(), sha256_hex("x"));
+}
+
 TEST(Subprocess, CapturesOutputAndExitCode) {
   SpawnOptions o;
   o.argv = {"/bin/sh", "-c", "echo out; echo err >&2; exit 3"};
