@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
 
 #include "base/result.h"
 
@@ -18,5 +19,24 @@ Status make_dirs(const std::filesystem::path& path, mode_t mode = 0700);
 // Removes a tree; missing is fine.
 Status remove_all(const std::filesystem::path& path);
 std::string random_hex(size_t bytes);
+
+// Removes a directory tree (staging, scratch, a temporary work dir) when it goes out of scope,
+// unless released; moving hands the duty over.
+class RemoveOnExit {
+ public:
+  RemoveOnExit() = default;
+  explicit RemoveOnExit(std::filesystem::path path) : path_(std::move(path)) {}
+  RemoveOnExit(RemoveOnExit&& o) noexcept : path_(std::exchange(o.path_, {})) {}
+  RemoveOnExit& operator=(RemoveOnExit&&) = delete;
+  ~RemoveOnExit() {
+    if (!path_.empty()) (void)prewarm::fs::remove_all(path_);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  // The tree stays (it was renamed into place, or is someone else's now).
+  void release() { path_.clear(); }
+
+ private:
+  std::filesystem::path path_;
+};
 
 }  // namespace prewarm::fs

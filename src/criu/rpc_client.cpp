@@ -14,6 +14,7 @@
 #include <cstring>
 #include <optional>
 
+#include "base/fs.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
 #include "criu/criu.h"
@@ -70,27 +71,18 @@ class TempWorkDir {
     if (ec) base = "/tmp";
     std::string tmpl = (base / "prewarm-criu-XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) return Error::sys("mkdtemp", errno, tmpl);
-    TempWorkDir dir;
-    dir.path_ = tmpl;
-    PW_ASSIGN(dir.fd_, open_dir(dir.path_));
+    TempWorkDir dir(tmpl);
+    PW_ASSIGN(dir.fd_, open_dir(dir.path()));
     return dir;
   }
-  TempWorkDir() = default;
-  TempWorkDir(TempWorkDir&& o) noexcept : path_(std::move(o.path_)), fd_(std::move(o.fd_)) {
-    o.path_.clear();
-  }
-  TempWorkDir& operator=(TempWorkDir&&) = delete;
-  ~TempWorkDir() {
-    fd_.reset();
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
 
-  const std::filesystem::path& path() const { return path_; }
+  const std::filesystem::path& path() const { return dir_.path(); }
   int fd() const { return fd_.get(); }
 
  private:
-  std::filesystem::path path_;
+  explicit TempWorkDir(std::filesystem::path path) : dir_(std::move(path)) {}
+  // Members go in reverse order: the fd is closed before the tree is removed.
+  fs::RemoveOnExit dir_;
   UniqueFd fd_;
 };
 

@@ -72,14 +72,6 @@ class NoAslrForChildren {
   int old_;
 };
 
-// Removes the staging dir unless released.
-struct StagingGuard {
-  stdfs::path dir;
-  ~StagingGuard() {
-    if (!dir.empty()) (void)fs::remove_all(dir);
-  }
-};
-
 }  // namespace
 
 Result<int> open_tcp_connections(pid_t pid) {
@@ -174,7 +166,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
 
   auto staged = ctx.images_dir() / (".bake-" + spec.name + "-" + fs::random_hex(4));
   PW_TRY(fs::make_dirs(staged, 0700));
-  StagingGuard staging{staged};
+  fs::RemoveOnExit staging(staged);
   PW_TRY(fs::make_dirs(staged / image::kCheckpointDir, 0700));
   PW_TRY(fs::make_dirs(staged / image::kHostDir, 0700));
   PW_TRY(criu::cpuinfo_dump(staged / image::kHostDir));
@@ -209,7 +201,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   res.stored_bytes_total = put.total_compressed_bytes;
   res.dedup_ratio = put.dedup_ratio();
   PW_TRY(install_image(ctx, staged, spec.name));
-  staging.dir.clear();
+  staging.release();
   phase("seal", sw);
   res.dir = ctx.image_dir(spec.name);
   res.image_bytes = tree_bytes(res.dir);

@@ -4,8 +4,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <utility>
-
 #include "base/fs.h"
 #include "base/sha256.h"
 #include "base/subprocess.h"
@@ -22,22 +20,8 @@ namespace stdfs = std::filesystem;
 
 // A private scratch directory under the state dir (same filesystem as the store), removed
 // with everything in it.
-class ScratchDir {
- public:
-  explicit ScratchDir(stdfs::path p) : path_(std::move(p)) {}
-  ScratchDir(ScratchDir&& o) noexcept : path_(std::exchange(o.path_, {})) {}
-  ScratchDir& operator=(ScratchDir&&) = delete;
-  ~ScratchDir() {
-    if (!path_.empty()) (void)fs::remove_all(path_);
-  }
-  const stdfs::path& path() const { return path_; }
-
- private:
-  stdfs::path path_;
-};
-
-Result<ScratchDir> scratch_dir(const Context& ctx, const std::string& what) {
-  ScratchDir d(ctx.state_dir / (".tmp-" + what + "-" + fs::random_hex(4)));
+Result<fs::RemoveOnExit> scratch_dir(const Context& ctx, const std::string& what) {
+  fs::RemoveOnExit d(ctx.state_dir / (".tmp-" + what + "-" + fs::random_hex(4)));
   PW_TRY(fs::make_dirs(d.path(), 0700));
   return d;
 }
@@ -79,7 +63,7 @@ Status push_checkpoint_image(const Context& ctx, const std::string& name, const 
   image::VerifyOptions vo;
   vo.stamp_dir = ctx.stamps_dir();
   PW_ASSIGN(image::Manifest m, image::open_verified(ctx.image_dir(name), vo));
-  PW_ASSIGN(ScratchDir tmp, scratch_dir(ctx, "push"));
+  PW_ASSIGN(fs::RemoveOnExit tmp, scratch_dir(ctx, "push"));
 
   ctx.say("packing " + name + " as a checkpoint image (one archive layer, zstd)");
   const stdfs::path tar = tmp.path() / "layer.tar", zst = tmp.path() / "layer.tar.zst";
@@ -108,7 +92,7 @@ Result<std::string> pull_checkpoint_image(const Context& ctx, const registry::Re
                                           const registry::Options& opts) {
   ctx.say("pulling " + ref.to_string() + ": a " + info.engine + " checkpoint image of '" +
           info.container_name + "' (" + std::to_string(info.layer.size / 1000000) + " MB)");
-  PW_ASSIGN(ScratchDir tmp, scratch_dir(ctx, "pull"));
+  PW_ASSIGN(fs::RemoveOnExit tmp, scratch_dir(ctx, "pull"));
   registry::Blob layer{info.layer.digest, info.layer.size, info.layer.media_type,
                        tmp.path() / "layer"};
   PW_TRY(registry::pull_blobs(ref, {layer}, opts));

@@ -196,14 +196,6 @@ Result<ImportedImage> assemble_prewarm(const stdfs::path& x, const Extracted& ex
   return out;
 }
 
-// Removes the import's scratch directory however the import ends.
-struct ScratchDir {
-  stdfs::path path;
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path.empty()) stdfs::remove_all(path, ec);
-  }
-};
 
 }  // namespace
 
@@ -223,9 +215,9 @@ Result<ImportedImage> import_archive(const stdfs::path& archive, const stdfs::pa
   std::string tmpl =
       (parent / (".import-" + dest_image_dir.filename().string() + "-XXXXXX")).string();
   if (::mkdtemp(tmpl.data()) == nullptr) return Error::sys("mkdtemp", errno, tmpl);
-  ScratchDir scratch{tmpl};
-  const stdfs::path x = scratch.path / "archive";
-  const stdfs::path img = scratch.path / "image";
+  fs::RemoveOnExit scratch(tmpl);  // however the import ends
+  const stdfs::path x = scratch.path() / "archive";
+  const stdfs::path img = scratch.path() / "image";
 
   PW_ASSIGN(Extracted ex, extract(archive, x, opts, where));
   if (::mkdir(img.c_str(), 0700) != 0) return Error::sys("mkdir", errno, img.string());

@@ -39,19 +39,6 @@ struct Window {
   Status status;
 };
 
-// Removes the temporary directory unless the result was renamed into place.
-class TempDirGuard {
- public:
-  explicit TempDirGuard(stdfs::path p) : path_(std::move(p)) {}
-  ~TempDirGuard() {
-    if (!path_.empty()) (void)fs::remove_all(path_);
-  }
-  void release() { path_.clear(); }
-
- private:
-  stdfs::path path_;
-};
-
 Status write_all(int fd, const char* p, size_t n, const stdfs::path& path) {
   while (n > 0) {
     ssize_t w = ::write(fd, p, n);
@@ -177,7 +164,7 @@ Result<MaterializeResult> Store::materialize(const std::string& name, const stdf
   stdfs::path tmp =
       dest.parent_path() / ("." + dest.filename().string() + kTempPrefix + fs::random_hex(6));
   if (::mkdir(tmp.c_str(), 0700) != 0) return Error::sys("mkdir", errno, tmp.string());
-  TempDirGuard guard(tmp);
+  fs::RemoveOnExit guard(tmp);  // unless the result was renamed into place
 
   std::vector<Job> jobs;
   for (size_t i = 0; i < img.config.files.size(); ++i)

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "base/result.h"
+#include "base/fs.h"
 #include "base/sha256.h"
 #include "base/subprocess.h"
 
@@ -48,6 +49,27 @@ TEST(Sha256, StreamInPiecesMatchesTheWholeAndResets) {
   h.reset();
   h.update("x", 1);
   EXPECT_EQ(h.final_hex(), sha256_hex("x"));
+}
+
+TEST(Fs, RemoveOnExitRemovesTheTreeUnlessReleasedAndFollowsAMove) {
+  auto base = std::filesystem::temp_directory_path() / ("prewarm-roe-" + fs::random_hex(4));
+  auto a = base / "a", b = base / "b", c = base / "c";
+  for (const auto& d : {a, b, c}) {
+    ASSERT_TRUE(fs::make_dirs(d / "sub").ok());
+    ASSERT_TRUE(fs::write_file(d / "sub" / "f", "x").ok());
+  }
+  {
+    fs::RemoveOnExit ga(a), gb(b);
+    gb.release();
+    fs::RemoveOnExit moved_from(c);
+    fs::RemoveOnExit gc(std::move(moved_from));
+    EXPECT_TRUE(moved_from.path().empty());
+    EXPECT_EQ(gc.path(), c);
+  }
+  EXPECT_FALSE(std::filesystem::exists(a));
+  EXPECT_TRUE(std::filesystem::exists(b / "sub" / "f"));
+  EXPECT_FALSE(std::filesystem::exists(c));
+  std::filesystem::remove_all(base);
 }
 
 TEST(Subprocess, CapturesOutputAndExitCode) {
