@@ -1,12 +1,8 @@
 // Pushing an image as a CRI-O/Podman checkpoint image, and pulling one (made by prewarm, CRI-O,
 // Podman or containerd) into the store: the image's one layer is a checkpoint archive, so both
 // directions go through export_archive / import_image.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include "base/fs.h"
 #include "base/sha256.h"
-#include "base/subprocess.h"
 #include "engine/checkpoint_image.h"
 #include "engine/images.h"
 #include "image/checkpoint_image.h"
@@ -24,24 +20,6 @@ Result<fs::RemoveOnExit> scratch_dir(const Context& ctx, const std::string& what
   fs::RemoveOnExit d(ctx.state_dir / (".tmp-" + what + "-" + fs::random_hex(4)));
   PW_TRY(fs::make_dirs(d.path(), 0700));
   return d;
-}
-
-// `zstd -3` of in into out (multithreaded; the level the store uses).
-Status zstd_file(const stdfs::path& in, const stdfs::path& out) {
-  UniqueFd src(::open(in.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!src.valid()) return Error::sys("open", errno, in.string());
-  UniqueFd dst(::open(out.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!dst.valid()) return Error::sys("create", errno, out.string());
-  SpawnOptions o;
-  o.argv = {"zstd", "-3", "-T0", "-q", "-c"};
-  o.stdin_fd = src.get();
-  o.stdout_fd = dst.get();
-  PW_ASSIGN(Child child, spawn(o));
-  PW_ASSIGN(int status, child.wait());
-  if (RunResult r{status, {}, {}}; !r.success())
-    return Error("zstd " + r.describe() + " compressing " + in.string());
-  if (::fsync(dst.get()) != 0) return Error::sys("fsync", errno, out.string());
-  return {};
 }
 
 Result<registry::Blob> file_blob(const stdfs::path& path, const std::string& media_type) {
@@ -66,13 +44,13 @@ Status push_checkpoint_image(const Context& ctx, const std::string& name, const 
   PW_ASSIGN(fs::RemoveOnExit tmp, scratch_dir(ctx, "push"));
 
   ctx.say("packing " + name + " as a checkpoint image (one archive layer, zstd)");
-  const stdfs::path tar = tmp.path() / "layer.tar", zst = tmp.path() / "layer.tar.zst";
+  const stdfs::path zst = tmp.path() / "layer.tar.zst";
   image::ExportOptions eo;
+  eo.compression = image::Compression::kZstd;
   eo.stamp_dir = ctx.stamps_dir();
-  PW_TRY(image::export_archive(ctx.image_dir(name), tar, eo));
-  PW_ASSIGN(std::string diff_hex, sha256_file(tar));
-  PW_TRY(zstd_file(tar, zst));
-  (void)fs::remove_all(tar);
+  std::string diff_hex;
+  eo.tar_sha256 = &diff_hex;
+  PW_TRY(image::export_archive(ctx.image_dir(name), zst, eo));
   PW_ASSIGN(registry::Blob layer, file_blob(zst, image::kOciLayerZstdMediaType));
 
   image::CheckpointImageJson j = image::make_checkpoint_image(

@@ -163,8 +163,8 @@ std::string spec_dump(const Manifest& m, const spec::AppSpec& app, const std::st
 
 Status write_archive(int fd, bool socket, const stdfs::path& image_dir, const Manifest& m,
                      const std::string& manifest_text, const spec::AppSpec& app,
-                     const std::string& what) {
-  tar::Writer w(fd, socket, what);
+                     const std::string& what, Sha256Stream* hash) {
+  tar::Writer w(fd, socket, what, hash);
   const tar::Meta meta{0600, 0, 0, rfc3339_seconds(m.created)};
   const tar::Meta dir_meta{0700, 0, 0, meta.mtime};
   const std::string id = sha256_hex(manifest_text);  // a stable 64-hex "container ID"
@@ -279,8 +279,10 @@ Status export_archive(const stdfs::path& image_dir, const stdfs::path& out_tar,
     }
   } unlink_tmp{tmp};
 
+  Sha256Stream tar_hash;
   auto write = [&](int fd) {
-    return write_archive(fd, fd != file.get(), image_dir, m, manifest_text, *app, what);
+    return write_archive(fd, fd != file.get(), image_dir, m, manifest_text, *app, what,
+                         opts.tar_sha256 ? &tar_hash : nullptr);
   };
   if (opts.compression == Compression::kNone) {
     PW_TRY(write(file.get()));
@@ -292,6 +294,7 @@ Status export_archive(const stdfs::path& image_dir, const stdfs::path& out_tar,
   if (::rename(tmp.c_str(), out_tar.c_str()) != 0)
     return Error::sys("rename", errno, out_tar.string()).with_context(what);
   unlink_tmp.p.clear();
+  if (opts.tar_sha256) *opts.tar_sha256 = tar_hash.final_hex();
   return {};
 }
 

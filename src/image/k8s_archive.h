@@ -29,6 +29,8 @@ struct ExportOptions {
   Compression compression = Compression::kNone;
   // Passed to open_verified (verification stamps); empty: hash every file.
   std::filesystem::path stamp_dir;
+  // When set, receives the SHA-256 (hex) of the uncompressed tar: an OCI layer's diff_id.
+  std::string* tar_sha256 = nullptr;
 };
 
 // Writes the image at image_dir (which must pass open_verified) as a checkpoint archive at

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "base/result.h"
+#include "base/sha256.h"
 
 namespace prewarm::image::tar {
 
@@ -35,8 +36,9 @@ struct Meta {
 
 class Writer {
  public:
-  Writer(int fd, bool socket, std::string what)
-      : fd_(fd), socket_(socket), what_(std::move(what)) {}
+  // With `hash`, every byte of the archive (before any compression downstream) is fed to it.
+  Writer(int fd, bool socket, std::string what, Sha256Stream* hash = nullptr)
+      : fd_(fd), socket_(socket), what_(std::move(what)), hash_(hash) {}
 
   Status dir(const std::string& name, const Meta& meta);
   Status bytes(const std::string& name, std::string_view data, const Meta& meta);
@@ -53,11 +55,15 @@ class Writer {
   Status header(const std::string& name, char type, uint64_t size, const Meta& meta);
   Status block(const std::string& name, char type, uint64_t size, const Meta& meta);
   Status pad(uint64_t size);
-  Status out(const char* data, size_t n) { return write_all(fd_, data, n, socket_, what_); }
+  Status out(const char* data, size_t n) {
+    if (hash_) hash_->update(data, n);
+    return write_all(fd_, data, n, socket_, what_);
+  }
 
   int fd_;
   bool socket_;
   std::string what_;
+  Sha256Stream* hash_;
 };
 
 struct Entry {

@@ -286,6 +286,24 @@ TEST_F(K8sArchive, ExportWithoutStatsDumpHasNoTopLevelStats) {
   EXPECT_TRUE(listing.count("config.dump"));
 }
 
+// The uncompressed tar's digest (an OCI layer's diff_id), whatever compression is written.
+TEST_F(K8sArchive, ReportsTheDigestOfTheUncompressedTar) {
+  auto img = make_image(tmp_.path() / "img", "pyservice");
+  std::string plain_digest, zstd_digest;
+  ExportOptions plain;
+  plain.tar_sha256 = &plain_digest;
+  ASSERT_TRUE(export_archive(img, tmp_.path() / "plain.tar", plain).ok());
+  auto want = sha256_file(tmp_.path() / "plain.tar");
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(plain_digest, *want);
+  ExportOptions zstd;
+  zstd.compression = Compression::kZstd;
+  zstd.tar_sha256 = &zstd_digest;
+  ASSERT_TRUE(export_archive(img, tmp_.path() / "z.tar.zst", zstd).ok());
+  EXPECT_EQ(zstd_digest, *want);
+  EXPECT_NE(*sha256_file(tmp_.path() / "z.tar.zst"), *want);
+}
+
 TEST_F(K8sArchive, RoundTripIsLossless) {
   auto img = make_image(tmp_.path() / "img", "pyservice");
   auto original = open_verified(img, {});
