@@ -76,12 +76,12 @@ struct Overlap {
 Result<Overlap> overlap(const Context& ctx, const std::string& base, const std::string& name,
                         uint64_t alone) {
   PW_ASSIGN(store::Store st, open_store(ctx));
+  // The image's layers (its packs); the config, first, is each image's own.
   auto blobs = [&](const std::string& n) -> Result<std::map<std::string, uint64_t>> {
     PW_ASSIGN(auto m, st.read_manifest(n));
-    json j = json::parse(m.first, nullptr, false);
-    if (!j.is_object() || !j.contains("layers")) return Error("image " + n + ": bad manifest");
+    PW_ASSIGN(auto all, manifest_blobs(m.first));
     std::map<std::string, uint64_t> out;
-    for (const auto& l : j["layers"]) out[l.value("digest", "")] = l.value("size", uint64_t{0});
+    for (size_t i = 1; i < all.size(); ++i) out[all[i].digest] = all[i].size;
     return out;
   };
   PW_ASSIGN(auto in_base, blobs(base));

@@ -19,8 +19,19 @@ namespace {
 namespace stdfs = std::filesystem;
 using nlohmann::json;
 
+// materialize checked every file against its SHA-256: record that, so the first restore
+// doesn't hash the whole image again.
+Status stamp_unpacked(const Context& ctx, const std::string& name) {
+  image::VerifyOptions vo;
+  vo.stamp_dir = ctx.stamps_dir();
+  vo.content_just_verified = true;
+  auto m = image::open_verified(ctx.image_dir(name), vo);
+  if (!m.ok()) return std::move(m).error().with_context("unpacked image " + name);
+  return {};
+}
 
-// The blobs an OCI manifest references (config first), as registry descriptors.
+}  // namespace
+
 Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_json) {
   json m = json::parse(manifest_json, nullptr, false);
   if (!m.is_object() || !m.contains("config") || !m.contains("layers") || !m["layers"].is_array())
@@ -45,19 +56,6 @@ Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_j
   }
   return blobs;
 }
-
-// materialize checked every file against its SHA-256: record that, so the first restore
-// doesn't hash the whole image again.
-Status stamp_unpacked(const Context& ctx, const std::string& name) {
-  image::VerifyOptions vo;
-  vo.stamp_dir = ctx.stamps_dir();
-  vo.content_just_verified = true;
-  auto m = image::open_verified(ctx.image_dir(name), vo);
-  if (!m.ok()) return std::move(m).error().with_context("unpacked image " + name);
-  return {};
-}
-
-}  // namespace
 
 Result<store::Store> open_store(const Context& ctx) {
   return store::Store::open(ctx.state_dir / "store");

@@ -45,6 +45,10 @@ Result<std::string> verify_images(const Context& ctx, const std::string& name);
 
 registry::Options registry_options(const Context& ctx);
 
+// The blobs an OCI image manifest references (config first, then the layers), as registry
+// descriptors; an error for anything else.
+Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_json);
+
 // Pushes the image's store manifest and chunk blobs (only those the registry lacks).
 Status push_image(const Context& ctx, const std::string& name, const std::string& ref,
                   const registry::Options& opts);
