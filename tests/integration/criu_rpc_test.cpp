@@ -14,6 +14,7 @@
 
 #include "base/fs.h"
 #include "criu/criu.h"
+#include "support/files.h"
 
 namespace prewarm::criu {
 namespace {
@@ -29,22 +30,7 @@ std::optional<std::string> missing_requirement() {
     if (auto why = missing_requirement()) GTEST_SKIP() << *why; \
   } while (0)
 
-// A temporary directory removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() / ("criu_rpc_test-" + fs::random_hex(6));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using testing::TempDir;
 
 // Sets an environment variable for one scope.
 class ScopedEnv {
