@@ -23,7 +23,7 @@
 #include "base/unique_fd.h"
 #include "image/image.h"
 #include "image/k8s_internal.h"
-#include "image/tar.h"
+#include "base/tar.h"
 #include "spec/app_spec.h"
 
 namespace prewarm::image::k8s {

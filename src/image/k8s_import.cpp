@@ -16,7 +16,7 @@
 #include "image/image.h"
 #include "image/k8s_archive.h"
 #include "image/k8s_internal.h"
-#include "image/tar.h"
+#include "base/tar.h"
 
 namespace prewarm::image {
 namespace k8s {

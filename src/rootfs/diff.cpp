@@ -1,4 +1,6 @@
-// Capturing an overlay upper dir (the app's changes to its rootfs) as tar, and re-applying it.
+// Capturing an overlay upper dir (the app's changes to its rootfs) as tar, and turning such an
+// archive back into a directory: once per archive as a shared read-only layer (diff_layer), or
+// into one instance's upper dir (apply_diff).
 #include <unistd.h>
 
 #include <chrono>
@@ -6,7 +8,9 @@
 #include <vector>
 
 #include "base/fs.h"
+#include "base/sha256.h"
 #include "base/subprocess.h"
+#include "rootfs/internal.h"
 #include "rootfs/rootfs.h"
 
 namespace prewarm::rootfs {
@@ -47,10 +51,29 @@ Status capture_diff(const std::filesystem::path& upper, const std::filesystem::p
 Status apply_diff(const std::filesystem::path& tar_file, const std::filesystem::path& upper) {
   const std::string what = "apply rootfs changes " + tar_file.string() + " to " + upper.string();
   Status st = fs::make_dirs(upper, 0755);
+  if (st.ok()) st = extract_diff(tar_file, upper);
   if (!st.ok()) return std::move(st).error().with_context(what);
-  auto out = run_checked(tar_args("-xpf", tar_file, upper), kTarTimeout);
-  if (!out.ok()) return std::move(out).error().with_context(what);
   return {};
+}
+
+Result<std::filesystem::path> diff_layer(const std::filesystem::path& tar_file,
+                                         const std::filesystem::path& layers_dir) {
+  const std::string what = "make a rootfs layer of " + tar_file.string();
+  auto digest = sha256_file(tar_file);
+  if (!digest.ok()) return std::move(digest).error().with_context(what);
+  std::error_code ec;
+  std::filesystem::path dir = std::filesystem::absolute(layers_dir, ec).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();  // a trailing slash
+  if (!dir.has_parent_path() || dir == dir.root_path())
+    return Error(what + ": layers directory " + layers_dir.string() + " can't be \"/\"", EINVAL);
+  // build_cached(parent, name, key): flock per key, so concurrent callers extract once and
+  // all wait for that one; the layer appears only by rename, so one that exists is complete.
+  auto layer = detail::build_cached(dir.parent_path(), dir.filename().string(), *digest,
+                                    [&](const std::filesystem::path& tmp) {
+                                      return extract_diff(tar_file, tmp);
+                                    });
+  if (!layer.ok()) return std::move(layer).error().with_context(what);
+  return layer;
 }
 
 }  // namespace prewarm::rootfs

@@ -25,6 +25,9 @@ Result<std::filesystem::path> build_cached(const std::filesystem::path& cache_di
                                            std::string_view kind, const std::string& key,
                                            const Builder& build);
 
+// The extractor behind extract_diff, reading the archive from tar_fd ("where" names it).
+Status extract_tar(int tar_fd, const std::filesystem::path& dest, const std::string& where);
+
 // Whether dir looks like a root filesystem: it has bin/ or usr/ at its top.
 bool looks_like_rootfs(const std::filesystem::path& dir);
 

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <string>
@@ -119,24 +120,40 @@ Status check_lower_is_a_rootfs(const std::filesystem::path& lower,
 
 Result<Overlay> mount_overlay(const std::filesystem::path& lower,
                               const std::filesystem::path& instance_dir) {
-  std::error_code ec;
-  std::filesystem::path abs_lower = std::filesystem::absolute(lower, ec).lexically_normal();
-  std::filesystem::path dir = std::filesystem::absolute(instance_dir, ec).lexically_normal();
-  Overlay ov{abs_lower, dir / "upper", dir / "work", dir / "rootfs"};
-  const std::string what = "mount overlay at " + ov.merged.string();
+  return mount_overlay(std::vector<std::filesystem::path>{lower}, instance_dir);
+}
 
-  struct stat st {};
-  if (::stat(ov.lower.c_str(), &st) != 0)
-    return Error::sys("lower directory", errno, ov.lower.string()).with_context(what);
-  if (!S_ISDIR(st.st_mode))
-    return Error("lower " + ov.lower.string() + " is not a directory", ENOTDIR).with_context(what);
-  if (Status s = check_lower_is_a_rootfs(ov.lower, dir); !s.ok())
-    return std::move(s).error().with_context(what);
-  for (const auto* p : {&ov.lower, &ov.upper, &ov.work}) {
+Result<Overlay> mount_overlay(const std::vector<std::filesystem::path>& lowers,
+                              const std::filesystem::path& instance_dir) {
+  std::error_code ec;
+  std::filesystem::path dir = std::filesystem::absolute(instance_dir, ec).lexically_normal();
+  Overlay ov;
+  ov.upper = dir / "upper";
+  ov.work = dir / "work";
+  ov.merged = dir / "rootfs";
+  const std::string what = "mount overlay at " + ov.merged.string();
+  if (lowers.empty()) return Error(what + ": no lower directory given", EINVAL);
+  for (const auto& l : lowers)
+    ov.lowers.push_back(std::filesystem::absolute(l, ec).lexically_normal());
+  ov.lower = ov.lowers.front();
+
+  for (const auto& l : ov.lowers) {
+    struct stat st {};
+    if (::stat(l.c_str(), &st) != 0)
+      return Error::sys("lower directory", errno, l.string()).with_context(what);
+    if (!S_ISDIR(st.st_mode))
+      return Error("lower " + l.string() + " is not a directory", ENOTDIR).with_context(what);
+    // Every layer, not only the base: a diff layer could be a host directory just as well.
+    if (Status s = check_lower_is_a_rootfs(l, dir); !s.ok())
+      return std::move(s).error().with_context(what);
+    if (Status s = check_option_path(l); !s.ok()) return std::move(s).error().with_context(what);
+  }
+  for (const auto* p : {&ov.upper, &ov.work}) {
     Status s = check_option_path(*p);
     if (!s.ok()) return std::move(s).error().with_context(what);
   }
   std::filesystem::create_directories(dir.parent_path(), ec);  // ensure_dir reports failures
+  const bool fresh_upper = ::access(ov.upper.c_str(), F_OK) != 0;
   // The instance dir only needs to be traversable; 0755 also lets a user-namespaced runtime
   // reach the rootfs below it.
   for (auto [p, mode] :
@@ -144,13 +161,28 @@ Result<Overlay> mount_overlay(const std::filesystem::path& lower,
     Status s = ensure_dir(*p, static_cast<mode_t>(mode));
     if (!s.ok()) return std::move(s).error().with_context(what);
   }
+  // The merged root's mode and owner are the upper's: a new upper takes the topmost layer's
+  // (a diff layer carries the captured root's), as an upper made by apply_diff did.
+  if (fresh_upper && ov.lowers.size() > 1) {
+    struct stat top {};
+    if (::stat(ov.lower.c_str(), &top) != 0 || ::chmod(ov.upper.c_str(), top.st_mode & 07777) != 0 ||
+        ::lchown(ov.upper.c_str(), top.st_uid, top.st_gid) != 0)
+      return Error::sys("copy the root's mode and owner to", errno, ov.upper.string())
+          .with_context(what);
+  }
   if (is_mount_root(ov.merged))
     return Error(what + ": something is already mounted there; unmount it first", EBUSY);
 
   // Plain options on purpose: CRIU restores with this overlay as the container's root and
-  // must see an ordinary overlay mount.
-  std::string opts = "lowerdir=" + ov.lower.string() + ",upperdir=" + ov.upper.string() +
+  // must see an ordinary overlay mount. lowerdir lists layers topmost first, ':'-separated.
+  std::string lowerdir;
+  for (const auto& l : ov.lowers) lowerdir += (lowerdir.empty() ? "" : ":") + l.string();
+  std::string opts = "lowerdir=" + lowerdir + ",upperdir=" + ov.upper.string() +
                      ",workdir=" + ov.work.string();
+  if (opts.size() >= 4096)
+    return Error(what + ": overlay options exceed a page (" + std::to_string(opts.size()) +
+                     " bytes); use shorter layer paths",
+                 EINVAL);
   if (::mount("overlay", ov.merged.c_str(), "overlay", 0, opts.c_str()) != 0) {
     int err = errno;
     Error e = Error::sys("mount overlay", err, ov.merged.string()).with_detail("options: " + opts);

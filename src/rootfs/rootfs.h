@@ -26,14 +26,21 @@ struct Base {
 Result<Base> prepare_base(const spec::RootfsSource& source, const std::filesystem::path& cache_dir,
                           const Progress& progress = {});
 
-// An overlay mount: lower (read-only base) + upper/work under instance_dir, mounted at
-// instance_dir/rootfs.
+// An overlay mount: lowers (read-only, topmost first; the last is the base) + upper/work under
+// instance_dir, mounted at instance_dir/rootfs.
 struct Overlay {
-  std::filesystem::path lower, upper, work, merged;
+  std::filesystem::path lower;  // the topmost lower (lowers.front())
+  std::vector<std::filesystem::path> lowers;
+  std::filesystem::path upper, work, merged;
 };
 
 // Creates instance_dir/{upper,work,rootfs} and mounts the overlay.
 Result<Overlay> mount_overlay(const std::filesystem::path& lower,
+                              const std::filesystem::path& instance_dir);
+// The same with several read-only layers, topmost first: {diff_layer(...), base.dir}. The last
+// one must look like a root filesystem (not a host directory); the upper, when created here,
+// gets the mode and owner of the topmost lower's root, since an upper's root hides the lowers'.
+Result<Overlay> mount_overlay(const std::vector<std::filesystem::path>& lowers,
                               const std::filesystem::path& instance_dir);
 // Unmounts (lazily if busy); not mounted is fine.
 Status unmount(const std::filesystem::path& merged);
@@ -46,8 +53,26 @@ Status place_files(const std::vector<spec::FileEntry>& files, const std::filesys
 
 // Archives an overlay upper dir (the app's changes, whiteouts and opaque dirs included) as tar.
 Status capture_diff(const std::filesystem::path& upper, const std::filesystem::path& tar_file);
-// Extracts such an archive into a fresh upper dir.
+// Extracts such an archive into a fresh upper dir (in-process, as extract_diff).
 Status apply_diff(const std::filesystem::path& tar_file, const std::filesystem::path& upper);
+
+// The archive as a read-only overlay layer, extracted once: layers_dir/<sha256 of tar_file>/.
+// A complete layer is reused as is; otherwise it is extracted into a temporary directory and
+// renamed into place under an flock (layers_dir/<sha256>.lock), so concurrent callers for one
+// archive extract it once and all get the same directory. Whiteouts (0/0 character devices)
+// and opaque directories (trusted.overlay.opaque=y) act in a lower layer as in an upper one.
+// Mount it above the base: mount_overlay({layer, base.dir}, instance_dir). Needs root (whiteouts,
+// trusted.* xattrs, ownership).
+Result<std::filesystem::path> diff_layer(const std::filesystem::path& tar_file,
+                                         const std::filesystem::path& layers_dir);
+
+// Extracts a diff archive (what capture_diff's GNU tar writes: files, dirs, symlinks, hard
+// links, 0/0 char devices, FIFOs, pax SCHILY.xattr.* records, GNU long names, numeric owners,
+// modes, mtimes) into the existing directory dest, in-process. Entries are created relative to
+// directory fds opened without following symlinks, so absolute names, "..", and paths through
+// a symlink an earlier entry planted are refused; so are other devices and sparse files. As
+// non-root, ownership and trusted.*/security.* xattrs are skipped (as GNU tar does).
+Status extract_diff(const std::filesystem::path& tar_file, const std::filesystem::path& dest);
 
 // The Debian mirror the host's apt uses (from /etc/apt/sources.list.d/*.sources or sources.list).
 // PREWARM_DEBIAN_MIRROR, when set, takes precedence.

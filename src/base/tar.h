@@ -1,11 +1,13 @@
-// A streaming tar codec for checkpoint archives, one sequential pass over a file descriptor:
-// the writer emits POSIX ustar (with a pax record for long names and files over 8 GiB), the
-// reader understands ustar, GNU (long names, base-256 numbers) and pax headers. The importer
-// judges every entry itself, which a general-purpose tar extractor would not let it do.
+// A streaming tar codec, one sequential pass: the writer emits POSIX ustar (with a pax record
+// for long names and files over 8 GiB), the reader understands ustar, GNU (long names,
+// base-256 numbers) and pax headers (SCHILY.xattr.* included). Callers judge every entry
+// themselves (checkpoint import, the rootfs diff extractor), which a general-purpose tar
+// extractor would not let them do.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -15,7 +17,7 @@
 #include "base/result.h"
 #include "base/sha256.h"
 
-namespace prewarm::image::tar {
+namespace prewarm::tar {
 
 inline constexpr size_t kBlock = 512;
 
@@ -34,11 +36,15 @@ struct Meta {
   int64_t mtime = 0;
 };
 
+// Where a Writer puts its bytes (a file, a compressor): all of them, or an error.
+using Sink = std::function<Status(const char* data, size_t n)>;
+
 class Writer {
  public:
   // With `hash`, every byte of the archive (before any compression downstream) is fed to it.
-  Writer(int fd, bool socket, std::string what, Sha256Stream* hash = nullptr)
-      : fd_(fd), socket_(socket), what_(std::move(what)), hash_(hash) {}
+  Writer(int fd, bool socket, std::string what, Sha256Stream* hash = nullptr);
+  Writer(Sink sink, std::string what, Sha256Stream* hash = nullptr)
+      : sink_(std::move(sink)), what_(std::move(what)), hash_(hash) {}
 
   Status dir(const std::string& name, const Meta& meta);
   Status bytes(const std::string& name, std::string_view data, const Meta& meta);
@@ -57,11 +63,10 @@ class Writer {
   Status pad(uint64_t size);
   Status out(const char* data, size_t n) {
     if (hash_) hash_->update(data, n);
-    return write_all(fd_, data, n, socket_, what_);
+    return sink_(data, n);
   }
 
-  int fd_;
-  bool socket_;
+  Sink sink_;
   std::string what_;
   Sha256Stream* hash_;
 };
@@ -71,19 +76,32 @@ struct Entry {
   std::string link;
   char type = '0';   // tar typeflag: '0' file, '5' directory, '1' hard link, '2' symlink, ...
   uint64_t size = 0;
-  unsigned mode = 0;
+  unsigned mode = 0;  // permission bits (07777)
   bool sparse = false;
+  uint64_t uid = 0, gid = 0;  // numeric; pax uid/gid override the header's
+  int64_t mtime = 0;          // seconds; pax mtime overrides the header's
+  uint32_t mtime_nsec = 0;    // from a pax mtime with a fraction
+  uint32_t dev_major = 0, dev_minor = 0;  // character and block devices
+  // Extended attributes from pax SCHILY.xattr.<name> records (GNU tar --xattrs), name -> value.
+  std::map<std::string, std::string> xattrs;
 };
+
+// Where a Reader gets its bytes: fills buf with up to n bytes, fewer only at end of input.
+using Source = std::function<Result<size_t>(char* buf, size_t n)>;
 
 class Reader {
  public:
-  Reader(int fd, std::string where) : fd_(fd), where_(std::move(where)) {}
+  Reader(int fd, std::string where);
+  Reader(Source source, std::string where)
+      : source_(std::move(source)), where_(std::move(where)) {}
 
   // The next entry, or nullopt at the end-of-archive marker. Unconsumed data of the previous
   // entry is skipped.
   Result<std::optional<Entry>> next();
   // Copies the current entry's data to out_fd (named `dest` in errors).
   Status copy_to(int out_fd, const std::string& dest);
+  // Reads the current entry's data, up to max bytes (more is an error).
+  Result<std::string> read_data(size_t max);
   // Where the current entry's header (or the end marker) begins.
   uint64_t header_offset() const { return header_offset_; }
   // "<where> (tar header at byte N)", for errors about the current entry.
@@ -95,7 +113,7 @@ class Reader {
   Status read_exact(char* buf, size_t n);
   Status skip(uint64_t n);
 
-  int fd_;
+  Source source_;
   std::string where_;
   uint64_t offset_ = 0;
   uint64_t header_offset_ = 0;
@@ -103,4 +121,4 @@ class Reader {
   uint64_t padding_ = 0;
 };
 
-}  // namespace prewarm::image::tar
+}  // namespace prewarm::tar

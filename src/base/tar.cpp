@@ -1,5 +1,5 @@
 // The tar codec: header encoding and decoding, checksums, pax records, padding.
-#include "image/tar.h"
+#include "base/tar.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -10,11 +10,13 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "base/unique_fd.h"
 
-namespace prewarm::image::tar {
+namespace prewarm::tar {
 namespace {
 
 constexpr uint64_t kMaxOctal11 = 077777777777ULL;  // what an 11-digit ustar size field holds
@@ -78,6 +80,32 @@ std::optional<uint64_t> parse_decimal(const std::string& s) {
   return v;
 }
 
+// "seconds[.fraction]", possibly negative; the fraction is cut to nanoseconds.
+std::optional<std::pair<int64_t, uint32_t>> parse_pax_time(const std::string& s) {
+  bool neg = !s.empty() && s[0] == '-';
+  std::string body = neg ? s.substr(1) : s;
+  size_t dot = body.find('.');
+  auto secs = parse_decimal(body.substr(0, dot));
+  if (!secs || *secs > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+  uint32_t nsec = 0;
+  if (dot != std::string::npos) {
+    std::string frac = body.substr(dot + 1);
+    if (frac.empty() || frac.find_first_not_of("0123456789") != std::string::npos)
+      return std::nullopt;
+    frac = (frac + "000000000").substr(0, 9);
+    nsec = static_cast<uint32_t>(std::stoul(frac));
+  }
+  int64_t v = static_cast<int64_t>(*secs);
+  if (neg) {  // -1.5 is 2 seconds before and half a second after: keep nsec in [0, 1e9)
+    v = -v;
+    if (nsec) {
+      v -= 1;
+      nsec = 1000000000 - nsec;
+    }
+  }
+  return std::pair{v, nsec};
+}
+
 std::string c_string(const char* field, size_t width) {
   return std::string(field, strnlen(field, width));
 }
@@ -136,6 +164,13 @@ Result<std::string> clean_name(std::string_view raw, const std::string& where) {
 
 // ---------------------------------------------------------------------------------------------
 // Writer
+
+Writer::Writer(int fd, bool socket, std::string what, Sha256Stream* hash)
+    : what_(std::move(what)), hash_(hash) {
+  sink_ = [fd, socket, w = what_](const char* data, size_t n) {
+    return write_all(fd, data, n, socket, w);
+  };
+}
 
 Status Writer::dir(const std::string& name, const Meta& meta) {
   return header(name + "/", '5', 0, meta);
@@ -220,6 +255,10 @@ Status Writer::pad(uint64_t size) {
 // ---------------------------------------------------------------------------------------------
 // Reader
 
+Reader::Reader(int fd, std::string where) : where_(std::move(where)) {
+  source_ = [fd, w = where_](char* buf, size_t n) { return read_full(fd, buf, n, w); };
+}
+
 std::string Reader::at() const {
   return where_ + " (tar header at byte " + std::to_string(header_offset_) + ")";
 }
@@ -233,7 +272,7 @@ Result<std::optional<Entry>> Reader::next() {
     if (extended > 16) return Error(at() + ": too many extended headers in a row");
     header_offset_ = offset_;
     std::array<char, kBlock> h{};
-    PW_ASSIGN(size_t got, read_full(fd_, h.data(), kBlock, where_));
+    PW_ASSIGN(size_t got, source_(h.data(), kBlock));
     offset_ += got;
     if (got == 0)
       return Error(where_ + ": ends without the end-of-archive marker (truncated download?)");
@@ -247,6 +286,16 @@ Result<std::optional<Entry>> Reader::next() {
     PW_ASSIGN(e.size, parse_number(&h[124], 12, "size", at()));
     PW_ASSIGN(uint64_t mode, parse_number(&h[100], 8, "mode", at()));
     e.mode = static_cast<unsigned>(mode & 07777);
+    PW_ASSIGN(e.uid, parse_number(&h[108], 8, "uid", at()));
+    PW_ASSIGN(e.gid, parse_number(&h[116], 8, "gid", at()));
+    PW_ASSIGN(uint64_t mtime, parse_number(&h[136], 12, "mtime", at()));
+    e.mtime = static_cast<int64_t>(mtime);
+    if (e.type == '3' || e.type == '4') {
+      PW_ASSIGN(uint64_t major, parse_number(&h[329], 8, "device major", at()));
+      PW_ASSIGN(uint64_t minor, parse_number(&h[337], 8, "device minor", at()));
+      e.dev_major = static_cast<uint32_t>(major);
+      e.dev_minor = static_cast<uint32_t>(minor);
+    }
     e.name = c_string(&h[0], 100);
     e.link = c_string(&h[157], 100);
     // POSIX ustar ("ustar\0") splits long names into prefix + name; GNU ("ustar  ") does not.
@@ -276,8 +325,23 @@ Result<std::optional<Entry>> Reader::next() {
       if (!v) return Error(at() + ": pax size " + it->second + " is not a number");
       e.size = *v;
     }
-    for (const auto& [k, v] : pax)
+    for (const char* key : {"uid", "gid"}) {
+      auto it = pax.find(key);
+      if (it == pax.end()) continue;
+      auto v = parse_decimal(it->second);
+      if (!v) return Error(at() + ": pax " + key + " " + it->second + " is not a number");
+      (key[0] == 'u' ? e.uid : e.gid) = *v;
+    }
+    if (auto it = pax.find("mtime"); it != pax.end()) {
+      auto t = parse_pax_time(it->second);
+      if (!t) return Error(at() + ": pax mtime " + it->second + " is not a time");
+      e.mtime = t->first;
+      e.mtime_nsec = t->second;
+    }
+    for (const auto& [k, v] : pax) {
       if (k.rfind("GNU.sparse.", 0) == 0) e.sparse = true;
+      if (k.rfind("SCHILY.xattr.", 0) == 0 && k.size() > 13) e.xattrs[k.substr(13)] = v;
+    }
     if (e.type == 'S') e.sparse = true;
     // Links, devices and FIFOs carry no data whatever their size field says.
     bool has_data =
@@ -299,6 +363,18 @@ Status Reader::copy_to(int out_fd, const std::string& dest) {
   PW_TRY(skip(padding_));
   padding_ = 0;
   return {};
+}
+
+Result<std::string> Reader::read_data(size_t max) {
+  if (remaining_ > max)
+    return Error(at() + ": entry data of " + std::to_string(remaining_) + " bytes (more than " +
+                 std::to_string(max) + ")");
+  std::string out(static_cast<size_t>(remaining_), '\0');
+  PW_TRY(read_exact(out.data(), out.size()));
+  remaining_ = 0;
+  PW_TRY(skip(padding_));
+  padding_ = 0;
+  return out;
 }
 
 Status Reader::check_sum(const char* h) {
@@ -333,7 +409,7 @@ Status Reader::parse_pax(const std::string& data, std::map<std::string, std::str
 }
 
 Status Reader::read_exact(char* buf, size_t n) {
-  PW_ASSIGN(size_t got, read_full(fd_, buf, n, where_));
+  PW_ASSIGN(size_t got, source_(buf, n));
   offset_ += got;
   if (got < n) return Error(at() + ": truncated in the data of an entry");
   return {};
@@ -349,4 +425,4 @@ Status Reader::skip(uint64_t n) {
   return {};
 }
 
-}  // namespace prewarm::image::tar
+}  // namespace prewarm::tar
