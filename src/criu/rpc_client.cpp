@@ -1,65 +1,26 @@
-// The swrk transport to CRIU: one `criu swrk 3` child per request over a SOCK_SEQPACKET
-// socketpair, and the small requests built on it (version, check, cpuinfo dump/check).
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
+// One-shot CRIU requests, one `criu swrk` child each (transport in swrk.cpp): version, check,
+// cpuinfo dump/check.
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cctype>
 #include <chrono>
-#include <cstring>
 #include <optional>
 
 #include "base/fs.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
 #include "criu/criu.h"
-#include "rpc.pb.h"
+#include "criu/swrk.h"
 
 namespace prewarm::criu {
 namespace {
 
-using std::chrono::milliseconds;
-using std::chrono::steady_clock;
+using detail::check_response;
+using detail::open_dir;
+using detail::type_name;
 
 // A hung criu (e.g. stuck on a frozen cgroup) must not hang prewarm.
-constexpr milliseconds kRpcTimeout = std::chrono::seconds(30);
-// The fd number `criu swrk <fd>` talks on.
-constexpr int kSwrkFd = 3;
-// Fds handed to CRIU are moved at or above this, clear of 0-2 and kSwrkFd, so the child's
-// dup2 sequence cannot overwrite one with another.
-constexpr int kMinPassedFd = 10;
-// criu_resp messages are a few hundred bytes; anything near this is not CRIU talking.
-constexpr size_t kMaxResponse = 64 << 10;
-constexpr size_t kMaxStderr = 16 << 10;
-
-constexpr const char* kSetupHint = "install CRIU 4.2.1 with scripts/setup.sh or set PREWARM_CRIU";
-
-std::string type_name(criu_req_type t) {
-  const std::string& n = criu_req_type_Name(t);
-  return n.empty() ? "type " + std::to_string(static_cast<int>(t)) : n;
-}
-
-milliseconds left_until(steady_clock::time_point deadline) {
-  return std::max(milliseconds(0),
-                  std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now()));
-}
-
-Result<UniqueFd> move_high(UniqueFd fd, std::string_view what) {
-  UniqueFd high(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kMinPassedFd));
-  if (!high.valid()) return Error::sys("fcntl(F_DUPFD_CLOEXEC)", errno, what);
-  return high;
-}
-
-Result<UniqueFd> open_dir(const std::filesystem::path& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return Error::sys("open directory", errno, dir.string());
-  return move_high(std::move(fd), dir.string());
-}
+constexpr std::chrono::milliseconds kRpcTimeout = std::chrono::seconds(30);
 
 // A private directory for CRIU's log (CRIU only accepts a bare log file name, relative to
 // its work dir), removed with everything in it.
@@ -86,140 +47,16 @@ class TempWorkDir {
   UniqueFd fd_;
 };
 
-std::string read_memfd(int fd) {
-  std::string out(kMaxStderr, '\0');
-  ssize_t n = ::pread(fd, out.data(), out.size(), 0);
-  out.resize(n > 0 ? static_cast<size_t>(n) : 0);
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
-}
-
-std::string describe_wait_status(int st) {
-  RunResult r;
-  r.status = st;
-  return r.describe();
-}
-
 // One request, one `criu swrk` process. pass_fds are fds of ours that the request names
 // (images_dir_fd, work_dir_fd).
 Result<criu_resp> call(const criu_req& req, const std::vector<int>& pass_fds) {
-  std::string bin = criu_binary();
-  if (bin.empty()) return Error(std::string("criu binary not found: ") + kSetupHint, ENOENT);
-  const std::string what = "criu " + type_name(req.type());
-  auto deadline = steady_clock::now() + kRpcTimeout;
-
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-    return Error::sys("socketpair", errno).with_context(what);
-  UniqueFd ours(sv[0]);
-  PW_ASSIGN(UniqueFd theirs, move_high(UniqueFd(sv[1]), "criu socket"));
-  // stderr goes to a memfd: it never blocks criu and is read only if something fails.
-  UniqueFd err_fd(::memfd_create("criu-stderr", MFD_CLOEXEC));
-  if (!err_fd.valid()) return Error::sys("memfd_create", errno).with_context(what);
-
-  SpawnOptions so;
-  so.argv = {bin, "swrk", std::to_string(kSwrkFd)};
-  so.stderr_fd = err_fd.get();
-  // SAFETY: the child gets its socket end as fd 3. CRIU resolves images_dir_fd/work_dir_fd
-  // as /proc/<peer>/fd/N with the peer pid from SO_PEERCRED, i.e. the socketpair's creator
-  // (us), so those fds must stay open here until the answer comes. They are also handed to
-  // the child at the same numbers (all >= kMinPassedFd, distinct), so they would resolve
-  // there too.
-  so.pass_fds.emplace_back(theirs.get(), kSwrkFd);
-  for (int fd : pass_fds) so.pass_fds.emplace_back(fd, fd);
-  auto spawned = spawn(so);
-  if (!spawned.ok()) {
-    const Error& e = spawned.error();
-    return Error(what + ": " + e.message() + "; " + kSetupHint, e.errno_value());
-  }
-  Child child = std::move(spawned).value();
-  theirs.reset();  // so that a dying criu reads as EOF
-
-  auto failure = [&](std::string message, int err) {
-    // Give criu a moment to finish writing what it has to say, then reap it (the guard
-    // kills it if it is still there).
-    std::string status;
-    auto st = child.wait(std::clamp(left_until(deadline), milliseconds(200), milliseconds(1000)));
-    if (st.ok()) status = " (criu " + describe_wait_status(*st) + ")";
-    Error e(what + ": " + message + status, err);
-    std::string err_text = read_memfd(err_fd.get());
-    if (err_text.empty()) return e;
-    return Error(std::move(e).with_detail("criu stderr: " + err_text));
-  };
-
-  std::string wire;
-  if (!req.SerializeToString(&wire)) return Error(what + ": cannot serialize the request");
-  if (::send(ours.get(), wire.data(), wire.size(), MSG_NOSIGNAL) < 0) {
-    if (errno == EPIPE || errno == ECONNRESET)
-      return failure("criu exited without answering", EPIPE);
-    return failure(std::string("sending the request: ") + std::strerror(errno), errno);
-  }
-
-  pollfd p{ours.get(), POLLIN, 0};
-  for (;;) {
-    milliseconds left = left_until(deadline);
-    if (left.count() == 0) {
-      child.kill(SIGKILL);
-      return failure(
-          "no answer within " + std::to_string(kRpcTimeout.count() / 1000) + " s; criu was killed",
-          ETIMEDOUT);
-    }
-    int r = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (r > 0) break;
-    if (r < 0 && errno != EINTR)
-      return failure(std::string("poll: ") + std::strerror(errno), errno);
-  }
-
-  std::string buf(kMaxResponse, '\0');
-  ssize_t n;
-  do {
-    n = ::recv(ours.get(), buf.data(), buf.size(), MSG_TRUNC);
-  } while (n < 0 && errno == EINTR);
-  // A peer that closes with our request unread shows as ECONNRESET rather than EOF.
-  if (n == 0 || (n < 0 && errno == ECONNRESET))
-    return failure("criu exited without answering", EPIPE);
-  if (n < 0) return failure(std::string("receiving the answer: ") + std::strerror(errno), errno);
-  if (static_cast<size_t>(n) > buf.size())
-    return failure("answer of " + std::to_string(n) + " bytes exceeds the " +
-                       std::to_string(kMaxResponse) + "-byte limit",
-                   EMSGSIZE);
-
-  criu_resp resp;
-  if (!resp.ParseFromArray(buf.data(), static_cast<int>(n)))
-    return failure("cannot parse the answer (is rpc.proto from the same CRIU version?)", EPROTO);
-
-  // Without keep_open criu exits right after answering; reap it rather than let the
-  // guard kill it mid-exit.
-  auto st = child.wait(std::max(left_until(deadline), milliseconds(1)));
-  if (!st.ok()) child.kill(SIGKILL);
+  auto deadline = std::chrono::steady_clock::now() + kRpcTimeout;
+  PW_ASSIGN(detail::Swrk criu,
+            detail::Swrk::spawn("criu " + type_name(req.type()), pass_fds, deadline));
+  PW_TRY(criu.send(req));
+  PW_ASSIGN(criu_resp resp, criu.receive());
+  criu.finish();
   return resp;
-}
-
-// Turns an unsuccessful or mismatched answer into an error carrying CRIU's reason and, when
-// the request used a log file, the log lines around the failure.
-Status check_response(const criu_resp& resp, criu_req_type type, std::string_view hint,
-                      const std::optional<std::filesystem::path>& log_file) {
-  std::string what = "criu " + type_name(type);
-  if (resp.type() != type)
-    return Error(what + ": criu answered with " + type_name(resp.type()), EPROTO);
-  if (resp.success()) return {};
-
-  std::string msg = what + " failed";
-  // cr_errmsg is CRIU's first logged error, as logged: "Error (file.c:1): text\n".
-  std::string_view reason = resp.has_cr_errmsg() ? std::string_view(resp.cr_errmsg()) : "";
-  if (reason.starts_with("Error (")) {
-    if (auto p = reason.find("): "); p != std::string_view::npos) reason.remove_prefix(p + 3);
-  }
-  while (!reason.empty() && std::isspace(static_cast<unsigned char>(reason.back())))
-    reason.remove_suffix(1);
-  if (!reason.empty() && !is_benign_error(reason)) msg += ": " + std::string(reason);
-  int err = resp.has_cr_errno() ? resp.cr_errno() : 0;
-  if (err != 0) msg += std::string(" (") + std::strerror(err) + ")";
-  if (!hint.empty()) msg += "; " + std::string(hint);
-  Error e(std::move(msg), err);
-  std::string tail = log_file ? relevant_log_tail(*log_file) : "";
-  if (tail.empty()) return e;
-  return std::move(e).with_detail(std::move(tail));
 }
 
 criu_req make_req(criu_req_type type) {
