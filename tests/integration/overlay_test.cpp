@@ -8,6 +8,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -146,6 +147,85 @@ TEST_F(OverlayTest, DiffSurvivesCaptureAndApply) {
   EXPECT_EQ(slurp(lower_ / "change.txt"), "old\n");
   EXPECT_TRUE(stdfs::exists(lower_ / "delete.txt"));
   EXPECT_EQ(listing(lower_ / "replaced"), (std::vector<std::string>{"a", "b"}));
+}
+
+// The captured diff as a shared read-only layer between the base and a fresh upper: whiteouts
+// and opaque markers act in a lower layer as in an upper one, and metadata survives the
+// in-process extraction.
+TEST_F(OverlayTest, DiffLayerActsAsLowerLayer) {
+  Overlay one = mount(dir_ / "one");
+  ASSERT_FALSE(one.merged.empty());
+  spit(one.merged / "change.txt", "new\n");
+  spit(one.merged / "added/deep/file", "added\n");
+  stdfs::remove(one.merged / "delete.txt");
+  stdfs::remove_all(one.merged / "replaced");
+  spit(one.merged / "replaced/c", "c\n");
+  spit(one.merged / "owned", "owned\n");
+  ASSERT_EQ(::chown((one.merged / "owned").c_str(), 1234, 5678), 0);
+  ASSERT_EQ(::chmod((one.merged / "owned").c_str(), 04750), 0);
+  ASSERT_EQ(::setxattr((one.merged / "owned").c_str(), "user.note", "hi", 2, 0), 0);
+  ASSERT_EQ(::symlink("/keep.txt", (one.merged / "link").c_str()), 0);
+  ASSERT_EQ(::link((one.merged / "added/deep/file").c_str(), (one.merged / "hard").c_str()), 0);
+  ASSERT_EQ(::mkdir((one.merged / "sticky").c_str(), 01777), 0);
+  ASSERT_EQ(::chmod((one.merged / "sticky").c_str(), 01777), 0);
+
+  const stdfs::path tar = dir_ / "diff.tar";
+  Status captured = capture_diff(one.upper, tar);
+  ASSERT_TRUE(captured.ok()) << captured.error().to_string();
+  ASSERT_TRUE(unmount(one.merged).ok());
+
+  auto layer = diff_layer(tar, dir_ / "layers");
+  ASSERT_TRUE(layer.ok()) << layer.error().to_string();
+  auto again = diff_layer(tar, dir_ / "layers");
+  ASSERT_TRUE(again.ok()) << again.error().to_string();
+  EXPECT_EQ(*again, *layer);
+
+  auto two = mount_overlay(std::vector<stdfs::path>{*layer, lower_}, dir_ / "two");
+  ASSERT_TRUE(two.ok()) << two.error().to_string();
+  mounted_.push_back(two->merged);
+  EXPECT_TRUE(listing(two->upper).empty()) << "the instance starts with an empty upper";
+  const stdfs::path m = two->merged;
+  struct stat st {};
+  ASSERT_EQ(::stat(m.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_EQ(slurp(m / "keep.txt"), "keep\n");
+  EXPECT_EQ(slurp(m / "change.txt"), "new\n");
+  EXPECT_EQ(slurp(m / "added/deep/file"), "added\n");
+  EXPECT_FALSE(stdfs::exists(m / "delete.txt")) << "deleted lower file came back";
+  EXPECT_EQ(listing(m / "replaced"), std::vector<std::string>{"c"})
+      << "opaque directory shows lower entries";
+  EXPECT_EQ(listing(m / "untouched"), std::vector<std::string>{"x"});
+  ASSERT_EQ(::lstat((m / "owned").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1234u);
+  EXPECT_EQ(st.st_gid, 5678u);
+  EXPECT_EQ(st.st_mode & 07777, 04750u);
+  char val[8] = {};
+  EXPECT_EQ(::getxattr((m / "owned").c_str(), "user.note", val, sizeof val), 2);
+  EXPECT_EQ(std::string(val, 2), "hi");
+  EXPECT_EQ(stdfs::read_symlink(m / "link"), "/keep.txt");
+  struct stat a {}, b {};
+  ASSERT_EQ(::stat((*layer / "hard").c_str(), &a), 0);
+  ASSERT_EQ(::stat((*layer / "added/deep/file").c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino) << "hard link became a copy";
+  ASSERT_EQ(::stat((m / "sticky").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 01777u);
+
+  // Writes go to the instance's upper; the shared layer and the base never change.
+  spit(m / "change.txt", "mine\n");
+  stdfs::remove(m / "keep.txt");
+  EXPECT_EQ(slurp(*layer / "change.txt"), "new\n");
+  EXPECT_EQ(slurp(lower_ / "keep.txt"), "keep\n");
+  ASSERT_EQ(::lstat((*layer / "delete.txt").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0));
+  EXPECT_EQ(::lgetxattr((*layer / "replaced").c_str(), "trusted.overlay.opaque", val, sizeof val),
+            1);
+
+  // A second instance on the same layer sees the layer, not the first instance's writes.
+  auto three = mount_overlay(std::vector<stdfs::path>{*layer, lower_}, dir_ / "three");
+  ASSERT_TRUE(three.ok()) << three.error().to_string();
+  mounted_.push_back(three->merged);
+  EXPECT_EQ(slurp(three->merged / "change.txt"), "new\n");
+  EXPECT_EQ(slurp(three->merged / "keep.txt"), "keep\n");
 }
 
 TEST_F(OverlayTest, UnmountHandlesBusyAndNotMounted) {
