@@ -51,12 +51,13 @@ double ms_since(steady_clock::time_point t) {
 }
 
 Error runtime_error(Error e, const std::filesystem::path& log) {
-  e = std::move(e).with_kind(ErrorKind::kRuntime);
   if (e.detail().empty()) {
     std::string tail = relevant_log_tail(log);
-    if (!tail.empty()) return std::move(e).with_detail("CRIU log " + log.string() + ":\n" + tail);
+    if (!tail.empty())
+      return std::move(e).with_kind(ErrorKind::kRuntime).with_detail("CRIU log " + log.string() +
+                                                                     ":\n" + tail);
   }
-  return e;
+  return std::move(e).with_kind(ErrorKind::kRuntime);
 }
 
 }  // namespace

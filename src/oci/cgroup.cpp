@@ -1,0 +1,215 @@
+// Container cgroups on a v1 (or hybrid) host, written through cgroupfs files directly.
+#include "oci/cgroup.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "base/fs.h"
+
+namespace prewarm::oci {
+namespace {
+
+namespace stdfs = std::filesystem;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+constexpr const char* kCgroupRoot = "/sys/fs/cgroup";
+
+// runc's default device rules (libcontainer/specconv AllowedDevices), applied after "a" is
+// denied: mknod of any device, and use of the usual pseudo devices.
+constexpr const char* kAllowedDevices[] = {
+    "c *:* m",   "b *:* m",   "c 1:3 rwm", "c 1:8 rwm",   "c 1:7 rwm",  "c 5:0 rwm",
+    "c 1:5 rwm", "c 1:9 rwm", "c 5:1 rwm", "c 136:* rwm", "c 5:2 rwm",  "c 10:200 rwm",
+};
+
+Status write_cg(const stdfs::path& file, std::string_view value) {
+  int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return Error::sys("open", errno, file.string());
+  ssize_t n = ::write(fd, value.data(), value.size());
+  int err = errno;
+  ::close(fd);
+  if (n < 0) return Error::sys("write '" + std::string(value) + "' to", err, file.string());
+  return {};
+}
+
+std::string read_cg(const stdfs::path& file) {
+  auto r = fs::read_file(file, 1 << 20);
+  return r.ok() ? *r : std::string();
+}
+
+}  // namespace
+
+const std::vector<stdfs::path>& cgroup_hierarchies() {
+  static const std::vector<stdfs::path> found = [] {
+    std::vector<stdfs::path> out;
+    auto text = fs::read_file("/proc/self/mountinfo", 4 << 20);
+    if (!text.ok()) return out;
+    std::istringstream in(*text);
+    std::string line;
+    while (std::getline(in, line)) {
+      // "id parent major:minor root mountpoint options ... - fstype source superopts"
+      std::istringstream f(line);
+      std::string id, parent, dev, root, mnt;
+      f >> id >> parent >> dev >> root >> mnt;
+      auto dash = line.find(" - ");
+      if (dash == std::string::npos) continue;
+      std::istringstream tail(line.substr(dash + 3));
+      std::string fstype;
+      tail >> fstype;
+      if (fstype != "cgroup" && fstype != "cgroup2") continue;
+      if (root != "/" || stdfs::path(mnt).parent_path() != kCgroupRoot) continue;
+      if (std::find(out.begin(), out.end(), mnt) == out.end()) out.emplace_back(mnt);
+    }
+    return out;
+  }();
+  return found;
+}
+
+CgroupSet::CgroupSet(std::string rel) : rel_(std::move(rel)) {
+  while (!rel_.empty() && rel_.front() == '/') rel_.erase(0, 1);
+}
+
+std::vector<stdfs::path> CgroupSet::dirs() const {
+  std::vector<stdfs::path> out;
+  for (const auto& h : cgroup_hierarchies()) out.push_back(h / rel_);
+  return out;
+}
+
+stdfs::path CgroupSet::in(const char* hierarchy) const {
+  return stdfs::path(kCgroupRoot) / hierarchy / rel_;
+}
+
+Status CgroupSet::create() {
+  if (rel_.empty() || rel_.find("..") != std::string::npos)
+    return Error(ErrorKind::kInvalidInput, "cgroup path '" + rel_ + "' is not usable");
+  if (cgroup_hierarchies().empty())
+    return Error(ErrorKind::kIncompatibleHost, "no cgroup hierarchy mounted under /sys/fs/cgroup");
+  std::vector<stdfs::path> made;
+  auto undo = [&] {
+    for (auto it = made.rbegin(); it != made.rend(); ++it) ::rmdir(it->c_str());
+  };
+  for (const auto& d : dirs()) {
+    std::error_code ec;
+    // Parents of a nested path may exist already (shared with other containers).
+    if (auto parent = d.parent_path(); !stdfs::exists(parent, ec)) {
+      stdfs::create_directories(parent, ec);
+    }
+    if (::mkdir(d.c_str(), 0755) != 0) {
+      int err = errno;
+      undo();
+      Error e = Error::sys("mkdir", err, d.string());
+      return err == EEXIST ? std::move(e).with_kind(ErrorKind::kConflict) : e;
+    }
+    made.push_back(d);
+  }
+  // A new v1 cpuset starts with no CPUs and no memory nodes; nothing can join it until it has
+  // its parent's.
+  if (stdfs::path cs = in("cpuset"); stdfs::exists(cs / "cpuset.cpus")) {
+    Status st;
+    for (const char* f : {"cpuset.cpus", "cpuset.mems"}) {
+      std::string v = read_cg(cs.parent_path() / f);
+      while (!v.empty() && v.back() == '\n') v.pop_back();
+      if (st.ok()) st = write_cg(cs / f, v);
+    }
+    if (!st.ok()) {
+      undo();
+      return std::move(st).error().with_context("cpuset of cgroup " + rel_);
+    }
+  }
+  if (stdfs::path dev = in("devices"); stdfs::exists(dev / "devices.deny")) {
+    Status st = write_cg(dev / "devices.deny", "a");
+    for (const char* rule : kAllowedDevices) {
+      if (!st.ok()) break;
+      st = write_cg(dev / "devices.allow", rule);
+    }
+    if (!st.ok()) {
+      undo();
+      return std::move(st).error().with_context("device rules of cgroup " + rel_);
+    }
+  }
+  return {};
+}
+
+Status CgroupSet::add(pid_t pid) const {
+  const std::string p = std::to_string(pid);
+  for (const auto& d : dirs()) PW_TRY(write_cg(d / "cgroup.procs", p));
+  return {};
+}
+
+Status CgroupSet::freeze(milliseconds timeout) const {
+  stdfs::path f = in("freezer") / "freezer.state";
+  PW_TRY(write_cg(f, "FROZEN"));
+  auto deadline = steady_clock::now() + timeout;
+  // FREEZING until every task has stopped.
+  for (;;) {
+    if (read_cg(f).starts_with("FROZEN")) return {};
+    if (steady_clock::now() > deadline) {
+      (void)write_cg(f, "THAWED");
+      return Error(ErrorKind::kUnavailable, "cgroup " + rel_ + " did not freeze in time",
+                   ETIMEDOUT);
+    }
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+}
+
+Status CgroupSet::thaw() const { return write_cg(in("freezer") / "freezer.state", "THAWED"); }
+
+bool CgroupSet::frozen() const {
+  return read_cg(in("freezer") / "freezer.state").starts_with("FROZEN");
+}
+
+std::vector<pid_t> CgroupSet::pids() const {
+  std::vector<pid_t> out;
+  for (const char* h : {"pids", "freezer"}) {
+    stdfs::path f = in(h) / "cgroup.procs";
+    std::error_code ec;
+    if (!stdfs::exists(f, ec)) continue;
+    std::istringstream in_s(read_cg(f));
+    pid_t p;
+    while (in_s >> p) out.push_back(p);
+    return out;
+  }
+  return out;
+}
+
+Status CgroupSet::destroy(milliseconds timeout) const {
+  std::error_code ec;
+  if (stdfs::exists(in("freezer"), ec)) (void)thaw();
+  auto deadline = steady_clock::now() + timeout;
+  for (;;) {
+    auto left = pids();
+    if (left.empty()) break;
+    for (pid_t p : left) ::kill(p, SIGKILL);
+    if (steady_clock::now() > deadline)
+      return Error(ErrorKind::kUnavailable,
+                   "cgroup " + rel_ + " still has " + std::to_string(left.size()) +
+                       " processes after SIGKILL",
+                   EBUSY);
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  std::optional<Error> first;
+  for (const auto& d : dirs()) {
+    for (;;) {
+      if (::rmdir(d.c_str()) == 0 || errno == ENOENT) break;
+      // EBUSY while the last tasks are still leaving.
+      if (errno == EBUSY && steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(milliseconds(2));
+        continue;
+      }
+      if (!first) first = Error::sys("rmdir", errno, d.string());
+      break;
+    }
+  }
+  if (first) return std::move(*first);
+  return {};
+}
+
+}  // namespace prewarm::oci

@@ -1,0 +1,50 @@
+// A container's cgroups on this host's cgroup v1 hierarchies (plus the v2 one of a hybrid
+// setup): create, join, freeze/thaw, empty and remove them, the way runc's fs driver lays them
+// out (<hierarchy>/<cgroupsPath>).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace prewarm::oci {
+
+// The cgroup hierarchies mounted under /sys/fs/cgroup (v1 controllers, named ones such as
+// name=systemd, and a v2 "unified" mount), read once from /proc/self/mountinfo.
+const std::vector<std::filesystem::path>& cgroup_hierarchies();
+
+class CgroupSet {
+ public:
+  // `rel` is the path below each hierarchy's root, e.g. "prewarm-abc" (a leading '/' is
+  // ignored). Nothing is created.
+  explicit CgroupSet(std::string rel);
+
+  const std::string& rel() const { return rel_; }
+  std::vector<std::filesystem::path> dirs() const;
+
+  // Creates the directory in every hierarchy and gives the devices controller runc's default
+  // allowlist (null, zero, full, tty, random, urandom, ptys, tun; mknod of any). EEXIST is
+  // kConflict. On failure nothing is left.
+  Status create();
+  // Moves pid into the set in every hierarchy.
+  Status add(pid_t pid) const;
+  Status freeze(std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  Status thaw() const;
+  bool frozen() const;
+  // The processes in the set (from the pids or freezer hierarchy).
+  std::vector<pid_t> pids() const;
+  // Thaws, SIGKILLs every process and waits until the set is empty, then removes every
+  // directory. Missing directories are fine.
+  Status destroy(std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+
+ private:
+  std::filesystem::path in(const char* hierarchy) const;
+  std::string rel_;
+};
+
+}  // namespace prewarm::oci

@@ -1,0 +1,430 @@
+// The direct-CRIU runtime backend against real runc and CRIU: a runc-made checkpoint of the tiny
+// counter restored without runc, its state checked, every operation leaving nothing behind, and
+// failing restores undone with CRIU's log lines in the error. PREWARM_CRIU_BENCH=N also times N
+// alternating `runc restore` / direct restores of the same checkpoint.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/fs.h"
+#include "base/subprocess.h"
+#include "base/unique_fd.h"
+#include "criu/criu.h"
+#include "net/netns.h"
+#include "oci/cgroup.h"
+#include "oci/config.h"
+#include "oci/criu_direct.h"
+#include "oci/runtime.h"
+#include "rootfs/rootfs.h"
+#include "support/files.h"
+
+#ifndef PREWARM_EXAMPLE_TINY_ROOTFS
+#define PREWARM_EXAMPLE_TINY_ROOTFS ""
+#endif
+
+namespace prewarm::oci {
+namespace {
+
+namespace stdfs = std::filesystem;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+stdfs::path tiny_rootfs() {
+  if (const char* env = std::getenv("PREWARM_TINY_ROOTFS"); env && *env) return env;
+  return PREWARM_EXAMPLE_TINY_ROOTFS;
+}
+
+std::string skip_reason() {
+  if (::geteuid() != 0) return "needs root (runc, CRIU, mounts, namespaces)";
+  if (criu::criu_binary().empty()) return "CRIU not installed (run scripts/setup.sh)";
+  if (find_executable("runc").empty()) return "runc not installed (run scripts/setup.sh)";
+  if (tiny_rootfs().empty() || !stdfs::exists(tiny_rootfs() / "bin/counter"))
+    return "the tiny example rootfs is not built (build target example-tiny-rootfs, or set "
+           "PREWARM_TINY_ROOTFS)";
+  return {};
+}
+
+// Runs fn on a thread that has joined the network namespace at `netns`.
+template <class Fn>
+auto in_netns(const stdfs::path& netns, Fn fn) {
+  decltype(fn()) out{};
+  std::thread t([&] {
+    UniqueFd ns(::open(netns.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns.valid() || ::setns(ns.get(), CLONE_NEWNET) != 0) return;
+    out = fn();
+  });
+  t.join();
+  return out;
+}
+
+// GET path from 127.0.0.1:8080 inside the netns: the body, or "" on failure/timeout.
+std::string http_get(const stdfs::path& netns, const std::string& path,
+                     milliseconds timeout = milliseconds(2000)) {
+  return in_netns(netns, [&]() -> std::string {
+    auto deadline = steady_clock::now() + timeout;
+    while (steady_clock::now() < deadline) {
+      UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(8080);
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      timeval tv{0, 300000};
+      ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        std::this_thread::sleep_for(milliseconds(5));
+        continue;
+      }
+      std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
+      if (::send(s.get(), req.data(), req.size(), MSG_NOSIGNAL) < 0) continue;
+      std::string resp;
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::recv(s.get(), buf, sizeof buf, 0)) > 0) resp.append(buf, n);
+      auto body = resp.find("\r\n\r\n");
+      if (body != std::string::npos) return resp.substr(body + 4);
+    }
+    return {};
+  });
+}
+
+Status set_hostname_of(pid_t pid, const std::string& name) {
+  Status st;
+  std::thread t([&] {
+    UniqueFd ns(::open(("/proc/" + std::to_string(pid) + "/ns/uts").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns.valid()) {
+      st = Error::sys("open uts ns", errno);
+      return;
+    }
+    if (::unshare(CLONE_FS) != 0 || ::setns(ns.get(), CLONE_NEWUTS) != 0) {
+      st = Error::sys("setns uts", errno);
+      return;
+    }
+    if (::sethostname(name.data(), name.size()) != 0) st = Error::sys("sethostname", errno);
+  });
+  t.join();
+  return st;
+}
+
+bool process_exists(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// One checkpoint of the counter (count=5, hostname "bake") shared by the tests, and per
+// restore a fresh netns (lo down), overlay and bundle.
+class CriuDirectTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!skip_reason().empty()) return;
+    tag_ = "cd" + fs::random_hex(3);
+    base_ = stdfs::path("/var/tmp") / ("prewarm-" + tag_);
+    ASSERT_TRUE(fs::make_dirs(base_).ok());
+    runc_ = std::shared_ptr<Runtime>(make_runc());
+    auto bake = prepare_instance("bake");
+    ASSERT_TRUE(bake.ok()) << bake.error().to_string();
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    log_r_.reset(p[0]);
+    UniqueFd log_w(p[1]);
+    ::fcntl(log_r_.get(), F_SETFL, O_NONBLOCK);
+    const std::string id = tag_ + "-bake";
+    Status st = runc_->run(id, base_ / "bake", log_w.get());
+    ASSERT_TRUE(st.ok()) << st.error().to_string();
+    for (int i = 0; i < 5; ++i) ASSERT_NE(http_get(*bake, "/"), "");
+    image_ = base_ / "image";
+    CheckpointOptions co;
+    co.image_dir = image_;
+    co.work_dir = base_ / "bake-work";
+    ASSERT_TRUE(fs::make_dirs(co.work_dir).ok());
+    st = runc_->checkpoint(id, co);
+    ASSERT_TRUE(st.ok()) << st.error().to_string();
+    (void)runc_->remove(id);
+    ::sync();
+    ASSERT_TRUE(cleanup_instance("bake").ok());
+  }
+
+  static void TearDownTestSuite() {
+    if (base_.empty()) return;
+    (void)fs::remove_all(base_);
+  }
+
+  void SetUp() override {
+    if (auto why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+    ASSERT_FALSE(image_.empty()) << "the bake failed";
+    backend_ = make_criu_direct(runc_, base_ / "state");
+  }
+
+  void TearDown() override {
+    for (const auto& name : names_) {
+      (void)backend_->remove(tag_ + "-" + name);
+      (void)cleanup_instance(name);
+    }
+    for (const auto& name : names_) {
+      const std::string id = tag_ + "-" + name;
+      EXPECT_FALSE(stdfs::exists(base_ / "state" / id)) << "state dir of " << id << " left";
+      for (const auto& d : CgroupSet("prewarm-" + id).dirs())
+        EXPECT_FALSE(stdfs::exists(d)) << d << " left";
+    }
+  }
+
+  // netns pw-<tag>-<name> (lo down, as a fresh one is), overlay and bundle at base_/<name>.
+  static Result<stdfs::path> prepare_instance(const std::string& name) {
+    const std::string id = tag_ + "-" + name;
+    PW_ASSIGN(net::NamedNetns ns, net::create_named_netns("pw-" + id));
+    stdfs::path dir = base_ / name;
+    PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(tiny_rootfs(), dir));
+    ContainerConfig c;
+    c.rootfs = ov.merged;
+    c.argv = {"/bin/counter"};
+    c.hostname = name;
+    c.netns_path = ns.path;
+    c.cgroups_path = "/prewarm-" + id;
+    PW_TRY(write_bundle(dir, c));
+    if (name == "bake") {
+      // The bake has lo up through runc's view of the world; restores get theirs from the backend.
+      PW_TRY(run_checked({"ip", "-n", "pw-" + id, "link", "set", "lo", "up"}).ok()
+                 ? Status()
+                 : Status(Error("ip link set lo up failed")));
+    }
+    return ns.path;
+  }
+
+  static Status cleanup_instance(const std::string& name) {
+    const std::string id = tag_ + "-" + name;
+    stdfs::path dir = base_ / name;
+    PW_TRY(rootfs::unmount(dir / "rootfs"));
+    PW_TRY(net::remove_named_netns("pw-" + id));
+    return fs::remove_all(dir);
+  }
+
+  Result<stdfs::path> instance(const std::string& name) {
+    names_.push_back(name);
+    return prepare_instance(name);
+  }
+
+  RestoreOptions options(const std::string& name) {
+    RestoreOptions o;
+    o.image_dir = image_;
+    o.work_dir = base_ / name / "criu";
+    (void)fs::make_dirs(o.work_dir);
+    o.stdio_fd = log_w_dup();
+    return o;
+  }
+
+  int log_w_dup() {
+    // Restores write to their own pipe whose read end nobody needs to keep.
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return -1;
+    pipes_.emplace_back(p[0]);
+    pipes_.emplace_back(p[1]);
+    return p[1];
+  }
+
+  static inline std::string tag_;
+  static inline stdfs::path base_;
+  static inline stdfs::path image_;
+  static inline std::shared_ptr<Runtime> runc_;
+  static inline UniqueFd log_r_;
+  std::unique_ptr<Runtime> backend_;
+  std::vector<std::string> names_;
+  std::vector<UniqueFd> pipes_;
+};
+
+TEST_F(CriuDirectTest, RestoresWithStateAndIdentityBeforeResume) {
+  auto ns = instance("r1");
+  ASSERT_TRUE(ns.ok()) << ns.error().to_string();
+  const std::string id = tag_ + "-r1";
+  RestoreOptions o = options("r1");
+  std::string seen_before_resume;
+  o.before_resume = [&](pid_t pid) -> Status {
+    // The tasks must not run yet: the init is stopped (ptrace-stopped or stopped by CRIU).
+    auto stat = fs::read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
+    if (stat.ok()) {
+      auto p = stat->rfind(')');
+      seen_before_resume = stat->substr(p + 2, 1);
+    }
+    return set_hostname_of(pid, "restored-one");
+  };
+  auto r = backend_->restore(id, base_ / "r1", o);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_TRUE(r->hook_before_resume);
+  EXPECT_GT(r->pid, 0);
+  EXPECT_NE(seen_before_resume, "R") << "the app was running during before_resume";
+  for (const auto& [k, v] : r->phases) std::cerr << "  " << k << " = " << v << "\n";
+
+  // The counter continues from the checkpoint, and sees the new hostname from its first answer.
+  EXPECT_EQ(http_get(*ns, "/"), "count=6 hostname=restored-one pid=1\n");
+
+  auto s = backend_->state(id);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  EXPECT_EQ(s->status, "running");
+  EXPECT_EQ(s->pid, r->pid);
+  auto l = backend_->list();
+  ASSERT_TRUE(l.ok()) << l.error().to_string();
+  EXPECT_TRUE(std::any_of(l->begin(), l->end(), [&](const auto& c) { return c.id == id; }));
+
+  // The restored tasks are in the container's cgroups, not ours.
+  std::string cg = testing::slurp("/proc/" + std::to_string(r->pid) + "/cgroup");
+  EXPECT_NE(cg.find("freezer:/prewarm-" + id), std::string::npos) << cg;
+
+  ASSERT_TRUE(backend_->pause(id).ok());
+  EXPECT_EQ(backend_->state(id)->status, "paused");
+  EXPECT_EQ(http_get(*ns, "/count", milliseconds(300)), "");
+  ASSERT_TRUE(backend_->resume(id).ok());
+  EXPECT_EQ(backend_->state(id)->status, "running");
+  EXPECT_EQ(http_get(*ns, "/count"), "6\n");
+
+  auto code = backend_->exec(id, {"/bin/sh", "-c", "test \"$(hostname)\" = restored-one"},
+                             std::chrono::seconds(10));
+  ASSERT_TRUE(code.ok()) << code.error().to_string();
+  EXPECT_EQ(*code, 0);
+
+  ASSERT_TRUE(backend_->kill(id, SIGTERM).ok());
+  for (int i = 0; i < 200 && process_exists(r->pid); ++i) {
+    ::waitpid(r->pid, nullptr, WNOHANG);
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_EQ(backend_->state(id)->status, "stopped");
+  ASSERT_TRUE(backend_->remove(id).ok());
+  EXPECT_EQ(backend_->state(id).error().kind(), ErrorKind::kNotFound);
+  EXPECT_FALSE(process_exists(r->pid));
+}
+
+TEST_F(CriuDirectTest, RemoveOfRunningContainerLeavesNothing) {
+  auto ns = instance("r2");
+  ASSERT_TRUE(ns.ok()) << ns.error().to_string();
+  const std::string id = tag_ + "-r2";
+  auto r = backend_->restore(id, base_ / "r2", options("r2"));
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(http_get(*ns, "/count"), "5\n");
+  ASSERT_TRUE(backend_->pause(id).ok());
+  ASSERT_TRUE(backend_->remove(id).ok());
+  EXPECT_FALSE(process_exists(r->pid));
+  EXPECT_FALSE(stdfs::exists(base_ / "state" / id));
+  for (const auto& d : CgroupSet("prewarm-" + id).dirs()) EXPECT_FALSE(stdfs::exists(d)) << d;
+  EXPECT_TRUE(backend_->remove(id).ok()) << "a second remove is fine";
+}
+
+TEST_F(CriuDirectTest, FailingBeforeResumeLeavesNothing) {
+  auto ns = instance("f1");
+  ASSERT_TRUE(ns.ok()) << ns.error().to_string();
+  const std::string id = tag_ + "-f1";
+  RestoreOptions o = options("f1");
+  pid_t seen = 0;
+  o.before_resume = [&](pid_t pid) -> Status {
+    seen = pid;
+    return Error("identity refused");
+  };
+  auto r = backend_->restore(id, base_ / "f1", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind(), ErrorKind::kRuntime);
+  EXPECT_NE(r.error().message().find("identity refused"), std::string::npos) << r.error().to_string();
+  EXPECT_NE(r.error().detail(), "") << "no CRIU log lines: " << r.error().to_string();
+  EXPECT_GT(seen, 0);
+  EXPECT_FALSE(process_exists(seen));
+  EXPECT_FALSE(stdfs::exists(base_ / "state" / id));
+  for (const auto& d : CgroupSet("prewarm-" + id).dirs()) EXPECT_FALSE(stdfs::exists(d)) << d;
+  EXPECT_EQ(http_get(*ns, "/count", milliseconds(200)), "");
+}
+
+TEST_F(CriuDirectTest, CorruptImageFailsWithCriuLogLines) {
+  auto ns = instance("f2");
+  ASSERT_TRUE(ns.ok()) << ns.error().to_string();
+  const std::string id = tag_ + "-f2";
+  stdfs::path bad = base_ / "bad-image";
+  stdfs::remove_all(bad);
+  stdfs::copy(image_, bad, stdfs::copy_options::recursive);
+  // A core image cut short: CRIU cannot read the task's registers.
+  stdfs::resize_file(bad / "core-1.img", 10);
+  RestoreOptions o = options("f2");
+  o.image_dir = bad;
+  auto r = backend_->restore(id, base_ / "f2", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind(), ErrorKind::kRuntime);
+  EXPECT_NE(r.error().detail(), "") << r.error().to_string();
+  std::cerr << r.error().to_string() << "\n";
+  EXPECT_FALSE(stdfs::exists(base_ / "state" / id));
+  for (const auto& d : CgroupSet("prewarm-" + id).dirs()) EXPECT_FALSE(stdfs::exists(d)) << d;
+  stdfs::remove_all(bad);
+}
+
+TEST_F(CriuDirectTest, DuplicateIdIsAConflictAndKeepsTheFirst) {
+  auto ns = instance("d1");
+  ASSERT_TRUE(ns.ok()) << ns.error().to_string();
+  const std::string id = tag_ + "-d1";
+  auto r = backend_->restore(id, base_ / "d1", options("d1"));
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  auto again = backend_->restore(id, base_ / "d1", options("d1"));
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().kind(), ErrorKind::kConflict);
+  EXPECT_EQ(backend_->state(id)->status, "running");
+  EXPECT_EQ(http_get(*ns, "/count"), "5\n");
+}
+
+// Alternating `runc restore` and direct restores of the same checkpoint, each until the app
+// answers; prints medians. Only with PREWARM_CRIU_BENCH=N.
+TEST_F(CriuDirectTest, BenchAgainstRuncRestore) {
+  const char* env = std::getenv("PREWARM_CRIU_BENCH");
+  if (env == nullptr || std::atoi(env) <= 0) GTEST_SKIP() << "set PREWARM_CRIU_BENCH=N to run";
+  int n = std::atoi(env);
+  std::vector<double> runc_ms, direct_ms, runc_ready, direct_ready;
+  std::vector<std::vector<std::pair<std::string, double>>> phases;
+  for (int i = 0; i < n; ++i) {
+    for (int which = 0; which < 2; ++which) {
+      const std::string name = (which == 0 ? "bx" : "by") + std::to_string(i);
+      auto ns = instance(name);
+      ASSERT_TRUE(ns.ok()) << ns.error().to_string();
+      if (which == 0)  // runc needs lo up beforehand as the engine gives it (net::attach).
+        ASSERT_TRUE(run_checked({"ip", "-n", "pw-" + tag_ + "-" + name, "link", "set", "lo", "up"}).ok());
+      Runtime& rt = which == 0 ? *runc_ : *backend_;
+      RestoreOptions o = options(name);
+      o.before_resume = [](pid_t pid) { return set_hostname_of(pid, "bench"); };
+      auto t0 = steady_clock::now();
+      auto r = rt.restore(tag_ + "-" + name, base_ / name, o);
+      double restore_ms = std::chrono::duration<double, std::milli>(steady_clock::now() - t0).count();
+      ASSERT_TRUE(r.ok()) << r.error().to_string();
+      ASSERT_NE(http_get(*ns, "/count"), "");
+      double ready_ms = std::chrono::duration<double, std::milli>(steady_clock::now() - t0).count();
+      (which == 0 ? runc_ms : direct_ms).push_back(restore_ms);
+      (which == 0 ? runc_ready : direct_ready).push_back(ready_ms);
+      if (which == 1) phases.push_back(r->phases);
+      ASSERT_TRUE(rt.remove(tag_ + "-" + name).ok());
+    }
+  }
+  std::cout << "runc restore: median " << median(runc_ms) << " ms (ready " << median(runc_ready)
+            << " ms)\ncriu direct:  median " << median(direct_ms) << " ms (ready "
+            << median(direct_ready) << " ms)\n";
+  if (!phases.empty()) {
+    std::cout << "direct phases (median):";
+    for (size_t k = 0; k < phases[0].size(); ++k) {
+      std::vector<double> v;
+      for (const auto& p : phases)
+        if (k < p.size()) v.push_back(p[k].second);
+      std::cout << " " << phases[0][k].first << "=" << median(v);
+    }
+    std::cout << "\n";
+  }
+}
+
+}  // namespace
+}  // namespace prewarm::oci
