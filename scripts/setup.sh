@@ -20,7 +20,7 @@ PACKAGES=(
   runc iptables iproute2 debootstrap busybox-static curl ca-certificates tar xz-utils zstd
   # build of prewarm
   cmake g++ make pkg-config libprotobuf-dev protobuf-compiler libyaml-cpp-dev
-  nlohmann-json3-dev libgtest-dev libssl-dev libcli11-dev libzstd-dev libcurl4-openssl-dev
+  nlohmann-json3-dev libgtest-dev libssl-dev libcli11-dev libzstd-dev zlib1g-dev libcurl4-openssl-dev
   # registry tests (a real distribution registry, bcrypt htpasswd, certificates, JWT signing)
   docker-registry apache2-utils openssl
   # foreign checkpoint archive tests (a real `podman container checkpoint --export`)

@@ -19,9 +19,6 @@
 #include "image/k8s_archive.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <ctime>
@@ -32,8 +29,8 @@
 
 #include "base/fs.h"
 #include "base/sha256.h"
-#include "base/subprocess.h"
 #include "base/unique_fd.h"
+#include "image/compress.h"
 #include "image/image.h"
 #include "image/k8s_internal.h"
 #include "base/tar.h"
@@ -89,14 +86,6 @@ int64_t rfc3339_seconds(const std::string& s) {
   tm.tm_min = std::stoi(s.substr(14, 2));
   tm.tm_sec = std::stoi(s.substr(17, 2));
   return std::max<int64_t>(0, ::timegm(&tm));
-}
-
-std::string read_memfd(int fd) {
-  std::string out(4096, '\0');
-  ssize_t n = ::pread(fd, out.data(), out.size(), 0);
-  out.resize(n > 0 ? static_cast<size_t>(n) : 0);
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
 }
 
 // config.dump: checkpointctl's ContainerConfig (the subset of what CRI-O and Podman write that
@@ -161,10 +150,10 @@ std::string spec_dump(const Manifest& m, const spec::AppSpec& app, const std::st
   return j.dump(2) + "\n";
 }
 
-Status write_archive(int fd, bool socket, const stdfs::path& image_dir, const Manifest& m,
+Status write_archive(tar::Sink sink, const stdfs::path& image_dir, const Manifest& m,
                      const std::string& manifest_text, const spec::AppSpec& app,
                      const std::string& what, Sha256Stream* hash) {
-  tar::Writer w(fd, socket, what, hash);
+  tar::Writer w(std::move(sink), what, hash);
   const tar::Meta meta{0600, 0, 0, rfc3339_seconds(m.created)};
   const tar::Meta dir_meta{0700, 0, 0, meta.mtime};
   const std::string id = sha256_hex(manifest_text);  // a stable 64-hex "container ID"
@@ -203,40 +192,6 @@ Status write_archive(int fd, bool socket, const stdfs::path& image_dir, const Ma
     PW_TRY(w.file(name, image_dir / f.path, f.size, meta));
   }
   return w.finish();
-}
-
-// Pipes the archive through gzip or zstd into `file`.
-Status write_compressed(int file, Compression c, const std::function<Status(int)>& write,
-                        const std::string& what) {
-  int sp[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
-    return Error::sys("socketpair", errno);
-  UniqueFd ours(sp[0]), theirs(sp[1]);
-  UniqueFd err(::memfd_create("compress-stderr", MFD_CLOEXEC));
-  const std::string prog = c == Compression::kGzip ? "gzip" : "zstd";
-  SpawnOptions so;
-  so.argv = c == Compression::kGzip ? std::vector<std::string>{"gzip", "-c", "-n"}
-                                    : std::vector<std::string>{"zstd", "-c", "-q", "-T0"};
-  so.stdin_fd = theirs.get();
-  so.stdout_fd = file;
-  so.stderr_fd = err.get();
-  auto child = spawn(so);
-  if (!child.ok())
-    return Error(what + ": " + prog + " is needed for --compress " + prog +
-                 " and was not found (apt-get install " + prog + ")");
-  theirs.reset();
-  Status st = write(ours.get());
-  ours.reset();  // EOF for the compressor
-  auto status = child->wait(std::chrono::minutes(30));
-  std::string why = read_memfd(err.get());
-  if (!st.ok()) {
-    if (why.empty()) return st;
-    return std::move(st).error().with_detail(prog + ": " + why);
-  }
-  if (!status.ok()) return std::move(status).error().with_context(what + ": " + prog);
-  if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0)
-    return Error(what + ": " + prog + " failed" + (why.empty() ? "" : ": " + why));
-  return {};
 }
 
 }  // namespace
@@ -280,14 +235,18 @@ Status export_archive(const stdfs::path& image_dir, const stdfs::path& out_tar,
   } unlink_tmp{tmp};
 
   Sha256Stream tar_hash;
-  auto write = [&](int fd) {
-    return write_archive(fd, fd != file.get(), image_dir, m, manifest_text, *app, what,
-                         opts.tar_sha256 ? &tar_hash : nullptr);
-  };
+  Sha256Stream* hash = opts.tar_sha256 ? &tar_hash : nullptr;
   if (opts.compression == Compression::kNone) {
-    PW_TRY(write(file.get()));
+    const int fd = file.get();
+    PW_TRY(write_archive(
+        [&](const char* d, size_t n) { return tar::write_all(fd, d, n, false, tmp.string()); },
+        image_dir, m, manifest_text, *app, what, hash));
   } else {
-    PW_TRY(write_compressed(file.get(), opts.compression, write, what));
+    // In-process gzip/zstd: the tar streams through the compressor into the file.
+    PW_ASSIGN(auto z, Compressor::make(opts.compression, file.get(), tmp.string()));
+    PW_TRY(write_archive([&](const char* d, size_t n) { return z->write(d, n); }, image_dir, m,
+                         manifest_text, *app, what, hash));
+    PW_TRY(z->finish());
   }
   if (::fsync(file.get()) != 0) return Error::sys("fsync", errno, tmp.string());
   file.reset();

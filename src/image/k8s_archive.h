@@ -50,6 +50,9 @@ struct ImportOptions {
   // Caps on what an archive may unpack to (file bytes, entries), checked before writing.
   uint64_t max_bytes = uint64_t{64} << 30;
   uint64_t max_entries = 100000;
+  // Cap on what a gzip/zstd archive may decompress to (the tar with its headers and padding);
+  // beyond it the import fails naming the archive.
+  uint64_t max_decompressed_bytes = (uint64_t{64} << 30) + (uint64_t{1} << 30);
 };
 
 struct ImportedImage {

@@ -2,7 +2,6 @@
 // destination, then a prewarm export is verified against the manifest it carries (a foreign
 // archive is converted by k8s_foreign.cpp), and the finished image is renamed into place.
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,8 +10,8 @@
 #include <initializer_list>
 
 #include "base/fs.h"
-#include "base/subprocess.h"
 #include "base/unique_fd.h"
+#include "image/compress.h"
 #include "image/image.h"
 #include "image/k8s_archive.h"
 #include "image/k8s_internal.h"
@@ -64,9 +63,8 @@ std::string entry_kind(char type) {
 
 // Unpacks only directories and regular files with plain relative names, counting entries and
 // bytes against the caps before anything is written.
-Result<Extracted> unpack(int src, const stdfs::path& into, const ImportOptions& opts,
+Result<Extracted> unpack(tar::Reader r, const stdfs::path& into, const ImportOptions& opts,
                          const std::string& where) {
-  tar::Reader r(src, where);
   Extracted ex;
   uint64_t entries = 0;
   for (;;) {
@@ -127,39 +125,23 @@ Result<Extracted> extract(const stdfs::path& archive, const stdfs::path& into,
   auto is = [&](std::initializer_list<unsigned char> m) {
     return static_cast<size_t>(n) >= m.size() && std::equal(m.begin(), m.end(), magic);
   };
-  std::vector<std::string> filter;
-  if (is({0x1f, 0x8b})) filter = {"gzip", "-dc"};
-  if (is({0x28, 0xb5, 0x2f, 0xfd})) filter = {"zstd", "-dcq"};
   if (is({0xfd, '7', 'z', 'X', 'Z', 0}) || is({'B', 'Z', 'h'}))
     return Error(where + ": xz and bzip2 archives are not supported; decompress it, or export "
                  "it with --compress gzip, zstd or none");
+  const Compression c = sniff_compression(magic, static_cast<size_t>(n));
   if (::mkdir(into.c_str(), 0700) != 0) return Error::sys("mkdir", errno, into.string());
-  if (filter.empty()) return unpack(in.get(), into, opts, where);
+  if (c == Compression::kNone) return unpack(tar::Reader(in.get(), where), into, opts, where);
 
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return Error::sys("pipe", errno);
-  UniqueFd rd(p[0]), wr(p[1]);
-  UniqueFd err(::memfd_create("decompress-stderr", MFD_CLOEXEC));
-  SpawnOptions so;
-  so.argv = filter;
-  so.stdin_fd = in.get();
-  so.stdout_fd = wr.get();
-  so.stderr_fd = err.get();
-  auto child = spawn(so);
-  if (!child.ok())
-    return Error(where + ": " + filter[0] + " is needed for this archive and was not found "
-                 "(apt-get install " + filter[0] + ")");
-  wr.reset();
-  auto ex = unpack(rd.get(), into, opts, where);
-  rd.reset();  // a decompressor still writing trailing bytes gets EPIPE and stops
-  (void)child->wait(std::chrono::minutes(1));
-  if (!ex.ok()) {
-    std::string why(4096, '\0');
-    ssize_t got = ::pread(err.get(), why.data(), why.size(), 0);
-    why.resize(got > 0 ? static_cast<size_t>(got) : 0);
-    while (!why.empty() && why.back() == '\n') why.pop_back();
-    if (!why.empty()) return std::move(ex).error().with_detail(filter[0] + ": " + why);
-  }
+  // In-process gzip/zstd, capped: a small archive must not expand without bound.
+  const char* name = c == Compression::kGzip ? "gzip" : "zstd";
+  PW_ASSIGN(auto z, Decompressor::make(c, in.get(), opts.max_decompressed_bytes,
+                                       where + " (" + name + ")"));
+  PW_ASSIGN(Extracted ex, unpack(tar::Reader([&](char* b, size_t len) { return z->read(b, len); },
+                                             where),
+                                 into, opts, where));
+  // The tar ends before the compressed stream does: read its tail too, so a corrupt or
+  // truncated end (the gzip CRC, a cut zstd frame) is reported, not ignored.
+  PW_TRY(z->drain());
   return ex;
 }
 

@@ -655,6 +655,54 @@ TEST_F(K8sArchive, RefusesMalformedArchives) {
   expect_refused(tmp_.path() / "does-not-exist.tar", "does-not-exist.tar");
 }
 
+// Decompression is in-process (zlib, libzstd): a damaged stream is an error naming the
+// archive, even where the damage lies past the tar's end marker (the gzip CRC, a cut frame).
+TEST_F(K8sArchive, RefusesCorruptAndTruncatedCompressedArchives) {
+  auto img = make_image(tmp_.path() / "img", "app");
+  for (auto c : {Compression::kGzip, Compression::kZstd}) {
+    const std::string ext = c == Compression::kGzip ? "gz" : "zst";
+    SCOPED_TRACE(ext);
+    auto out = tmp_.path() / ("app.tar." + ext);
+    ExportOptions eo;
+    eo.compression = c;
+    ASSERT_TRUE(export_archive(img, out, eo).ok());
+    const std::string bytes = slurp(out);
+    ASSERT_GT(bytes.size(), 64u);
+    const std::string name = c == Compression::kGzip ? "gzip" : "zstd";
+    // Cut in the middle, and cut just before the end (the tar itself may be complete).
+    expect_refused(write_raw("mid." + ext, bytes.substr(0, bytes.size() / 2)), "ends early");
+    expect_refused(write_raw("tail." + ext, bytes.substr(0, bytes.size() - 4)),
+                   "the compressed stream ends early");
+    // A flipped byte near the end: the gzip CRC/size or the zstd checksum catches it.
+    std::string bad = bytes;
+    bad[bad.size() - 3] ^= 0x5a;
+    expect_refused(write_raw("crc." + ext, bad), "corrupt " + name + " data");
+    // Garbage after a complete stream.
+    expect_refused(write_raw("trail." + ext, bytes + "garbage!"), "corrupt " + name + " data");
+    // The expansion cap names the archive.
+    ImportOptions tiny;
+    tiny.max_decompressed_bytes = 4096;
+    auto capped = write_raw("cap." + ext, bytes);
+    auto r = import_archive(capped, store() / "evil", tiny);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message().find("decompresses to more than 4096 bytes"), std::string::npos)
+        << r.error().message();
+    EXPECT_NE(r.error().message().find(capped.string()), std::string::npos) << r.error().message();
+    // Concatenated gzip members / zstd frames are one stream (what `cat a.gz b.gz` makes).
+  }
+  // The standard tools' output imports too, including multi-member gzip.
+  ASSERT_TRUE(export_archive(img, tmp_.path() / "plain.tar", {}).ok());
+  const std::string plain = slurp(tmp_.path() / "plain.tar");
+  write_raw("p1", plain.substr(0, 4096));
+  write_raw("p2", plain.substr(4096));
+  sh("cd '" + tmp_.path().string() + "' && gzip -c p1 > multi.tar.gz && gzip -c p2 >> multi.tar.gz"
+     " && zstd -q -c p1 > multi.tar.zst && zstd -q -c p2 >> multi.tar.zst");
+  for (const char* f : {"multi.tar.gz", "multi.tar.zst"}) {
+    auto r = import_archive(tmp_.path() / f, store() / (std::string("m-") + f), {});
+    ASSERT_TRUE(r.ok()) << f << ": " << r.error().to_string();
+  }
+}
+
 TEST_F(K8sArchive, ImportNeverReplacesAnImage) {
   auto img = make_image(tmp_.path() / "img", "app");
   auto out = tmp_.path() / "app.tar";
