@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <ctime>
 #include <optional>
@@ -154,6 +155,52 @@ Status ensure_loopback_up(int netns_fd) {
   t.join();
   if (!result.ok()) return std::move(result).error().with_context("bring lo up in the netns");
   return result;
+}
+
+// CRIU restores with the network-lock method recorded in the checkpoint's inventory.img, not the
+// one in the request: runc checkpoints with iptables, so every restore ran iptables-restore
+// four times to "unlock" a namespace that was never locked (~40 ms). The netns of a restore is
+// new and private (an external namespace that CRIU neither locks nor fills), so the restore
+// reads the images through a view whose inventory says "skip": links to every image file,
+// and a copy of inventory.img with network_lock_method (field 11) = NETWORK_LOCK_SKIP appended
+// (a later value of a protobuf field overrides an earlier one). The image itself is untouched.
+constexpr uint32_t kInventoryMagic = 0x58313116;
+constexpr unsigned char kInventorySkipLock[] = {0x58, 0x02};  // field 11, varint 2 (SKIP)
+
+Result<stdfs::path> image_view_without_network_lock(const stdfs::path& image_dir,
+                                                     const stdfs::path& work_dir) {
+  PW_ASSIGN(std::string inv, fs::read_file(image_dir / "inventory.img", 64 << 10));
+  uint32_t magic = 0, size = 0;
+  if (inv.size() < 8) return Error(ErrorKind::kInvalidInput, "inventory.img is truncated");
+  std::memcpy(&magic, inv.data(), 4);
+  std::memcpy(&size, inv.data() + 4, 4);
+  if (magic != kInventoryMagic || size != inv.size() - 8)
+    return Error(ErrorKind::kInvalidInput,
+                 (image_dir / "inventory.img").string() + ": not a CRIU inventory image");
+  inv.append(reinterpret_cast<const char*>(kInventorySkipLock), sizeof kInventorySkipLock);
+  size += sizeof kInventorySkipLock;
+  std::memcpy(inv.data() + 4, &size, 4);
+
+  stdfs::path view = work_dir / "images";
+  PW_TRY(fs::remove_all(view));
+  PW_TRY(fs::make_dirs(view, 0700));
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(image_dir, ec)) {
+    if (e.path().filename() == "inventory.img") continue;
+    // Hard links: CRIU opens some images after it has moved into the restored mount namespace
+    // and root, where an absolute symlink would point into the container. Across filesystems,
+    // a relative symlink (resolved from the view's directory fd).
+    stdfs::path link = view / e.path().filename();
+    if (::link(e.path().c_str(), link.c_str()) != 0) {
+      if (errno != EXDEV) return Error::sys("link", errno, link.string());
+      stdfs::create_symlink(stdfs::relative(stdfs::absolute(e.path()), stdfs::absolute(view)),
+                            link, ec);
+      if (ec) return Error::sys("symlink", ec.value(), link.string());
+    }
+  }
+  if (ec) return Error::sys("read directory", ec.value(), image_dir.string());
+  PW_TRY(fs::write_file(view / "inventory.img", inv, 0600));
+  return view;
 }
 
 struct OwnState {
@@ -435,6 +482,9 @@ class CriuDirect final : public Runtime {
 
     criu::RestoreRequest req;
     req.image_dir = o.image_dir;
+    if (!cfg.netns_path.empty() && !o.tcp_established) {
+      PW_ASSIGN(req.image_dir, image_view_without_network_lock(o.image_dir, o.work_dir));
+    }
     req.work_dir = o.work_dir;
     req.root = root;
     req.tcp_established = o.tcp_established;
@@ -463,7 +513,13 @@ class CriuDirect final : public Runtime {
     }
     for (const auto& key : pipe_keys) req.inherit_fds.emplace_back(key, stdio);
 
-    req.before_request = [&cg](pid_t criu_pid) { return cg.add(criu_pid); };
+    double join_ms = 0;
+    req.before_request = [&](pid_t criu_pid) {
+      auto t = steady_clock::now();
+      Status s = cg.add(criu_pid);
+      join_ms = ms_since(t);
+      return s;
+    };
     double before_resume_ms = 0;
     req.on_notify["post-restore"] = [&](pid_t pid) -> Status {
       undo.pid = pid;
@@ -479,6 +535,7 @@ class CriuDirect final : public Runtime {
     auto r = criu::restore(req);
     if (!r.ok()) return std::move(r).error();
     out.phases.emplace_back("criu_ms", ms_since(t_criu));
+    out.phases.emplace_back("cgroup_join_ms", join_ms);
     for (const auto& [k, v] : r->phases) out.phases.emplace_back(k + "_ms", v);
     if (o.before_resume) out.phases.emplace_back("before_resume_ms", before_resume_ms);
     undo.pid = r->pid;

@@ -407,7 +407,13 @@ TEST_F(CriuDirectTest, BenchAgainstRuncRestore) {
       double ready_ms = std::chrono::duration<double, std::milli>(steady_clock::now() - t0).count();
       (which == 0 ? runc_ms : direct_ms).push_back(restore_ms);
       (which == 0 ? runc_ready : direct_ready).push_back(ready_ms);
-      if (which == 1) phases.push_back(r->phases);
+      if (which == 1) {
+        phases.push_back(r->phases);
+        // The last direct restore's CRIU log stays for reading where the time went.
+        std::error_code ec;
+        stdfs::copy_file(o.work_dir / "restore.log", "/tmp/prewarm-criu-direct-restore.log",
+                         stdfs::copy_options::overwrite_existing, ec);
+      }
       ASSERT_TRUE(rt.remove(tag_ + "-" + name).ok());
     }
   }
