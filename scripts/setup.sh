@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything prewarm needs on a Debian 12 machine, idempotently:
-# Debian packages, CRIU 4.2.1 built from Debian's source tarball, and CRIU's rpc.proto.
+# Debian packages, CRIU 4.2.1 built from Debian's source tarball, and CRIU's .proto files
+# (rpc.proto for the RPC client, images/*.proto for reading CRIU's image files).
 set -euo pipefail
 
 CRIU_VERSION=4.2.1
@@ -44,16 +45,30 @@ else
   log "Debian packages: all present"
 fi
 
+PROTO_DIR=/usr/local/share/prewarm/criu
+tarball="$CRIU_SRC_CACHE/criu_${CRIU_VERSION}.orig.tar.xz"
+
 criu_ok() {
-  [ -x /usr/local/sbin/criu ] && [ -f /usr/local/share/prewarm/criu/rpc.proto ] &&
+  [ -x /usr/local/sbin/criu ] && [ -f "$PROTO_DIR/rpc.proto" ] &&
     /usr/local/sbin/criu --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION}"
 }
 
-if criu_ok; then
-  log "CRIU ${CRIU_VERSION}: already installed"
-else
+# The image protos come from the same tarball; a machine set up before they were needed gets
+# them from the cached tarball without rebuilding CRIU.
+protos_ok() {
+  [ -f "$PROTO_DIR/images/core.proto" ] && [ -f "$PROTO_DIR/images/stats.proto" ] &&
+    [ -f "$PROTO_DIR/images/regfile.proto" ] &&
+    [ "$(cat "$PROTO_DIR/images/.criu-version" 2>/dev/null)" = "$CRIU_VERSION" ]
+}
+
+install_protos() {  # $1: an unpacked CRIU source tree
+  install -d -m 0755 "$PROTO_DIR/images"
+  install -m 0644 "$1"/images/*.proto "$PROTO_DIR/images/"
+  echo "$CRIU_VERSION" > "$PROTO_DIR/images/.criu-version"
+}
+
+fetch_tarball() {
   mkdir -p "$CRIU_SRC_CACHE"
-  tarball="$CRIU_SRC_CACHE/criu_${CRIU_VERSION}.orig.tar.xz"
   if ! echo "${CRIU_SHA256}  ${tarball}" | sha256sum -c --status 2>/dev/null; then
     # The source tarball is Debian's source package from sid; reuse the host's own mirror.
     uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
@@ -72,6 +87,12 @@ SRC
     echo "${CRIU_SHA256}  ${tarball}" | sha256sum -c --status ||
       { echo "CRIU tarball missing or its sha256 does not match ${CRIU_SHA256}: ${tarball}" >&2; exit 1; }
   fi
+}
+
+if criu_ok; then
+  log "CRIU ${CRIU_VERSION}: already installed"
+else
+  fetch_tarball
   build=$(mktemp -d /tmp/prewarm-criu-build.XXXXXX)
   trap 'rm -rf "$build"' EXIT
   tar -C "$build" -xf "$tarball"
@@ -80,9 +101,22 @@ SRC
   make -C "$src" -j"$(nproc)" criu RUNDIR=/dev/shm >"$build/build.log" 2>&1 ||
     { tail -n 40 "$build/build.log" >&2; echo "CRIU build failed" >&2; exit 1; }
   install -D -m 0755 "$src/criu/criu" /usr/local/sbin/criu
-  install -D -m 0644 "$src/images/rpc.proto" /usr/local/share/prewarm/criu/rpc.proto
+  install -D -m 0644 "$src/images/rpc.proto" "$PROTO_DIR/rpc.proto"
+  install_protos "$src"
   criu_ok || { echo "installed CRIU does not report version ${CRIU_VERSION}" >&2; exit 1; }
   log "CRIU ${CRIU_VERSION} installed at /usr/local/sbin/criu"
+fi
+
+if protos_ok; then
+  log "CRIU ${CRIU_VERSION} image protos: already installed"
+else
+  fetch_tarball
+  protosrc=$(mktemp -d /tmp/prewarm-criu-protos.XXXXXX)
+  tar -C "$protosrc" -xJf "$tarball" --wildcards '*/images/*.proto'
+  install_protos "$(find "$protosrc" -mindepth 1 -maxdepth 1 -type d | head -n1)"
+  rm -rf "$protosrc"
+  protos_ok || { echo "CRIU image protos were not installed into $PROTO_DIR/images" >&2; exit 1; }
+  log "CRIU ${CRIU_VERSION} image protos installed in $PROTO_DIR/images"
 fi
 
 # CRIU locks the network with iptables-restore; runc finds criu on PATH.

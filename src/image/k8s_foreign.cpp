@@ -6,7 +6,8 @@
 // deleted.files as a JSON list, pod.options/pod.dump), lib/annotations.go
 // (org.criu.checkpoint.*); CRI-O server/container_restore.go (mounts it re-creates itself);
 // Podman's addCheckpointImageMetadata (CRIU version as one integer); CRIU images/core.proto
-// (core_entry.mtype) and images/stats.proto (dump_stats_entry, microseconds).
+// (core_entry.mtype), images/stats.proto (dump_stats_entry, microseconds) and
+// images/regfile.proto (reg_file_entry), compiled from CRIU's own files.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,6 +26,14 @@
 #include "image/k8s_internal.h"
 #include "base/tar.h"
 #include "spec/app_spec.h"
+
+// Generated from CRIU's images/*.proto (see this module's CMakeLists.txt).
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
+#include "core.pb.h"
+#include "regfile.pb.h"
+#include "stats.pb.h"
 
 namespace prewarm::image::k8s {
 namespace {
@@ -45,44 +54,9 @@ std::string now_rfc3339() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Just enough protobuf to read core_entry.mtype and dump statistics.
-
-bool read_varint(std::string_view& s, uint64_t& v) {
-  v = 0;
-  for (int shift = 0; shift < 64 && !s.empty(); shift += 7) {
-    auto b = static_cast<unsigned char>(s.front());
-    s.remove_prefix(1);
-    v |= static_cast<uint64_t>(b & 0x7f) << shift;
-    if (!(b & 0x80)) return true;
-  }
-  return false;
-}
-
-// Calls fn(field, wire_type, varint value, bytes) for each field of one protobuf message.
-template <class Fn>
-bool for_each_field(std::string_view msg, Fn fn) {
-  while (!msg.empty()) {
-    uint64_t key = 0, v = 0;
-    if (!read_varint(msg, key)) return false;
-    int wt = static_cast<int>(key & 7);
-    std::string_view bytes;
-    if (wt == 0) {
-      if (!read_varint(msg, v)) return false;
-    } else if (wt == 2) {
-      if (!read_varint(msg, v) || v > msg.size()) return false;
-      bytes = msg.substr(0, v);
-      msg.remove_prefix(v);
-    } else if (wt == 1 || wt == 5) {
-      size_t n = wt == 1 ? 8 : 4;
-      if (msg.size() < n) return false;
-      msg.remove_prefix(n);
-    } else {
-      return false;
-    }
-    fn(key >> 3, wt, v, bytes);
-  }
-  return true;
-}
+// CRIU image files, read with classes generated from CRIU's own images/*.proto. Parsed
+// partially: a message missing a required field still says what it has (CRIU's files always
+// have them; a sparse one from another tool should not lose the fields it does carry).
 
 // The first protobuf entry of a CRIU image file: magic (two words, or one for inventory.img),
 // a 32-bit little-endian length, the message.
@@ -104,17 +78,22 @@ std::optional<std::string> criu_first_entry(const stdfs::path& file) {
 
 // uname -m of the machine the checkpoint was made on, from a core-*.img's mtype.
 std::string checkpoint_arch(const stdfs::path& x, const std::set<std::string>& files) {
-  static const char* const kArch[] = {"",      "x86_64", "armv7l",      "aarch64", "ppc64le",
-                                      "s390x", "mips64", "loongarch64", "riscv64"};
   for (const auto& f : files) {
     if (!starts_with(f, std::string(kCheckpointDir) + "/core-")) continue;
     auto entry = criu_first_entry(x / f);
-    if (!entry) continue;
-    uint64_t mtype = 0;
-    for_each_field(*entry, [&](uint64_t field, int wt, uint64_t v, std::string_view) {
-      if (field == 1 && wt == 0) mtype = v;
-    });
-    if (mtype > 0 && mtype < std::size(kArch)) return kArch[mtype];
+    core_entry core;
+    if (!entry || !core.ParsePartialFromString(*entry) || !core.has_mtype()) continue;
+    switch (core.mtype()) {
+      case core_entry::X86_64: return "x86_64";
+      case core_entry::ARM: return "armv7l";
+      case core_entry::AARCH64: return "aarch64";
+      case core_entry::PPC64: return "ppc64le";
+      case core_entry::S390: return "s390x";
+      case core_entry::MIPS: return "mips64";
+      case core_entry::LOONGARCH64: return "loongarch64";
+      case core_entry::RISCV64: return "riscv64";
+      default: break;
+    }
   }
   return {};
 }
@@ -122,15 +101,11 @@ std::string checkpoint_arch(const stdfs::path& x, const std::set<std::string>& f
 // Seconds the app was frozen for the dump (stats_entry.dump.frozen_time, in microseconds).
 std::optional<double> frozen_seconds(const stdfs::path& stats_dump) {
   auto entry = criu_first_entry(stats_dump);
-  if (!entry) return std::nullopt;
-  std::optional<double> out;
-  for_each_field(*entry, [&](uint64_t field, int wt, uint64_t, std::string_view dump) {
-    if (field != 1 || wt != 2) return;
-    for_each_field(dump, [&](uint64_t f, int w, uint64_t v, std::string_view) {
-      if (f == 2 && w == 0) out = static_cast<double>(v) / 1e6;
-    });
-  });
-  return out;
+  stats_entry stats;
+  if (!entry || !stats.ParsePartialFromString(*entry) || !stats.has_dump() ||
+      !stats.dump().has_frozen_time())
+    return std::nullopt;
+  return static_cast<double>(stats.dump().frozen_time()) / 1e6;
 }
 
 // The mode of the container's root directory as CRIU saw it: files.img's regular-file entries
@@ -148,17 +123,25 @@ std::optional<unsigned> checkpoint_root_mode(const stdfs::path& files_img) {
     std::memcpy(&len, rest.data(), 4);
     rest.remove_prefix(4);
     if (len > rest.size()) break;
-    for_each_field(rest.substr(0, len), [&](uint64_t field, int wt, uint64_t, std::string_view reg) {
-      if (field != 3 || wt != 2) return;  // file_entry.reg
-      std::string name;
-      std::optional<uint64_t> m;
-      for_each_field(reg, [&](uint64_t f, int w, uint64_t v, std::string_view b) {
-        if (f == 6 && w == 2) name = b;  // reg_file_entry.name
-        if (f == 10 && w == 0) m = v;    // reg_file_entry.mode
-      });
-      if ((name == "/" || name == ".") && m && S_ISDIR(*m)) mode = static_cast<unsigned>(*m & 07777);
-    });
+    // file_entry (fdinfo.proto) is only looked into for its reg field (3, reg_file_entry):
+    // generating fdinfo.proto would pull in 40 files for one field.
+    google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(rest.data()),
+                                              static_cast<int>(len));
     rest.remove_prefix(len);
+    using WFL = google::protobuf::internal::WireFormatLite;
+    for (uint32_t tag; (tag = in.ReadTag()) != 0;) {
+      if (WFL::GetTagFieldNumber(tag) != 3 ||
+          WFL::GetTagWireType(tag) != WFL::WIRETYPE_LENGTH_DELIMITED) {
+        if (!WFL::SkipField(&in, tag)) break;
+        continue;
+      }
+      std::string bytes;
+      if (!WFL::ReadBytes(&in, &bytes)) break;
+      reg_file_entry reg;
+      if (!reg.ParsePartialFromString(bytes) || !reg.has_mode()) continue;
+      if ((reg.name() == "/" || reg.name() == ".") && S_ISDIR(reg.mode()))
+        mode = static_cast<unsigned>(reg.mode() & 07777);
+    }
   }
   return mode;
 }
