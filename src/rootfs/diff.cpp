@@ -57,9 +57,17 @@ Status apply_diff(const std::filesystem::path& tar_file, const std::filesystem::
 }
 
 Result<std::filesystem::path> diff_layer(const std::filesystem::path& tar_file,
-                                         const std::filesystem::path& layers_dir) {
+                                         const std::filesystem::path& layers_dir,
+                                         std::string_view verified_sha256) {
   const std::string what = "make a rootfs layer of " + tar_file.string();
-  auto digest = sha256_file(tar_file);
+  // The digest names a directory: nothing but 64 lowercase hex digits.
+  if (!verified_sha256.empty() &&
+      (verified_sha256.size() != 64 ||
+       verified_sha256.find_first_not_of("0123456789abcdef") != std::string_view::npos))
+    return Error(what + ": " + std::string(verified_sha256) + " is not a lowercase hex SHA-256",
+                 EINVAL);
+  Result<std::string> digest = std::string(verified_sha256);
+  if (verified_sha256.empty()) digest = sha256_file(tar_file);
   if (!digest.ok()) return std::move(digest).error().with_context(what);
   std::error_code ec;
   std::filesystem::path dir = std::filesystem::absolute(layers_dir, ec).lexically_normal();
@@ -69,7 +77,16 @@ Result<std::filesystem::path> diff_layer(const std::filesystem::path& tar_file,
   // build_cached(parent, name, key): flock per key, so concurrent callers extract once and
   // all wait for that one; the layer appears only by rename, so one that exists is complete.
   auto layer = detail::build_cached(dir.parent_path(), dir.filename().string(), *digest,
-                                    [&](const std::filesystem::path& tmp) {
+                                    [&](const std::filesystem::path& tmp) -> Status {
+                                      // Only a new layer reads the archive: check it is the
+                                      // one the digest names (it may have changed since).
+                                      if (!verified_sha256.empty()) {
+                                        PW_ASSIGN(std::string real, sha256_file(tar_file));
+                                        if (real != verified_sha256)
+                                          return Error(tar_file.string() + " has SHA-256 " +
+                                                       real + ", expected " +
+                                                       std::string(verified_sha256));
+                                      }
                                       return extract_diff(tar_file, tmp);
                                     });
   if (!layer.ok()) return std::move(layer).error().with_context(what);

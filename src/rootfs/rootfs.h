@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
@@ -63,8 +64,12 @@ Status apply_diff(const std::filesystem::path& tar_file, const std::filesystem::
 // and opaque directories (trusted.overlay.opaque=y) act in a lower layer as in an upper one.
 // Mount it above the base: mount_overlay({layer, base.dir}, instance_dir). Needs root (whiteouts,
 // trusted.* xattrs, ownership).
+// verified_sha256: the archive's SHA-256 when the caller has just verified it (an image's
+// manifest lists it), so a restore does not hash the archive again; an existing layer is then
+// found without reading the archive, and a new one is still checked against it first.
 Result<std::filesystem::path> diff_layer(const std::filesystem::path& tar_file,
-                                         const std::filesystem::path& layers_dir);
+                                         const std::filesystem::path& layers_dir,
+                                         std::string_view verified_sha256 = {});
 
 // Extracts a diff archive (what capture_diff's GNU tar writes: files, dirs, symlinks, hard
 // links, 0/0 char devices, FIFOs, pax SCHILY.xattr.* records, GNU long names, numeric owners,

@@ -274,11 +274,16 @@ TEST(DiffLayer, ConcurrentCallersGetOneLayerExtractedOnce) {
   ASSERT_EQ(names.size(), 1u) << "temporary directories left behind";
   EXPECT_EQ(names[0].size(), 64u) << names[0];
 
-  // A complete layer is reused, not re-extracted.
+  // A complete layer is reused, not re-extracted; with the digest given, the archive isn't read.
   spit(*results[0] / "marker", "still here\n");
   auto again = diff_layer(tar, layers);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(slurp(*again / "marker"), "still here\n");
+  const std::string sha = results[0]->filename().string();
+  stdfs::remove(tar);
+  auto by_digest = diff_layer(tar, layers, sha);
+  ASSERT_TRUE(by_digest.ok()) << by_digest.error().to_string();
+  EXPECT_EQ(*by_digest, *results[0]);
 }
 
 TEST(DiffLayer, FailedExtractionLeavesNoLayer) {
@@ -290,6 +295,10 @@ TEST(DiffLayer, FailedExtractionLeavesNoLayer) {
   EXPECT_NE(layer.error().message().find("\"..\""), std::string::npos) << layer.error().message();
   for (auto& e : stdfs::directory_iterator(t.path() / "layers"))
     EXPECT_TRUE(e.path().string().ends_with(".lock")) << e.path();
+  auto wrong = diff_layer(tar, t.path() / "layers", std::string(64, 'a'));
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.error().message().find("expected " + std::string(64, 'a')), std::string::npos)
+      << wrong.error().message();
   auto missing = diff_layer(t.path() / "missing.tar", t.path() / "layers");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.error().message().find("missing.tar"), std::string::npos);
