@@ -51,13 +51,13 @@ Status write_file(const std::filesystem::path& path, std::string_view content, m
 }
 
 Status write_file_atomic(const std::filesystem::path& path, std::string_view content,
-                         mode_t mode) {
+                         mode_t mode, bool durable) {
   std::filesystem::path tmp = path;
   tmp += ".tmp-" + random_hex(4);
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
   if (!fd.valid()) return Error::sys("create", errno, tmp.string());
   Status st = write_all(fd.get(), content, tmp);
-  if (st.ok() && ::fsync(fd.get()) != 0) st = Error::sys("fsync", errno, tmp.string());
+  if (st.ok() && durable && ::fsync(fd.get()) != 0) st = Error::sys("fsync", errno, tmp.string());
   fd.reset();
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0)
     st = Error::sys("rename", errno, path.string());

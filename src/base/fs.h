@@ -11,9 +11,10 @@ namespace prewarm::fs {
 
 Result<std::string> read_file(const std::filesystem::path& path, size_t max_bytes = 64 << 20);
 // Writes via a temporary file in the same directory, fsync and rename: readers see the old
-// content or the new one, never a torn file.
+// content or the new one, never a torn file. durable=false skips the fsync, for state that a
+// reboot makes meaningless anyway (an instance's record): still atomic if the process dies.
 Status write_file_atomic(const std::filesystem::path& path, std::string_view content,
-                         mode_t mode = 0600);
+                         mode_t mode = 0600, bool durable = true);
 Status write_file(const std::filesystem::path& path, std::string_view content, mode_t mode = 0644);
 Status make_dirs(const std::filesystem::path& path, mode_t mode = 0700);
 // Removes a tree; missing is fine.

@@ -1,6 +1,7 @@
 // Error formatting.
 #include "base/result.h"
 
+#include <cerrno>
 #include <cstring>
 
 namespace prewarm {
@@ -14,6 +15,34 @@ Error Error::sys(std::string_view op, int err, std::string_view path) {
   m += ": ";
   m += std::strerror(err);
   return Error(std::move(m), err);
+}
+
+const char* error_kind_name(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInternal: return "internal";
+    case ErrorKind::kNotFound: return "not found";
+    case ErrorKind::kInvalidInput: return "invalid input";
+    case ErrorKind::kConflict: return "conflict";
+    case ErrorKind::kIncompatibleHost: return "incompatible host";
+    case ErrorKind::kRuntime: return "runtime failure";
+    case ErrorKind::kIo: return "I/O";
+    case ErrorKind::kUnavailable: return "unavailable";
+  }
+  return "internal";
+}
+
+ErrorKind Error::kind() const {
+  if (kind_) return *kind_;
+  switch (errno_) {
+    case 0: return ErrorKind::kInternal;
+    case ENOENT: return ErrorKind::kNotFound;
+    case ETIMEDOUT:
+    case EAGAIN: return ErrorKind::kUnavailable;
+    case EEXIST:
+    case EBUSY: return ErrorKind::kConflict;
+    case EINVAL: return ErrorKind::kInvalidInput;
+    default: return ErrorKind::kIo;
+  }
 }
 
 Error& Error::with_context(std::string_view context) & {

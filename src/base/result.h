@@ -11,9 +11,27 @@
 
 namespace prewarm {
 
+// What kind of failure an error is, so an API can map it to a status code (404, 400, 409, 422,
+// 500, 503) without parsing messages. Kept when context is added.
+enum class ErrorKind {
+  kInternal,          // a bug or an unexpected state (500)
+  kNotFound,          // no such image, instance, file or registry object (404)
+  kInvalidInput,      // a malformed spec, name, argument, image or archive (400)
+  kConflict,          // exists already, or in use (409)
+  kIncompatibleHost,  // this host cannot do it (CPU, kernel, CRIU version, missing tool) (422)
+  kRuntime,           // runc or CRIU failed (500, with their log lines in the detail)
+  kIo,                // the filesystem or network failed (500/503)
+  kUnavailable,       // timed out or busy; may work when retried (503)
+};
+
+// "not found", "invalid input", ... (lowercase, for messages and JSON).
+const char* error_kind_name(ErrorKind kind);
+
 class Error {
  public:
   explicit Error(std::string message, int err = 0) : message_(std::move(message)), errno_(err) {}
+  Error(ErrorKind kind, std::string message, int err = 0)
+      : message_(std::move(message)), errno_(err), kind_(kind) {}
 
   // The one constructor for failed syscalls: "op path: strerror(err)".
   static Error sys(std::string_view op, int err, std::string_view path = {});
@@ -22,9 +40,17 @@ class Error {
   Error&& with_context(std::string_view context) &&;
   Error& with_context(std::string_view context) &;
   Error&& with_detail(std::string detail) &&;
+  Error&& with_kind(ErrorKind kind) && {
+    kind_ = kind;
+    return std::move(*this);
+  }
 
   const std::string& message() const { return message_; }
   int errno_value() const { return errno_; }
+  // The kind given at construction; else derived from errno (ENOENT: not found, ETIMEDOUT:
+  // unavailable, EEXIST/EBUSY: conflict, EINVAL: invalid input, other errnos: I/O), else
+  // internal.
+  ErrorKind kind() const;
   const std::string& detail() const { return detail_; }
   // Message, and the detail indented below it when there is one.
   std::string to_string() const;
@@ -33,6 +59,7 @@ class Error {
   std::string message_;
   int errno_ = 0;
   std::string detail_;
+  std::optional<ErrorKind> kind_;
 };
 
 template <class T>

@@ -1,28 +1,75 @@
-// Context construction from defaults and environment overrides.
+// Context construction: the environment is read here, once.
 #include "engine/context.h"
 
 #include <cstdlib>
 
 #include "base/fs.h"
+#include "oci/criu_direct.h"
 
 namespace prewarm::engine {
+namespace {
+
+std::string env_or(const char* name, std::string fallback) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? std::string(v) : std::move(fallback);
+}
+
+}  // namespace
+
+Config config_from_env() {
+  Config c;
+  c.state_dir = env_or("PREWARM_STATE_DIR", c.state_dir.string());
+  c.cache_dir = env_or("PREWARM_CACHE_DIR", c.cache_dir.string());
+  c.bridge = env_or("PREWARM_BRIDGE", c.bridge);
+  c.subnet = env_or("PREWARM_SUBNET", c.subnet);
+  c.runc_binary = env_or("PREWARM_RUNC", "");
+  c.runtime = env_or("PREWARM_RUNTIME", "");
+  c.registry_user = env_or("PREWARM_REGISTRY_USER", "");
+  c.registry_password = env_or("PREWARM_REGISTRY_PASSWORD", "");
+  return c;
+}
+
+std::shared_ptr<oci::Runtime> Context::runtime_named(const std::string& name) const {
+  auto it = runtimes.find(name);
+  return it == runtimes.end() ? runtime : it->second;
+}
+
+Status Context::use_runtime(const std::string& name) {
+  auto it = runtimes.find(name);
+  if (it == runtimes.end()) {
+    std::string known;
+    for (const auto& [n, rt] : runtimes) known += (known.empty() ? "" : ", ") + n;
+    return Error(ErrorKind::kInvalidInput,
+                 "unknown runtime '" + name + "' (this build has: " + known + ")");
+  }
+  runtime = it->second;
+  config.runtime = name;
+  return {};
+}
+
+Result<Context> make_context(Config config, const std::filesystem::path& state_dir_override) {
+  Context ctx;
+  if (!state_dir_override.empty()) config.state_dir = state_dir_override;
+  ctx.state_dir = std::filesystem::absolute(config.state_dir);
+  ctx.cache_dir = config.cache_dir;
+  // Checkpoints hold application memory (secrets): the state dir is root-only.
+  for (const auto& d : {ctx.state_dir, ctx.images_dir(), ctx.instances_dir(), ctx.stamps_dir(),
+                        ctx.layers_dir()})
+    PW_TRY(fs::make_dirs(d, 0700));
+  ctx.net.bridge = config.bridge;
+  ctx.net.subnet = config.subnet;
+  ctx.net.state_dir = ctx.state_dir / "net";
+  std::shared_ptr<oci::Runtime> runc = oci::make_runc(config.runc_binary);
+  ctx.runtimes["runc"] = runc;
+  ctx.runtimes["criu"] = oci::make_criu_direct(runc);
+  std::string chosen = config.runtime.empty() ? std::string(kDefaultRuntime) : config.runtime;
+  ctx.config = std::move(config);
+  PW_TRY(ctx.use_runtime(chosen));
+  return ctx;
+}
 
 Result<Context> make_context(const std::filesystem::path& state_dir_override) {
-  Context ctx;
-  const char* env_state = std::getenv("PREWARM_STATE_DIR");
-  const char* env_cache = std::getenv("PREWARM_CACHE_DIR");
-  ctx.state_dir = !state_dir_override.empty() ? state_dir_override
-                  : (env_state && *env_state) ? std::filesystem::path(env_state)
-                                              : std::filesystem::path("/var/lib/prewarm");
-  ctx.cache_dir = (env_cache && *env_cache) ? std::filesystem::path(env_cache)
-                                            : std::filesystem::path("/var/cache/prewarm");
-  ctx.state_dir = std::filesystem::absolute(ctx.state_dir);
-  // Checkpoints hold application memory (secrets): the state dir is root-only.
-  for (const auto& d : {ctx.state_dir, ctx.images_dir(), ctx.instances_dir(), ctx.stamps_dir()})
-    PW_TRY(fs::make_dirs(d, 0700));
-  ctx.net = net::config_from_env(ctx.state_dir / "net");
-  ctx.runtime = oci::make_runc();
-  return ctx;
+  return make_context(config_from_env(), state_dir_override);
 }
 
 }  // namespace prewarm::engine

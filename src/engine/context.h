@@ -1,8 +1,10 @@
-// What every engine operation works with: where state lives, the network config, the runtime.
+// What every prewarm operation works with: where state lives, the network, the runtimes, and
+// the configuration, read from the environment once (make_context) and nowhere else.
 #pragma once
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -12,11 +14,34 @@
 
 namespace prewarm::engine {
 
+// The restore backend unless configured otherwise.
+inline constexpr const char* kDefaultRuntime = "criu";
+
+// Everything prewarm takes from its environment.
+struct Config {
+  std::filesystem::path state_dir = "/var/lib/prewarm";  // PREWARM_STATE_DIR, --state-dir
+  std::filesystem::path cache_dir = "/var/cache/prewarm";  // PREWARM_CACHE_DIR
+  std::string bridge = "prewarm0";                        // PREWARM_BRIDGE
+  std::string subnet = "10.89.0.0/16";                    // PREWARM_SUBNET
+  std::string runc_binary;                                // PREWARM_RUNC ("" : PATH)
+  // Restore backend: "criu" (direct, the default where available) or "runc". PREWARM_RUNTIME,
+  // --runtime.
+  std::string runtime;
+  std::string registry_user, registry_password;  // PREWARM_REGISTRY_USER / _PASSWORD
+};
+
+// Config from the environment (PREWARM_* variables); the fields' comments name them.
+Config config_from_env();
+
 struct Context {
-  std::filesystem::path state_dir;  // images/, instances/, stamps/
+  Config config;
+  std::filesystem::path state_dir;  // images/, instances/, stamps/, layers/
   std::filesystem::path cache_dir;  // rootfs builds, reused across state dirs
   net::Config net;
+  // The backend restores use (config.runtime); cold starts and bakes go through runc.
   std::shared_ptr<oci::Runtime> runtime;
+  // Every backend by name ("runc", "criu"): an instance is removed by the one that made it.
+  std::map<std::string, std::shared_ptr<oci::Runtime>> runtimes;
   // Progress lines for long operations (bake phases, rootfs builds); may be empty.
   std::function<void(const std::string&)> progress;
 
@@ -25,13 +50,21 @@ struct Context {
   std::filesystem::path instances_dir() const { return state_dir / "instances"; }
   std::filesystem::path instance_dir(const std::string& id) const { return instances_dir() / id; }
   std::filesystem::path stamps_dir() const { return state_dir / "stamps"; }
+  // Rootfs diffs extracted once per image, the read-only layer under every instance's upper.
+  std::filesystem::path layers_dir() const { return state_dir / "layers"; }
   void say(const std::string& line) const {
     if (progress) progress(line);
   }
+  // The runtime called `name` ("" or unknown: the restore backend).
+  std::shared_ptr<oci::Runtime> runtime_named(const std::string& name) const;
+  // Switches the restore backend ("runc" or "criu"); kInvalidInput for other names.
+  Status use_runtime(const std::string& name);
 };
 
-// Defaults: state /var/lib/prewarm (PREWARM_STATE_DIR), cache /var/cache/prewarm
-// (PREWARM_CACHE_DIR), runc, bridge prewarm0 on 10.89.0.0/16 (PREWARM_BRIDGE, PREWARM_SUBNET).
+// A context from `config` (a non-empty state_dir_override wins over config.state_dir): makes
+// the state dirs (0700: checkpoints hold application memory) and the runtimes.
+Result<Context> make_context(Config config, const std::filesystem::path& state_dir_override = {});
+// The same from the environment.
 Result<Context> make_context(const std::filesystem::path& state_dir_override = {});
 
 }  // namespace prewarm::engine

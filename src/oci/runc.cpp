@@ -48,6 +48,8 @@ class Runc final : public Runtime {
  public:
   explicit Runc(std::string binary) : binary_(std::move(binary)) {}
 
+  std::string name() const override { return "runc"; }
+
   Status run(const std::string& id, const std::filesystem::path& bundle, int stdio_fd) override {
     auto log = bundle / "runc.log";
     return invoke_detached({"run", "--detach", "--bundle", bundle.string(), id}, log, stdio_fd,
@@ -64,19 +66,42 @@ class Runc final : public Runtime {
     return invoke_detached(args, log, -1, o.work_dir / "dump.log", "checkpoint of " + id);
   }
 
-  Status restore(const std::string& id, const std::filesystem::path& bundle,
-                 const RestoreOptions& o, int stdio_fd) override {
+  Result<Restored> restore(const std::string& id, const std::filesystem::path& bundle,
+                           const RestoreOptions& o) override {
     std::vector<std::string> args = {"restore", "--detach", "--bundle", bundle.string(),
                                      "--image-path", o.image_dir.string(), "--work-path",
                                      o.work_dir.string()};
     if (o.tcp_established) args.push_back("--tcp-established");
     args.push_back(id);
     auto log = o.work_dir / "runc.log";
-    return invoke_detached(args, log, stdio_fd, o.work_dir / "restore.log", "restore of " + id);
+    PW_TRY(invoke_detached(args, log, o.stdio_fd, o.work_dir / "restore.log", "restore of " + id));
+    auto s = state(id);
+    if (!s.ok()) {
+      (void)remove(id);
+      return std::move(s).error().with_context("restore of " + id);
+    }
+    Restored r;
+    r.pid = s->pid;
+    // runc resumes the tasks itself: the hook can only run now.
+    r.hook_before_resume = false;
+    if (o.before_resume) {
+      Status st = o.before_resume(r.pid);
+      if (!st.ok()) {
+        (void)remove(id);
+        return std::move(st).error();
+      }
+    }
+    return r;
   }
 
   Result<ContainerState> state(const std::string& id) override {
-    PW_ASSIGN(std::string out, run_runc({"state", id}));
+    auto r = run_runc({"state", id});
+    if (!r.ok()) {
+      if (r.error().message().find("does not exist") != std::string::npos)
+        return Error(ErrorKind::kNotFound, "no container " + id);
+      return std::move(r).error();
+    }
+    const std::string& out = *r;
     auto j = json::parse(out, nullptr, false);
     if (j.is_discarded()) return Error("runc state " + id + ": unparsable output");
     return parse_state(j);
@@ -99,6 +124,18 @@ class Runc final : public Runtime {
     return {};
   }
 
+  Status pause(const std::string& id) override {
+    auto r = run_runc({"pause", id});
+    if (!r.ok()) return std::move(r).error();
+    return {};
+  }
+
+  Status resume(const std::string& id) override {
+    auto r = run_runc({"resume", id});
+    if (!r.ok()) return std::move(r).error();
+    return {};
+  }
+
   Status remove(const std::string& id) override {
     SpawnOptions o;
     o.argv = {binary_, "delete", "--force", id};
@@ -112,8 +149,11 @@ class Runc final : public Runtime {
     PW_ASSIGN(std::string out, run_runc({"list", "--format", "json"}));
     std::vector<ContainerState> states;
     auto j = json::parse(out, nullptr, false);
-    if (j.is_array())
-      for (const auto& c : j) states.push_back(parse_state(c));
+    // runc prints "null" when it has no containers.
+    if (j.is_null()) return states;
+    if (!j.is_array())
+      return Error(ErrorKind::kRuntime, "runc list: unparsable output: " + out.substr(0, 200));
+    for (const auto& c : j) states.push_back(parse_state(c));
     return states;
   }
 
@@ -144,7 +184,8 @@ class Runc final : public Runtime {
     if (!r.success()) {
       std::string err = r.err;
       while (!err.empty() && err.back() == '\n') err.pop_back();
-      return Error(join_argv(args) + " " + r.describe() + (err.empty() ? "" : ": " + err));
+      return Error(ErrorKind::kRuntime,
+                   join_argv(args) + " " + r.describe() + (err.empty() ? "" : ": " + err));
     }
     return std::move(r.out);
   }
@@ -169,7 +210,8 @@ class Runc final : public Runtime {
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
     RunResult r{status, {}, {}};
     std::string why = runc_log_errors(log);
-    Error e(what + " failed: runc " + r.describe() + (why.empty() ? "" : ": " + why));
+    Error e(ErrorKind::kRuntime,
+            what + " failed: runc " + r.describe() + (why.empty() ? "" : ": " + why));
     if (!criu_log.empty()) {
       std::string tail = criu::relevant_log_tail(criu_log);
       if (!tail.empty())
@@ -183,9 +225,8 @@ class Runc final : public Runtime {
 
 }  // namespace
 
-std::unique_ptr<Runtime> make_runc() {
-  std::string bin;
-  if (const char* env = std::getenv("PREWARM_RUNC"); env && *env) bin = env;
+std::unique_ptr<Runtime> make_runc(const std::string& binary) {
+  std::string bin = binary;
   if (bin.empty()) bin = find_executable("runc");
   if (bin.empty()) bin = "runc";
   return std::make_unique<Runc>(bin);

@@ -1,10 +1,12 @@
-// The OCI runtime operations prewarm needs, and their runc implementation.
+// The OCI runtime operations prewarm needs, and their backends: runc (the reference) and
+// direct CRIU (restores without runc, over one CRIU RPC session).
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,29 +34,53 @@ struct RestoreOptions {
   std::filesystem::path image_dir;
   std::filesystem::path work_dir;  // CRIU's restore.log lands here
   bool tcp_established = false;
+  // The app's stdout and stderr (a pipe at checkpoint) become this fd (e.g. the log file).
+  int stdio_fd = -1;
+  // Called once the tasks are restored, before they run again, with the restored init's pid
+  // (host view). A backend that cannot stop there calls it right after the restore; `restore`
+  // reports which one happened. An error fails the restore.
+  std::function<Status(pid_t)> before_resume;
+};
+
+struct Restored {
+  pid_t pid = 0;                  // the container's init, host pid
+  bool hook_before_resume = true;  // false: before_resume ran after the app had resumed
+  // Where the backend's time went (milliseconds), e.g. {"criu_ms", ...}; may be empty.
+  std::vector<std::pair<std::string, double>> phases;
 };
 
 class Runtime {
  public:
   virtual ~Runtime() = default;
+  // "runc" or "criu" (what `--runtime` takes and records name).
+  virtual std::string name() const = 0;
   // Starts the container detached; its stdout and stderr go to `stdio_fd`.
   virtual Status run(const std::string& id, const std::filesystem::path& bundle, int stdio_fd) = 0;
   virtual Status checkpoint(const std::string& id, const CheckpointOptions& opts) = 0;
-  virtual Status restore(const std::string& id, const std::filesystem::path& bundle,
-                         const RestoreOptions& opts, int stdio_fd) = 0;
+  // Restores the checkpoint in opts.image_dir as container `id` from the bundle's config.json
+  // (whose root must already be mounted). On failure nothing of the container is left running.
+  virtual Result<Restored> restore(const std::string& id, const std::filesystem::path& bundle,
+                                   const RestoreOptions& opts) = 0;
+  // kNotFound when there is no such container.
   virtual Result<ContainerState> state(const std::string& id) = 0;
   // Exit code of `cmd` run inside the container.
   virtual Result<int> exec(const std::string& id, const std::vector<std::string>& cmd,
                            std::chrono::milliseconds timeout) = 0;
   virtual Status kill(const std::string& id, int signal) = 0;
-  // Deletes the container (forcefully; kills it first). Missing is fine.
+  // Freezes / thaws every process of the container (cgroup freezer).
+  virtual Status pause(const std::string& id) = 0;
+  virtual Status resume(const std::string& id) = 0;
+  // Deletes the container (forcefully; kills it first) and everything the runtime keeps for it
+  // (state, cgroups, mounts). Missing is fine.
   virtual Status remove(const std::string& id) = 0;
+  // Every container this runtime knows. An error when it cannot tell (never an empty list
+  // instead).
   virtual Result<std::vector<ContainerState>> list() = 0;
   virtual Result<std::string> version() = 0;
 };
 
-// runc, found as PREWARM_RUNC or on PATH; CRIU is found by runc on PATH, so /usr/local/sbin
+// runc: `binary`, or the one on PATH when empty. runc finds CRIU on PATH, so /usr/local/sbin
 // (where prewarm's CRIU lives) is put first in the PATH runc gets.
-std::unique_ptr<Runtime> make_runc();
+std::unique_ptr<Runtime> make_runc(const std::string& binary = {});
 
 }  // namespace prewarm::oci

@@ -93,10 +93,8 @@ std::string token_scope(const std::string& challenge_scope, const std::string& r
 }
 
 Credentials resolve_credentials(const Options& opts) {
-  if (!opts.username.empty() || !opts.password.empty()) return {opts.username, opts.password};
-  const char* u = std::getenv("PREWARM_REGISTRY_USER");
-  const char* p = std::getenv("PREWARM_REGISTRY_PASSWORD");
-  return {u ? u : "", p ? p : ""};
+  // The caller's configuration (the CLI's: PREWARM_REGISTRY_USER / _PASSWORD, read once).
+  return {opts.username, opts.password};
 }
 
 Authorizer::Authorizer(std::string registry, std::string repository,

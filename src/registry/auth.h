@@ -33,7 +33,7 @@ struct Credentials {
   std::string password;
   bool empty() const { return username.empty() && password.empty(); }
 };
-// The options' credentials, or PREWARM_REGISTRY_USER / PREWARM_REGISTRY_PASSWORD.
+// The options' credentials (the environment is read once, by the caller's context).
 Credentials resolve_credentials(const Options& opts);
 
 // The Authorization header one operation on one repository sends; shared by its threads.

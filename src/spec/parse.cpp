@@ -16,6 +16,7 @@
 
 #include "base/fs.h"
 #include "spec/probe_parse.h"
+#include "spec/names.h"
 #include "spec/yaml_reader.h"
 
 namespace prewarm::spec {
@@ -31,25 +32,17 @@ namespace {
 using namespace detail;
 namespace stdfs = std::filesystem;
 
-// The name becomes hostnames and ids, so it must be a DNS label.
-constexpr size_t kMaxNameLength = 63;
 constexpr std::string_view kBinaryTag = "tag:yaml.org,2002:binary";
 
 bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 
 Status parse_name(YamlReader& r, const YAML::Node& root, AppSpec& spec) {
   PW_ASSIGN(spec.name, r.required_string(root, "", "name"));
-  const std::string& name = spec.name;
-  if (name.size() > kMaxNameLength)
-    return field_error("name", "must be at most " + std::to_string(kMaxNameLength) +
-                                   " characters, got " + std::to_string(name.size()));
-  bool chars_ok =
-      std::all_of(name.begin(), name.end(), [](char c) { return is_lower_alnum(c) || c == '-'; });
-  if (!chars_ok || name.front() == '-' || name.back() == '-')
-    return field_error("name",
-                       "must be lowercase letters, digits and '-', starting and ending "
-                       "with a letter or digit (it becomes a hostname), got " +
-                           quote(name));
+  if (Status st = check_name(spec.name, "name"); !st.ok()) {
+    // "name must be ..." becomes "name: must be ...", like every other field error.
+    std::string why = st.error().message();
+    return field_error("name", why.substr(why.find(' ') + 1));
+  }
   return {};
 }
 

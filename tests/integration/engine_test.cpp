@@ -6,8 +6,8 @@
 #include <regex>
 #include <set>
 
-#include "engine/bake.h"
-#include "engine/instance.h"
+#include "bake/bake.h"
+#include "lifecycle/instance.h"
 #include "image/image.h"
 #include "probe/probe.h"
 #include "support/engine_fixture.h"
@@ -16,7 +16,7 @@ namespace prewarm::testing {
 namespace {
 
 namespace stdfs = std::filesystem;
-using engine::StartMode;
+using lifecycle::StartMode;
 
 std::string get(const std::string& ip, const std::string& path) {
   auto r = probe::http_get(ip, 8080, path, {}, std::chrono::milliseconds(3000));
@@ -27,36 +27,33 @@ std::string get(const std::string& ip, const std::string& path) {
 class TinyTest : public EngineTest {
  protected:
   // Bakes the tiny counter example under a name of this test's own.
-  engine::LoadedImage bake_tiny(const stdfs::path& spec = PREWARM_EXAMPLE_TINY_SPEC) {
-    engine::BakeOptions o;
+  images::LoadedImage bake_tiny(const stdfs::path& spec = PREWARM_EXAMPLE_TINY_SPEC) {
+    bake::BakeOptions o;
     o.name = "counter-" + tag_;
     track(o.name);
-    auto baked = engine::bake(ctx_, spec, o);
+    auto baked = bake::bake(ctx_, spec, o);
     EXPECT_TRUE(baked.ok()) << baked.error().to_string();
-    auto img = engine::load_image(ctx_, o.name);
+    auto img = images::load_image(ctx_, o.name);
     EXPECT_TRUE(img.ok()) << img.error().to_string();
-    return img.ok() ? *img : engine::LoadedImage{};
+    return img.ok() ? *img : images::LoadedImage{};
   }
 
   // Bakes a spec that must fail; checks that no image and no instance are left, and returns
   // the error message.
   std::string failed_bake(const stdfs::path& spec) {
-    engine::BakeOptions o;
+    bake::BakeOptions o;
     o.name = "counter-" + tag_;
     track(o.name);
-    auto r = engine::bake(ctx_, spec, o);
+    auto r = bake::bake(ctx_, spec, o);
     EXPECT_FALSE(r.ok());
     EXPECT_FALSE(stdfs::exists(ctx_.image_dir(o.name)));
-    auto l = engine::list_instances(ctx_);
+    auto l = lifecycle::list_instances(ctx_);
     EXPECT_TRUE(l.ok() && l->empty());
     return r.ok() ? "" : r.error().message();
   }
 
   std::string exec_out(const std::string& id, const std::vector<std::string>& cmd) {
-    std::vector<std::string> argv = {"runc", "exec", id};
-    argv.insert(argv.end(), cmd.begin(), cmd.end());
-    auto r = run_checked(argv);
-    return r.ok() ? *r : "ERROR " + r.error().message();
+    return exec_in(ctx_, id, cmd);
   }
 };
 
@@ -70,7 +67,7 @@ TEST_F(TinyTest, RestoredInstanceContinuesFromCheckpointedState) {
                                  : stdfs::perms::owner_read | stdfs::perms::owner_write;
     EXPECT_EQ(perms, want) << e.path();
   }
-  auto s = engine::start_instance(ctx_, img, StartMode::kRestore);
+  auto s = lifecycle::start_instance(ctx_, img, StartMode::kRestore);
   ASSERT_TRUE(s.ok()) << s.error().to_string();
   EXPECT_EQ(s->record.started_by, "restore") << s->record.fallback_reason;
   // The warm-up made 5 counted requests before the checkpoint.
@@ -91,7 +88,7 @@ TEST_F(TinyTest, RestoredInstanceContinuesFromCheckpointedState) {
 TEST_F(TinyTest, BakeLaysOutMemoryWithoutRandomisation) {
   auto img = bake_tiny();
   ASSERT_FALSE(img.name.empty());
-  auto s = engine::start_instance(ctx_, img, StartMode::kRestore);
+  auto s = lifecycle::start_instance(ctx_, img, StartMode::kRestore);
   ASSERT_TRUE(s.ok()) << s.error().to_string();
   ASSERT_EQ(s->record.started_by, "restore") << s->record.fallback_reason;
   // Without randomisation the stack ends at the top of the x86-64 user address space.
@@ -103,13 +100,13 @@ TEST_F(TinyTest, BakeLaysOutMemoryWithoutRandomisation) {
 TEST_F(TinyTest, FourConcurrentRestoresAreIndependent) {
   auto img = bake_tiny();
   ASSERT_FALSE(img.name.empty());
-  std::vector<std::future<Result<engine::Started>>> futs;
+  std::vector<std::future<Result<lifecycle::Started>>> futs;
   for (int i = 0; i < 4; ++i)
     futs.push_back(std::async(std::launch::async, [&] {
-      return engine::start_instance(ctx_, img, StartMode::kRestore);
+      return lifecycle::start_instance(ctx_, img, StartMode::kRestore);
     }));
   std::set<std::string> ips, hosts;
-  std::vector<engine::Started> started;
+  std::vector<lifecycle::Started> started;
   for (auto& f : futs) {
     auto s = f.get();
     ASSERT_TRUE(s.ok()) << s.error().to_string();
@@ -135,7 +132,7 @@ TEST_F(TinyTest, FourConcurrentRestoresAreIndependent) {
 TEST_F(TinyTest, ColdStartRunsTheSpecFromScratch) {
   auto img = bake_tiny();
   ASSERT_FALSE(img.name.empty());
-  auto s = engine::start_instance(ctx_, img, StartMode::kCold);
+  auto s = lifecycle::start_instance(ctx_, img, StartMode::kCold);
   ASSERT_TRUE(s.ok()) << s.error().to_string();
   EXPECT_EQ(s->record.started_by, "cold");
   EXPECT_EQ(get(s->record.ip, "/count"), "0\n");
@@ -156,7 +153,7 @@ TEST_F(TinyTest, FailedRestoreFallsBackToColdStartWithCriuReason) {
     std::ofstream bin(rootfs / "bin/counter", std::ios::app | std::ios::binary);
     bin << std::string(4096, '\0');
   }
-  auto s = engine::start_instance(ctx_, img, StartMode::kRestore);
+  auto s = lifecycle::start_instance(ctx_, img, StartMode::kRestore);
   ASSERT_TRUE(s.ok()) << s.error().to_string();
   EXPECT_EQ(s->record.started_by, "cold");
   EXPECT_NE(s->record.fallback_reason.find("restore"), std::string::npos) << s->record.fallback_reason;
@@ -164,7 +161,7 @@ TEST_F(TinyTest, FailedRestoreFallsBackToColdStartWithCriuReason) {
   EXPECT_NE(s->record.fallback_reason.find("counter"), std::string::npos) << s->record.fallback_reason;
   EXPECT_EQ(get(s->record.ip, "/count"), "0\n");
   // No half-restored container under another name.
-  auto l = engine::list_instances(ctx_);
+  auto l = lifecycle::list_instances(ctx_);
   ASSERT_TRUE(l.ok());
   EXPECT_EQ(l->size(), 1u);
 }
@@ -173,7 +170,7 @@ TEST_F(TinyTest, IncompatibleHostFallsBackWithoutTryingRestore) {
   auto img = bake_tiny();
   ASSERT_FALSE(img.name.empty());
   img.manifest.host.criu_version = "3.17";
-  auto s = engine::start_instance(ctx_, img, StartMode::kRestore);
+  auto s = lifecycle::start_instance(ctx_, img, StartMode::kRestore);
   ASSERT_TRUE(s.ok()) << s.error().to_string();
   EXPECT_EQ(s->record.started_by, "cold");
   EXPECT_NE(s->record.fallback_reason.find("CRIU 3.17"), std::string::npos) << s->record.fallback_reason;
@@ -195,12 +192,12 @@ TEST_F(TinyTest, TamperedImageIsRefusedBeforeAnythingStarts) {
     f.seekp(100);
     f.put(static_cast<char>(c ^ 0x5a));
   }
-  auto again = engine::load_image(ctx_, img.name);
+  auto again = images::load_image(ctx_, img.name);
   ASSERT_FALSE(again.ok());
   EXPECT_NE(again.error().message().find(pages.filename().string()), std::string::npos)
       << again.error().message();
   EXPECT_NE(again.error().message().find("SHA-256"), std::string::npos);
-  auto l = engine::list_instances(ctx_);
+  auto l = lifecycle::list_instances(ctx_);
   ASSERT_TRUE(l.ok());
   EXPECT_TRUE(l->empty());
 }
@@ -209,7 +206,7 @@ TEST_F(TinyTest, TruncatedImageIsRefused) {
   auto img = bake_tiny();
   ASSERT_FALSE(img.name.empty());
   stdfs::resize_file(img.dir / image::kRootfsDiff, 10);
-  auto again = engine::load_image(ctx_, img.name);
+  auto again = images::load_image(ctx_, img.name);
   ASSERT_FALSE(again.ok());
   EXPECT_NE(again.error().message().find("rootfs-diff.tar has 10 bytes"), std::string::npos)
       << again.error().message();
@@ -219,7 +216,7 @@ TEST_F(TinyTest, UnlistedFileInImageIsRefused) {
   auto img = bake_tiny();
   ASSERT_FALSE(img.name.empty());
   ASSERT_TRUE(fs::write_file(img.dir / image::kCheckpointDir / "extra.img", "x").ok());
-  auto again = engine::load_image(ctx_, img.name);
+  auto again = images::load_image(ctx_, img.name);
   ASSERT_FALSE(again.ok());
   EXPECT_NE(again.error().message().find("extra.img is not listed"), std::string::npos)
       << again.error().message();
@@ -258,14 +255,14 @@ namespace {
 // The reference Python service (numpy, scipy, pandas, scikit-learn; ~5 s to start cold).
 // The first run builds its Debian rootfs (a minute or two); later runs reuse the cache.
 TEST_F(EngineTest, PythonServiceRestoresWarmWithItsModel) {
-  engine::BakeOptions o;
+  bake::BakeOptions o;
   o.name = "pyservice-" + tag_;
   track(o.name);
-  auto baked = engine::bake(ctx_, PREWARM_EXAMPLE_PYTHON_SPEC, o);
+  auto baked = bake::bake(ctx_, PREWARM_EXAMPLE_PYTHON_SPEC, o);
   ASSERT_TRUE(baked.ok()) << baked.error().to_string();
-  auto img = engine::load_image(ctx_, o.name);
+  auto img = images::load_image(ctx_, o.name);
   ASSERT_TRUE(img.ok()) << img.error().to_string();
-  auto s = engine::start_instance(ctx_, *img, engine::StartMode::kRestore);
+  auto s = lifecycle::start_instance(ctx_, *img, lifecycle::StartMode::kRestore);
   ASSERT_TRUE(s.ok()) << s.error().to_string();
   EXPECT_EQ(s->record.started_by, "restore") << s->record.fallback_reason;
   auto r = probe::http_get(s->record.ip, 8080, "/predict", {}, std::chrono::seconds(5));

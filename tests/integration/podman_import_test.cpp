@@ -9,8 +9,8 @@
 #include <set>
 #include <thread>
 
-#include "engine/images.h"
-#include "engine/instance.h"
+#include "images/images.h"
+#include "lifecycle/instance.h"
 #include "net/net.h"
 #include "probe/probe.h"
 #include "support/engine_fixture.h"
@@ -137,12 +137,12 @@ class PodmanContainer {
 // Two instances of an imported Podman checkpoint: each one restored (no fallback), continuing
 // from count=5, with its own hostname and IP in the /etc/hosts prewarm made for it.
 void expect_two_restores_with_state(const engine::Context& ctx, const std::string& name) {
-  auto img = engine::load_image(ctx, name);
+  auto img = images::load_image(ctx, name);
   ASSERT_TRUE(img.ok()) << img.error().to_string();
   std::set<std::string> ips;
   for (int copy = 0; copy < 2; ++copy) {
     SCOPED_TRACE("copy " + std::to_string(copy));
-    auto s = engine::start_instance(ctx, *img, engine::StartMode::kRestore);
+    auto s = lifecycle::start_instance(ctx, *img, lifecycle::StartMode::kRestore);
     ASSERT_TRUE(s.ok()) << s.error().to_string();
     const auto& r = s->record;
     ASSERT_EQ(r.started_by, "restore") << r.fallback_reason;
@@ -153,16 +153,16 @@ void expect_two_restores_with_state(const engine::Context& ctx, const std::strin
     std::string body = get(r.ip, "/");
     EXPECT_NE(body.find("count=6 "), std::string::npos) << body;
     EXPECT_NE(body.find("hostname=" + r.id + " "), std::string::npos) << body;
-    std::string hosts = run_out({"runc", "exec", r.id, "cat", "/etc/hosts"});
+    std::string hosts = exec_in(ctx, r.id, {"cat", "/etc/hosts"});
     EXPECT_NE(hosts.find(r.ip + "\t" + r.id + "\n"), std::string::npos) << hosts;
-    EXPECT_EQ(run_out({"runc", "exec", r.id, "cat", "/etc/hostname"}), r.id + "\n");
-    EXPECT_EQ(run_out({"runc", "exec", r.id, "cat", "/run/.containerenv"}), "");
+    EXPECT_EQ(exec_in(ctx, r.id, {"cat", "/etc/hostname"}), r.id + "\n");
+    EXPECT_EQ(exec_in(ctx, r.id, {"cat", "/run/.containerenv"}), "");
     ips.insert(r.ip);
   }
   EXPECT_EQ(ips.size(), 2u);
-  auto all = engine::list_instances(ctx);
+  auto all = lifecycle::list_instances(ctx);
   ASSERT_TRUE(all.ok());
-  for (const auto& s : *all) EXPECT_TRUE(engine::remove_instance(ctx, s.record.id).ok());
+  for (const auto& s : *all) EXPECT_TRUE(lifecycle::remove_instance(ctx, s.record.id).ok());
 }
 
 TEST_F(PodmanImportTest, PodmanCheckpointRestoresWithItsState) {
@@ -175,7 +175,7 @@ TEST_F(PodmanImportTest, PodmanCheckpointRestoresWithItsState) {
   ctr.checkpoint("--export", archive.string());
   if (HasFatalFailure()) return;
 
-  auto imported = engine::import_image(ctx_, archive, name, ctr.rootfs());
+  auto imported = images::import_image(ctx_, archive, name, ctr.rootfs());
   ASSERT_TRUE(imported.ok()) << imported.error().to_string();
   EXPECT_TRUE(imported->foreign);
   expect_two_restores_with_state(ctx_, name);
@@ -208,7 +208,7 @@ TEST_F(PodmanImportTest, PodmanCheckpointImagePulledFromARegistryRestores) {
                             std::chrono::minutes(2));
   ASSERT_TRUE(pushed.ok()) << pushed.error().to_string();
 
-  auto pulled = engine::pull_image(ctx_, ref, name, engine::registry_options(ctx_), ctr.rootfs());
+  auto pulled = images::pull_image(ctx_, ref, name, images::registry_options(ctx_), ctr.rootfs());
   ASSERT_TRUE(pulled.ok()) << pulled.error().to_string();
   EXPECT_EQ(*pulled, name);
   expect_two_restores_with_state(ctx_, name);

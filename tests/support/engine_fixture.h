@@ -13,7 +13,7 @@
 #include "base/subprocess.h"
 #include "criu/criu.h"
 #include "engine/context.h"
-#include "engine/instance.h"
+#include "lifecycle/instance.h"
 #include "support/files.h"
 
 namespace prewarm::testing {
@@ -33,6 +33,10 @@ inline std::string leftovers(const std::string& marker) {
   if (runc.ok() && runc->find(marker) != std::string::npos) found += "runc containers: " + *runc;
   auto netns = run_checked({"ip", "netns", "list"});
   if (netns.ok() && netns->find(marker) != std::string::npos) found += "netns: " + *netns;
+  std::error_code dec;
+  for (const auto& e : std::filesystem::directory_iterator("/run/prewarm-criu", dec))
+    if (e.path().filename().string().find(marker) != std::string::npos)
+      found += "criu backend state " + e.path().string() + "\n";
   std::string mounts = slurp("/proc/mounts");
   if (mounts.find(marker) != std::string::npos) found += "mounts under the state dir\n";
   std::error_code ec;
@@ -55,6 +59,20 @@ inline std::string bridge_ports(const std::string& bridge) {
   return found;
 }
 
+// Runs cmd inside an instance (whichever backend made it: the direct-CRIU one has no runc
+// state), through its init's namespaces; stdout, or "ERROR ..." when it failed.
+inline std::string exec_in(const engine::Context& ctx, const std::string& id,
+                           const std::vector<std::string>& cmd) {
+  auto rec = lifecycle::load_record(ctx.instance_dir(id));
+  if (!rec.ok()) return "ERROR " + rec.error().message();
+  auto st = ctx.runtime_named(rec->runtime)->state(id);
+  if (!st.ok()) return "ERROR " + st.error().message();
+  std::vector<std::string> argv = {"nsenter", "--target", std::to_string(st->pid), "--all"};
+  argv.insert(argv.end(), cmd.begin(), cmd.end());
+  auto r = run_checked(argv);
+  return r.ok() ? *r : "ERROR " + r.error().message();
+}
+
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -72,9 +90,9 @@ class EngineTest : public ::testing::Test {
 
   void TearDown() override {
     if (state_.empty()) return;
-    if (auto l = engine::list_instances(ctx_); l.ok())
+    if (auto l = lifecycle::list_instances(ctx_); l.ok())
       for (const auto& s : *l) {
-        Status st = engine::remove_instance(ctx_, s.record.id);
+        Status st = lifecycle::remove_instance(ctx_, s.record.id);
         EXPECT_TRUE(st.ok()) << st.error().to_string();
       }
     EXPECT_EQ(bridge_ports(ctx_.net.bridge), "") << "veths left on the bridge";

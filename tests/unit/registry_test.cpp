@@ -134,18 +134,18 @@ TEST(WwwAuthenticate, TokenScopeWidensOnlyOurRepository) {
             "repository:host:5000/app:pull,push");
 }
 
-TEST(Credentials, OptionsWinOverEnvironment) {
+TEST(Credentials, ComeFromTheOptionsNeverTheEnvironment) {
+  // The environment is read once, into the caller's context (engine::config_from_env).
   ::setenv("PREWARM_REGISTRY_USER", "env-user", 1);
   ::setenv("PREWARM_REGISTRY_PASSWORD", "env-pass", 1);
   Options opts;
-  EXPECT_EQ(auth::resolve_credentials(opts).username, "env-user");
-  EXPECT_EQ(auth::resolve_credentials(opts).password, "env-pass");
+  EXPECT_TRUE(auth::resolve_credentials(opts).empty());
   opts.username = "u";
   opts.password = "p";
   EXPECT_EQ(auth::resolve_credentials(opts).username, "u");
+  EXPECT_EQ(auth::resolve_credentials(opts).password, "p");
   ::unsetenv("PREWARM_REGISTRY_USER");
   ::unsetenv("PREWARM_REGISTRY_PASSWORD");
-  EXPECT_TRUE(auth::resolve_credentials(Options{}).empty());
 }
 
 TEST(Ranges, UploadRangeHeaders) {

@@ -1,0 +1,38 @@
+// Shared CLI plumbing.
+#include "cli.h"
+
+#include <cstdio>
+
+#include "base/log.h"
+#include "lifecycle/instance.h"
+
+namespace prewarm::cli {
+
+int fail(const Error& e) {
+  std::fprintf(stderr, "prewarm: %s\n", e.to_string().c_str());
+  return 1;
+}
+
+Result<engine::Context> open_context(const Globals& g, bool quiet, Recover recover) {
+  engine::Config config = engine::config_from_env();
+  if (!g.runtime.empty()) config.runtime = g.runtime;
+  PW_ASSIGN(engine::Context ctx, engine::make_context(std::move(config), g.state_dir));
+  if (!quiet) ctx.progress = [](const std::string& m) { log::info(m); };
+  if (recover == Recover::kYes) {
+    auto rep = lifecycle::Instances(ctx).recover();
+    if (!rep.ok()) return std::move(rep).error().with_context("recovering instances");
+    for (const auto& id : rep->removed)
+      std::fprintf(stderr, "prewarm: removed %s, left half-made by a prewarm that died\n",
+                   id.c_str());
+    for (const auto& p : rep->problems) std::fprintf(stderr, "prewarm: recovery: %s\n", p.c_str());
+  }
+  return ctx;
+}
+
+std::string fmt_ms(double ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, ms < 10000 ? "%.0f ms" : "%.1f s", ms < 10000 ? ms : ms / 1000);
+  return buf;
+}
+
+}  // namespace prewarm::cli

@@ -1,0 +1,47 @@
+// What the verbs share: global flags, context creation, error printing. Each verb lives in
+// verbs/<verb>.cpp and registers itself with add_<verb>; its callback sets Globals::rc.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "base/result.h"
+#include "engine/context.h"
+
+namespace prewarm::cli {
+
+struct Globals {
+  std::string state_dir;
+  std::string runtime;  // --runtime: restore backend ("" : PREWARM_RUNTIME or the default)
+  bool verbose = false;
+  int rc = 0;
+};
+
+// Prints "prewarm: MESSAGE" (and the detail, e.g. CRIU's log lines) to stderr; returns 1.
+int fail(const Error& e);
+
+enum class Recover { kNo, kYes };
+// The context from the environment and the global flags. With Recover::kYes, instances a
+// crashed prewarm left half-made are undone first (a note on stderr says which).
+Result<engine::Context> open_context(const Globals& g, bool quiet = false,
+                                     Recover recover = Recover::kNo);
+
+std::string fmt_ms(double ms);
+
+void add_bake(CLI::App& app, Globals& g);
+void add_run(CLI::App& app, Globals& g);
+void add_ps(CLI::App& app, Globals& g);
+void add_rm(CLI::App& app, Globals& g);
+void add_images(CLI::App& app, Globals& g);
+void add_inspect(CLI::App& app, Globals& g);
+void add_rmi(CLI::App& app, Globals& g);
+void add_gc(CLI::App& app, Globals& g);
+void add_verify(CLI::App& app, Globals& g);
+void add_push(CLI::App& app, Globals& g);
+void add_pull(CLI::App& app, Globals& g);
+void add_export(CLI::App& app, Globals& g);
+void add_import(CLI::App& app, Globals& g);
+void add_doctor(CLI::App& app, Globals& g);
+void add_bench(CLI::App& app, Globals& g);
+
+}  // namespace prewarm::cli

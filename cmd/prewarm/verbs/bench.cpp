@@ -1,0 +1,47 @@
+// prewarm bench startup|store SPEC.yaml ...
+#include <cstdio>
+
+#include "bench/bench.h"
+#include "cli.h"
+
+namespace prewarm::cli {
+
+void add_bench(CLI::App& app, Globals& g) {
+  auto bo = std::make_shared<bench::BenchOptions>();
+  auto sbo = std::make_shared<bench::StoreBenchOptions>();
+  auto as_json = std::make_shared<bool>(false);
+  auto* bench = app.add_subcommand("bench", "benchmarks");
+  bench->require_subcommand(1);
+  auto* startup = bench->add_subcommand(
+      "startup", "cold start vs restore (each backend) vs plain runc restore");
+  startup->add_option("spec", bo->spec_file, "AppSpec YAML file")->required();
+  startup->add_option("--runs", bo->runs, "samples of each kind (default 5)");
+  startup->add_option("--concurrency", bo->concurrency, "also start K at once (default 1: off)");
+  startup->add_flag("--skip-cold", bo->skip_cold, "do not measure cold starts");
+  startup->add_flag("--json", *as_json, "print JSON (the only format)");
+  startup->callback([&g, bo] {
+    auto ctx = open_context(g, false, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    auto r = bench::bench_startup(*ctx, *bo);
+    if (!r.ok()) return void(g.rc = fail(r.error()));
+    std::printf("%s\n", r->c_str());
+  });
+  auto* store = bench->add_subcommand("store", "store and registry: sizes, dedup, restore from "
+                                               "the store, push/pull");
+  store->add_option("spec", sbo->spec_file, "AppSpec YAML file")->required();
+  store->add_option("--runs", sbo->runs, "restore samples (default 5)");
+  store->add_option("--registry", sbo->registry, "REGISTRY/REPO for push and pull");
+  store->add_option("--variant-env", sbo->variant_env,
+                    "KEY=VALUE: also bake the app configured so, to measure what a related app "
+                    "on the same base shares");
+  store->add_flag("--json", *as_json, "print JSON (the only format)");
+  store->callback([&g, sbo] {
+    auto ctx = open_context(g, false, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    auto r = bench::bench_store(*ctx, *sbo);
+    if (!r.ok()) return void(g.rc = fail(r.error()));
+    std::printf("%s\n", r->c_str());
+  });
+}
+
+}  // namespace prewarm::cli

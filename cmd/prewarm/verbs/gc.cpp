@@ -1,0 +1,36 @@
+// prewarm gc [--partials]
+#include <cstdio>
+
+#include "cli.h"
+#include "images/images.h"
+#include "lifecycle/instance.h"
+
+namespace prewarm::cli {
+
+void add_gc(CLI::App& app, Globals& g) {
+  auto partials = std::make_shared<bool>(false);
+  auto* c = app.add_subcommand("gc", "remove store blobs no image references");
+  c->add_flag("--partials", *partials,
+              "also remove partial downloads kept for resuming interrupted pulls");
+  c->callback([&g, partials] {
+    auto ctx = open_context(g, true, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    auto in_use = lifecycle::digests_in_use(*ctx);
+    if (!in_use.ok()) return void(g.rc = fail(in_use.error()));
+    auto r = images::collect_garbage(*ctx, *in_use, *partials);
+    if (!r.ok()) return void(g.rc = fail(r.error()));
+    std::printf("removed %llu blob(s), %.1f MB freed; %llu temporary file(s) removed; %llu "
+                "recent unreferenced blob(s) kept\n",
+                static_cast<unsigned long long>(r->removed_blobs),
+                static_cast<double>(r->bytes_freed) / 1e6,
+                static_cast<unsigned long long>(r->removed_temp_files),
+                static_cast<unsigned long long>(r->kept_young_blobs));
+    if (r->kept_temp_files > 0)
+      std::printf("kept %llu partial download(s), %.1f MB, so interrupted pulls can resume; they "
+                  "go after an hour, or now with `prewarm gc --partials`\n",
+                  static_cast<unsigned long long>(r->kept_temp_files),
+                  static_cast<double>(r->kept_temp_bytes) / 1e6);
+  });
+}
+
+}  // namespace prewarm::cli

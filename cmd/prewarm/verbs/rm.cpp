@@ -1,0 +1,42 @@
+// prewarm rm ID... | --all
+#include <cstdio>
+
+#include "cli.h"
+#include "lifecycle/instance.h"
+
+namespace prewarm::cli {
+
+void add_rm(CLI::App& app, Globals& g) {
+  struct Args {
+    std::vector<std::string> ids;
+    bool all = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = app.add_subcommand("rm", "stop and remove instances");
+  c->add_option("ids", a->ids, "instance ids");
+  c->add_flag("--all,-a", a->all, "remove every instance");
+  c->callback([&g, a] {
+    auto ctx = open_context(g, true, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    lifecycle::Instances instances(*ctx);
+    std::vector<std::string> ids = a->ids;
+    if (a->all) {
+      auto l = instances.list();
+      if (!l.ok()) return void(g.rc = fail(l.error()));
+      for (const auto& s : *l) ids.push_back(s.record.id);
+    } else if (ids.empty()) {
+      return void(g.rc = fail(Error(ErrorKind::kInvalidInput, "rm: give instance ids, or --all")));
+    }
+    for (const auto& id : ids) {
+      Status st = instances.remove(id);
+      // With --all, one that went away meanwhile is what was asked for.
+      if (!st.ok() && !(a->all && st.error().kind() == ErrorKind::kNotFound)) {
+        g.rc = fail(st.error());
+        continue;
+      }
+      std::printf("%s\n", id.c_str());
+    }
+  });
+}
+
+}  // namespace prewarm::cli

@@ -1,0 +1,66 @@
+// prewarm run NAME [--count N] [--cold] [--json]
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "images/load.h"
+#include "lifecycle/instance.h"
+
+namespace prewarm::cli {
+
+void add_run(CLI::App& app, Globals& g) {
+  struct Args {
+    std::string image;
+    int count = 1;
+    bool cold = false, json = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = app.add_subcommand("run", "start instances of a baked image");
+  c->add_option("name", a->image, "image name")->required();
+  c->add_option("--count,-n", a->count, "number of instances, started concurrently");
+  c->add_flag("--cold", a->cold, "cold-start instead of restoring");
+  c->add_flag("--json", a->json, "print the started instances as JSON (with their timings)");
+  c->callback([&g, a] {
+    if (a->count < 1) return void(g.rc = fail(Error(ErrorKind::kInvalidInput,
+                                                    "--count must be at least 1")));
+    auto ctx = open_context(g, a->json, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    auto img = images::load_image(*ctx, a->image);
+    if (!img.ok()) return void(g.rc = fail(img.error()));
+    lifecycle::StartOptions o;
+    o.mode = a->cold ? lifecycle::StartMode::kCold : lifecycle::StartMode::kRestore;
+    auto results = lifecycle::Instances(*ctx).start_many(*img, a->count, o);
+    nlohmann::json out = nlohmann::json::array();
+    for (auto& s : results) {
+      if (!s.ok()) {
+        g.rc = fail(s.error());
+        if (a->json)
+          out.push_back({{"error", s.error().to_string()},
+                         {"kind", error_kind_name(s.error().kind())}});
+        continue;
+      }
+      const auto& r = s->record;
+      if (a->json) {
+        out.push_back({{"id", r.id},
+                       {"ip", r.ip},
+                       {"pid", s->pid},
+                       {"startedBy", r.started_by},
+                       {"runtime", r.runtime},
+                       {"fallbackReason", r.fallback_reason},
+                       {"restoreNote", r.restore_note},
+                       {"readyMilliseconds", s->timings.total_ms},
+                       {"timingsMilliseconds", s->timings.as_map()}});
+        continue;
+      }
+      std::printf("%-24s %-15s ready in %-9s %s\n", r.id.c_str(), r.ip.c_str(),
+                  fmt_ms(s->timings.total_ms).c_str(), r.started_by.c_str());
+      if (!r.fallback_reason.empty())
+        std::printf("  restore was not possible, cold-started instead: %s\n",
+                    r.fallback_reason.c_str());
+      if (!r.restore_note.empty()) std::printf("  note: %s\n", r.restore_note.c_str());
+    }
+    if (a->json) std::printf("%s\n", out.dump(2).c_str());
+  });
+}
+
+}  // namespace prewarm::cli

@@ -1,0 +1,37 @@
+// Bake: run an app once, wait until ready, warm it up, quiesce, checkpoint, store the image.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "base/result.h"
+#include "engine/context.h"
+
+namespace prewarm::bake {
+
+using engine::Context;
+
+struct BakeOptions {
+  std::string name;  // overrides the spec's name
+};
+
+struct BakeResult {
+  std::string name;
+  std::filesystem::path dir;
+  std::map<std::string, double> timings_s;  // rootfs, start, ready, warmup, quiesce, checkpoint, seal
+  uint64_t image_bytes = 0;
+  bool tcp_established = false;
+  uint64_t stored_bytes_new = 0;    // compressed bytes this bake added to the store
+  uint64_t stored_bytes_total = 0;  // the image's compressed size in the store
+  double dedup_ratio = 0;           // share of the raw bytes the store already had
+};
+
+Result<BakeResult> bake(const Context& ctx, const std::filesystem::path& spec_file,
+                        const BakeOptions& opts);
+
+// Number of TCP sockets in the network namespace of `pid` that are neither listening nor in
+// TIME_WAIT (CRIU can only dump those with --tcp-established).
+Result<int> open_tcp_connections(pid_t pid);
+
+}  // namespace prewarm::bake

@@ -1,0 +1,40 @@
+// `prewarm bench startup`: cold start vs prewarm restore (each backend) vs a plain
+// `runc restore` of the same checkpoint (the baseline), measured in one run, as JSON; and
+// `prewarm bench store`.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "base/result.h"
+#include "engine/context.h"
+
+namespace prewarm::bench {
+
+using engine::Context;
+
+struct BenchOptions {
+  std::filesystem::path spec_file;
+  int runs = 5;
+  int concurrency = 1;
+  bool skip_cold = false;
+};
+
+// Returns the JSON report (medians, every sample, ratios, where the time went).
+Result<std::string> bench_startup(const Context& ctx, const BenchOptions& opts);
+
+struct StoreBenchOptions {
+  std::filesystem::path spec_file;
+  int runs = 5;
+  std::string registry;  // REGISTRY/REPO to push to and pull from; empty: no registry part
+  // KEY=VALUE: a third bake with this env var set (the same base and code, configured
+  // differently) shows what a related app on the same base shares; empty: no third bake.
+  std::string variant_env;
+};
+
+// Bytes on disk and on the wire (raw CRIU files, a zstd tar of them, the store), dedup of a
+// second bake, restore from the store (its decompressed copy, and rebuilt from the blobs) vs from
+// the raw CRIU files, push/pull throughput.
+Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opts);
+
+}  // namespace prewarm::bench

@@ -1,0 +1,98 @@
+// Host checks for CRIU, runc, iptables and the kernel features prewarm relies on.
+#include "doctor/doctor.h"
+
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <linux/magic.h>
+
+#include "base/fs.h"
+#include "base/subprocess.h"
+#include "criu/criu.h"
+#include "oci/runtime.h"
+
+namespace prewarm::doctor {
+namespace {
+
+constexpr const char* kSetupHint = "run `scripts/setup.sh` as root";
+
+Check check_root() {
+  bool root = ::geteuid() == 0;
+  return {"root", root, root ? "running as root" : "prewarm needs root (CRIU, namespaces, mounts)"};
+}
+
+Check check_criu_version() {
+  std::string bin = criu::criu_binary();
+  if (bin.empty()) return {"criu", false, "criu not found; " + std::string(kSetupHint) +
+                                              " (builds CRIU 4.2.1 into /usr/local/sbin)"};
+  auto v = criu::version();
+  if (!v.ok()) return {"criu", false, bin + ": " + v.error().message() + "; " + kSetupHint};
+  bool ok = v->major > 4 || (v->major == 4 && v->minor >= 2);
+  return {"criu", ok,
+          ok ? bin + " " + v->text
+             : bin + " is " + v->text + "; CRIU >= 4.2 is needed on kernel >= 6.16 (older "
+                                        "versions can't dump TCP sockets); " + kSetupHint};
+}
+
+Check check_criu_check() {
+  Status st = criu::check();
+  return {"criu check", st.ok(), st.ok() ? "looks good" : st.error().to_string()};
+}
+
+Check check_runc() {
+  auto rt = oci::make_runc();
+  auto v = rt->version();
+  if (!v.ok()) return {"runc", false, "runc not usable: " + v.error().message() +
+                                          "; install it with `apt-get install runc`"};
+  return {"runc", true, "runc " + *v};
+}
+
+Check check_binary(const std::string& name, const std::string& why, const std::string& pkg) {
+  std::string path = find_executable(name);
+  if (path.empty())
+    return {name, false, name + " not found (" + why + "); install with `apt-get install " + pkg + "`"};
+  return {name, true, path};
+}
+
+Check check_kernel_features() {
+  std::string missing;
+  auto fsys = fs::read_file("/proc/filesystems");
+  if (!fsys.ok() || fsys->find("overlay") == std::string::npos) missing += " overlayfs";
+  if (!std::filesystem::exists("/proc/sys/kernel/ns_last_pid")) missing += " CHECKPOINT_RESTORE";
+  for (const char* ns : {"net", "pid", "uts", "ipc", "mnt", "cgroup"})
+    if (!std::filesystem::exists(std::string("/proc/self/ns/") + ns))
+      missing += std::string(" ") + ns + "-namespace";
+  if (missing.empty()) return {"kernel", true, "overlayfs, CHECKPOINT_RESTORE, namespaces"};
+  return {"kernel", false, "missing:" + missing + " (a kernel with these options is needed)"};
+}
+
+Check check_rundir() {
+  struct statfs s {};
+  bool tmpfs = ::statfs("/dev/shm", &s) == 0 && s.f_type == TMPFS_MAGIC;
+  return {"/dev/shm", tmpfs,
+          tmpfs ? "tmpfs (CRIU caches kernel facts there)"
+                : "/dev/shm is not tmpfs: CRIU re-probes the kernel on every call (~50 ms)"};
+}
+
+}  // namespace
+
+std::vector<Check> run_doctor() {
+  std::vector<Check> checks;
+  checks.push_back(check_root());
+  checks.push_back(check_criu_version());
+  if (checks.back().ok) checks.push_back(check_criu_check());
+  checks.push_back(check_runc());
+  checks.push_back(check_binary("iptables-restore",
+                                "CRIU locks the instance's network with it during checkpoint",
+                                "iptables"));
+  checks.push_back(check_binary("tar", "rootfs diffs are tar archives", "tar"));
+  checks.push_back(check_binary("debootstrap", "needed for debootstrap rootfs recipes",
+                                "debootstrap"));
+  checks.push_back(check_binary("setsid", "starts the instances' log drainers", "util-linux"));
+  checks.push_back(check_kernel_features());
+  checks.push_back(check_rundir());
+  return checks;
+}
+
+}  // namespace prewarm::doctor

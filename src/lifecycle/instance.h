@@ -1,0 +1,143 @@
+// Instances: independent copies of an app, each started by restoring a checkpoint image (or by
+// a cold start), with their own namespaces, root filesystem, IP and hostname. Every start,
+// removal and recovery goes through Instances, one state machine (lifecycle/state.h) with one
+// record and one lock per instance; the sandbox, rootfs, identity and runtime are seams
+// (Seams) that pods, pools and tests replace.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <set>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "engine/context.h"
+#include "images/load.h"
+#include "lifecycle/host_check.h"
+#include "lifecycle/identity.h"
+#include "lifecycle/record.h"
+#include "lifecycle/rootfs_provider.h"
+#include "lifecycle/sandbox.h"
+#include "oci/config.h"
+#include "probe/probe.h"
+#include "spec/app_spec.h"
+
+namespace prewarm::lifecycle {
+
+using engine::Context;
+using images::LoadedImage;
+
+enum class StartMode { kRestore, kCold };
+
+// Where the time of one start went (milliseconds). The buckets add up to total_ms: what no
+// step claims (thread start-up, the few microseconds between steps) is in other_ms.
+struct StartTimings {
+  double verify_ms = 0;    // image verification and host checks
+  double record_ms = 0;    // directory, lock, record writes
+  double network_ms = 0;   // sandbox: netns + veth + IP
+  double prepare_ms = 0;   // rootfs, bundle, log file
+  double runtime_ms = 0;   // the runtime's restore / run (CRIU inside), identity excluded
+  double identity_ms = 0;  // hostname (inside the restore, before the app resumes, when the
+                           // backend allows)
+  double probe_ms = 0;     // until the readiness probe passed
+  double other_ms = 0;
+  double total_ms = 0;
+  // The runtime's own split of runtime_ms, when it gives one (e.g. criu_ms).
+  std::map<std::string, double> runtime_phases;
+  std::map<std::string, double> as_map() const;
+};
+
+struct Started {
+  InstanceRecord record;
+  StartTimings timings;
+  pid_t pid = 0;
+};
+
+// What the lifecycle is built from. Default: prewarm's own network sandbox, an overlay of the
+// image's base and diff, the hostname identity, the context's runtime, CRIU's host checks.
+struct Seams {
+  std::shared_ptr<Sandbox> sandbox;
+  std::function<std::unique_ptr<RootfsProvider>(const LoadedImage&)> rootfs;
+  std::function<std::unique_ptr<Identity>(const InstanceRecord&)> identity;
+  std::function<HostCheck(const LoadedImage&)> host_check;
+  // Probes and warm-up reach the instance through this (default: its IP, `exec` in it).
+  std::function<probe::Target(const InstanceRecord&)> probe_target;
+};
+Seams default_seams(const Context& ctx);
+
+struct StartOptions {
+  StartMode mode = StartMode::kRestore;
+  std::string id;        // "" : IMAGE-<8 hex>
+  std::string hostname;  // "" : the id
+  // A cold start's stdout/stderr (e.g. a pipe a bake can checkpoint); -1: INSTANCE_DIR/app.log.
+  int stdio_fd = -1;
+};
+
+struct InstanceStatus {
+  InstanceRecord record;
+  std::string runtime_state;  // the runtime's: running, stopped, paused, or missing
+  pid_t pid = 0;
+};
+
+struct RecoveryReport {
+  std::vector<std::string> adopted;  // live and complete: left running
+  std::vector<std::string> removed;  // half-made (or dead mid-start): undone
+  std::vector<std::string> busy;     // another prewarm holds them: not touched
+  std::vector<std::string> problems;
+};
+
+class Instances {
+ public:
+  explicit Instances(const Context& ctx) : Instances(ctx, default_seams(ctx)) {}
+  Instances(const Context& ctx, Seams seams) : ctx_(ctx), seams_(std::move(seams)) {}
+
+  // Starts one instance. kRestore falls back to a cold start (recorded in
+  // record.fallback_reason with CRIU's own words) when the host can't restore it or the restore
+  // fails. Returns once the readiness probe passes; on failure nothing is left behind.
+  Result<Started> start(const LoadedImage& img, const StartOptions& opts = {});
+  // Starts n at once; one result per instance, in the order they became ready or failed.
+  std::vector<Result<Started>> start_many(const LoadedImage& img, int n,
+                                          const StartOptions& opts = {});
+  // A cold instance straight from a spec (bake): `id` given, hostname the spec's name, output
+  // to stdio_fd (a pipe: CRIU checkpoints a pipe to the outside, not a host file).
+  Result<Started> start_cold_from_spec(const spec::AppSpec& spec,
+                                       const std::filesystem::path& base, const std::string& id,
+                                       int stdio_fd);
+
+  // Stops and removes an instance: container, rootfs, sandbox, record, directory. Takes the
+  // instance's lock (waiting for a start in progress). Half-made instances, with or without a
+  // record, are fine. kNotFound when there is no such instance.
+  Status remove(const std::string& id);
+  // Every instance with its record and what the runtime says of it.
+  Result<std::vector<InstanceStatus>> list();
+  // After a crash: instances whose lock nobody holds and whose state is not ready (or that have
+  // no record) are undone; live ready ones are adopted as they are.
+  Result<RecoveryReport> recover();
+
+  const Seams& seams() const { return seams_; }
+
+ private:
+  Status undo(const std::string& id, const InstanceRecord* rec);
+
+  const Context& ctx_;
+  Seams seams_;
+};
+
+// Shorthands with the default seams.
+Result<Started> start_instance(const Context& ctx, const LoadedImage& img, StartMode mode);
+Status remove_instance(const Context& ctx, const std::string& id);
+Result<std::vector<InstanceStatus>> list_instances(const Context& ctx);
+// Manifest digests of the images instances were started from (kept by gc).
+Result<std::set<std::string>> digests_in_use(const Context& ctx);
+
+// Probes and warm-up reach an instance at its IP; exec probes run inside it through the runtime.
+probe::Target probe_target(const Context& ctx, const InstanceRecord& rec);
+
+// config.json for an instance of `spec` whose root is `root`.
+oci::ContainerConfig container_config(const spec::AppSpec& spec, const std::filesystem::path& root,
+                                      const std::string& id, const std::string& hostname,
+                                      const SandboxInfo& sandbox);
+
+}  // namespace prewarm::lifecycle

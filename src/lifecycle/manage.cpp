@@ -1,0 +1,170 @@
+// Removing, listing and recovering instances.
+#include <algorithm>
+#include <set>
+
+#include "base/fs.h"
+#include "base/log.h"
+#include "lifecycle/instance.h"
+#include "lifecycle/lock.h"
+
+namespace prewarm::lifecycle {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+// A start holds the lock for as long as it takes the app to become ready (a cold fallback can
+// take minutes); removal waits that long, not forever.
+constexpr auto kRemoveWait = std::chrono::minutes(10);
+
+bool is_instance_dir(const stdfs::directory_entry& e) {
+  std::error_code ec;
+  std::string n = e.path().filename().string();
+  return !n.empty() && n[0] != '.' && e.is_directory(ec);
+}
+
+}  // namespace
+
+Status Instances::undo(const std::string& id, const InstanceRecord* rec) {
+  const auto dir = ctx_.instance_dir(id);
+  std::string problems;
+  auto note = [&](Status st) {
+    if (!st.ok()) problems += (problems.empty() ? "" : "; ") + st.error().message();
+  };
+  // The backend that made the container; without a record, each one (removing a container a
+  // runtime does not know is fine).
+  if (rec != nullptr && !rec->runtime.empty()) {
+    note(ctx_.runtime_named(rec->runtime)->remove(id));
+  } else {
+    std::set<oci::Runtime*> seen;
+    for (const auto& [name, rt] : ctx_.runtimes)
+      if (seen.insert(rt.get()).second) note(rt->remove(id));
+    if (seen.insert(ctx_.runtime.get()).second) note(ctx_.runtime->remove(id));
+  }
+  note(release_overlay(dir));
+  // A pod's sandbox is the pod's; prewarm's own is undone from the id alone.
+  const std::string kind = rec != nullptr ? rec->sandbox : "";
+  if (kind != "given") {
+    if (kind.empty() || kind == seams_.sandbox->kind()) {
+      note(seams_.sandbox->destroy(id));
+    } else {
+      note(make_own_sandbox(ctx_.net)->destroy(id));
+    }
+  }
+  if (problems.empty()) note(fs::remove_all(dir));
+  if (!problems.empty())
+    return Error(ErrorKind::kRuntime, "removing instance " + id + ": " + problems);
+  return {};
+}
+
+Status Instances::remove(const std::string& id) {
+  const auto dir = ctx_.instance_dir(id);
+  if (id.empty() || id.find('/') != std::string::npos || id[0] == '.')
+    return Error(ErrorKind::kInvalidInput, "invalid instance id '" + id + "'");
+  auto lock = InstanceLock::acquire(dir, kRemoveWait);
+  if (!lock.ok()) {
+    if (lock.error().kind() == ErrorKind::kNotFound)
+      return Error(ErrorKind::kNotFound, "no instance " + id + " (see `prewarm ps`)");
+    return std::move(lock).error();
+  }
+  auto rec = load_record(dir);
+  if (rec.ok()) {
+    rec->state = InstanceState::kStopping;
+    (void)save_record(dir, *rec);
+  }
+  return undo(id, rec.ok() ? &*rec : nullptr);
+}
+
+Result<std::vector<InstanceStatus>> Instances::list() {
+  std::map<std::string, oci::ContainerState> states;
+  std::set<oci::Runtime*> seen;
+  auto collect = [&](oci::Runtime& rt) -> Status {
+    if (!seen.insert(&rt).second) return {};
+    auto l = rt.list();
+    if (!l.ok())
+      return std::move(l).error().with_context("listing " + rt.name() + "'s containers");
+    for (auto& s : *l) states[s.id] = s;
+    return {};
+  };
+  PW_TRY(collect(*ctx_.runtime));
+  for (const auto& [name, rt] : ctx_.runtimes) PW_TRY(collect(*rt));
+
+  std::vector<InstanceStatus> out;
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(ctx_.instances_dir(), ec)) {
+    if (!is_instance_dir(e)) continue;
+    InstanceStatus s;
+    auto rec = load_record(e.path());
+    if (rec.ok()) {
+      s.record = *rec;
+    } else {
+      s.record.id = e.path().filename().string();
+      s.record.error = rec.error().message();
+    }
+    auto it = states.find(s.record.id);
+    s.runtime_state = it == states.end() ? "missing" : it->second.status;
+    s.pid = it == states.end() ? 0 : it->second.pid;
+    out.push_back(std::move(s));
+  }
+  if (ec) return Error::sys("read", ec.value(), ctx_.instances_dir().string());
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.record.created < b.record.created; });
+  return out;
+}
+
+Result<RecoveryReport> Instances::recover() {
+  RecoveryReport rep;
+  std::error_code ec;
+  std::vector<stdfs::path> dirs;
+  for (const auto& e : stdfs::directory_iterator(ctx_.instances_dir(), ec))
+    if (is_instance_dir(e)) dirs.push_back(e.path());
+  if (ec) return Error::sys("read", ec.value(), ctx_.instances_dir().string());
+  for (const auto& dir : dirs) {
+    const std::string id = dir.filename().string();
+    auto lock = InstanceLock::try_acquire(dir);
+    if (!lock.ok()) {
+      if (lock.error().kind() != ErrorKind::kNotFound)
+        rep.problems.push_back(lock.error().message());
+      continue;  // removed meanwhile
+    }
+    if (!lock->has_value()) {
+      rep.busy.push_back(id);
+      continue;
+    }
+    auto rec = load_record(dir);
+    if (rec.ok() && rec->state == InstanceState::kReady) {
+      rep.adopted.push_back(id);
+      continue;
+    }
+    // Its starter or remover died (the kernel dropped the lock): undo what it made. Without a
+    // record the instance died before its first write; names derive from the id.
+    Status st = undo(id, rec.ok() ? &*rec : nullptr);
+    if (st.ok()) {
+      rep.removed.push_back(id);
+    } else {
+      rep.problems.push_back(st.error().message());
+    }
+  }
+  return rep;
+}
+
+Status remove_instance(const Context& ctx, const std::string& id) {
+  return Instances(ctx).remove(id);
+}
+
+Result<std::vector<InstanceStatus>> list_instances(const Context& ctx) {
+  return Instances(ctx).list();
+}
+
+Result<std::set<std::string>> digests_in_use(const Context& ctx) {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(ctx.instances_dir(), ec)) {
+    if (!is_instance_dir(e)) continue;
+    if (auto rec = load_record(e.path()); rec.ok() && !rec->image_digest.empty())
+      out.insert(rec->image_digest);
+  }
+  if (ec) return Error::sys("read", ec.value(), ctx.instances_dir().string());
+  return out;
+}
+
+}  // namespace prewarm::lifecycle

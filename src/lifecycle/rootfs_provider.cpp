@@ -1,0 +1,73 @@
+// Overlay and pre-existing roots for instances.
+#include "lifecycle/rootfs_provider.h"
+
+#include "base/fs.h"
+#include "rootfs/rootfs.h"
+
+namespace prewarm::lifecycle {
+namespace {
+
+class Overlay final : public RootfsProvider {
+ public:
+  explicit Overlay(OverlayRootfs o) : o_(std::move(o)) {}
+
+  Result<std::filesystem::path> prepare(const std::filesystem::path& dir,
+                                        RootfsPurpose purpose) override {
+    auto r = mount(dir, purpose);
+    if (!r.ok()) (void)release(dir);
+    return r;
+  }
+
+  Status release(const std::filesystem::path& dir) override { return release_overlay(dir); }
+
+ private:
+  Result<std::filesystem::path> mount(const std::filesystem::path& dir, RootfsPurpose purpose) {
+    if (purpose == RootfsPurpose::kRestore) {
+      // The app's changes up to the checkpoint as a read-only layer over the base, extracted
+      // once per image; every instance writes to its own empty upper.
+      std::vector<std::filesystem::path> lowers = {o_.base};
+      if (!o_.diff_tar.empty()) {
+        PW_ASSIGN(auto layer, rootfs::diff_layer(o_.diff_tar, o_.layers_dir, o_.diff_sha256));
+        lowers.insert(lowers.begin(), layer);
+      }
+      PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(lowers, dir));
+      return ov.merged;
+    }
+    PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(o_.base, dir));
+    // Through the merged view, so new parent directories don't mask the base's modes.
+    PW_TRY(rootfs::place_files(o_.files, ov.merged));
+    return ov.merged;
+  }
+
+  OverlayRootfs o_;
+};
+
+class Existing final : public RootfsProvider {
+ public:
+  explicit Existing(std::filesystem::path root) : root_(std::move(root)) {}
+  Result<std::filesystem::path> prepare(const std::filesystem::path&, RootfsPurpose) override {
+    return root_;
+  }
+  Status release(const std::filesystem::path&) override { return {}; }
+
+ private:
+  std::filesystem::path root_;
+};
+
+}  // namespace
+
+Status release_overlay(const std::filesystem::path& dir) {
+  PW_TRY(rootfs::unmount(dir / "rootfs"));
+  for (const char* sub : {"upper", "work", "rootfs"}) PW_TRY(fs::remove_all(dir / sub));
+  return {};
+}
+
+std::unique_ptr<RootfsProvider> make_overlay_rootfs(OverlayRootfs o) {
+  return std::make_unique<Overlay>(std::move(o));
+}
+
+std::unique_ptr<RootfsProvider> make_existing_rootfs(std::filesystem::path root) {
+  return std::make_unique<Existing>(std::move(root));
+}
+
+}  // namespace prewarm::lifecycle

@@ -1,0 +1,378 @@
+// Starting instances: restore (with the cold fallback) or cold, one state machine.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/fs.h"
+#include "base/log.h"
+#include "engine/app_log.h"
+#include "image/image.h"
+#include "lifecycle/instance.h"
+#include "lifecycle/lock.h"
+#include "spec/names.h"
+
+namespace prewarm::lifecycle {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+std::string new_id(const std::string& name) { return name + "-" + fs::random_hex(4); }
+
+Status check_id(const std::string& id) {
+  // An id is a hostname: a DNS label (a name plus the suffix fits by construction).
+  if (id.size() > spec::kMaxNameLength + spec::kInstanceSuffixLength)
+    return Error(ErrorKind::kInvalidInput, "instance id '" + id + "' is longer than 63 characters");
+  std::string_view base = id;
+  return spec::check_name(base.substr(0, std::min(base.size(), spec::kMaxNameLength)),
+                          "instance id");
+}
+
+// The app's stdout and stderr: the log file itself. The runtime hands it to the app in place
+// of the pipe it had at checkpoint (CRIU's inherit_fd), so no process drains a pipe.
+Result<UniqueFd> open_log(const stdfs::path& dir) {
+  return engine::open_app_log_file(dir / "app.log");
+}
+
+// What a re-created file mount holds, as CRI-O writes it for a restored container: /etc/hosts
+// names this instance, /etc/resolv.conf is the host's, the rest start empty.
+std::string mount_file_content(image::ForeignMount::Content content, const std::string& hostname,
+                               const std::string& ip) {
+  using C = image::ForeignMount::Content;
+  switch (content) {
+    case C::kHosts:
+      return "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+             (ip.empty() ? std::string() : ip + "\t" + hostname + "\n");
+    case C::kHostname: return hostname + "\n";
+    case C::kResolvConf: {
+      auto r = fs::read_file("/etc/resolv.conf", 64 << 10);
+      return r.ok() ? *r : std::string();
+    }
+    default: return {};
+  }
+}
+
+// Per-instance sources for a foreign image's bind mounts (never the archive's host paths).
+// Made again for a cold start after a failed restore, whose IP may differ.
+Result<std::vector<oci::Mount>> foreign_mounts(const LoadedImage& img, const stdfs::path& dir,
+                                               const std::string& hostname,
+                                               const std::string& ip) {
+  using C = image::ForeignMount::Content;
+  std::vector<oci::Mount> out;
+  if (img.foreign_mounts.empty()) return out;
+  const auto sources = dir / "mount-sources";
+  PW_TRY(fs::remove_all(sources));
+  PW_TRY(fs::make_dirs(sources, 0700));
+  int n = 0;
+  for (const auto& fm : img.foreign_mounts) {
+    oci::Mount m{fm.destination, fm.type, fm.source, fm.options};
+    if (fm.type == "bind") {
+      auto src = sources / (std::to_string(n++) + "-" +
+                            stdfs::path(fm.destination).filename().string());
+      if (fm.content == C::kEmptyDir || fm.content == C::kNone) {
+        PW_TRY(fs::make_dirs(src, 0755));
+        // Like the tmpfs a runtime mounts there: every user may create shared memory.
+        if (fm.destination == "/dev/shm" && ::chmod(src.c_str(), 01777) != 0)
+          return Error::sys("chmod", errno, src.string());
+      } else {
+        PW_TRY(fs::write_file(src, mount_file_content(fm.content, hostname, ip), 0644));
+      }
+      m.source = src.string();
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// Writes config.json for an instance of an image: the spec's container plus a foreign image's
+// mounts.
+Status write_instance_bundle(const LoadedImage& img, const stdfs::path& dir,
+                             const stdfs::path& root, const InstanceRecord& rec,
+                             const SandboxInfo& sb) {
+  oci::ContainerConfig c = container_config(img.spec, root, rec.id, rec.hostname, sb);
+  PW_ASSIGN(c.mounts, foreign_mounts(img, dir, rec.hostname, sb.ip));
+  return oci::write_bundle(dir, c);
+}
+
+// Waits for readiness: the spec's probe, or just "the container is running" without one.
+Status wait_ready(oci::Runtime& rt, const spec::AppSpec& spec, const InstanceRecord& rec,
+                  const probe::Target& target) {
+  if (spec.readiness_probe) {
+    Status st = probe::wait_ready(*spec.readiness_probe, target);
+    if (!st.ok())
+      return std::move(st).error().with_context("instance " + rec.id + " never became ready");
+    return {};
+  }
+  PW_ASSIGN(oci::ContainerState s, rt.state(rec.id));
+  if (s.status != "running")
+    return Error(ErrorKind::kRuntime, "instance " + rec.id + " is " + s.status + ", not running");
+  return {};
+}
+
+// Accumulates wall time into the bucket of the step that just ended.
+class Laps {
+ public:
+  void to(double& bucket) {
+    bucket += sw_.millis();
+    sw_.restart();
+  }
+
+ private:
+  Stopwatch sw_;
+};
+
+void adopt(InstanceRecord& rec, const SandboxInfo& sb) {
+  rec.ip = sb.ip;
+  rec.netns = sb.netns;
+  rec.host_veth = sb.host_veth;
+}
+
+}  // namespace
+
+std::map<std::string, double> StartTimings::as_map() const {
+  std::map<std::string, double> m = {
+      {"verify_ms", verify_ms},     {"record_ms", record_ms},     {"network_ms", network_ms},
+      {"prepare_ms", prepare_ms},   {"runtime_ms", runtime_ms},   {"identity_ms", identity_ms},
+      {"probe_ms", probe_ms},       {"other_ms", other_ms},       {"total_ms", total_ms}};
+  for (const auto& [k, v] : runtime_phases) m["runtime." + k] = v;
+  return m;
+}
+
+probe::Target probe_target(const Context& ctx, const InstanceRecord& rec) {
+  auto rt = ctx.runtime_named(rec.runtime);
+  std::string id = rec.id;
+  return {rec.ip, [rt, id](const std::vector<std::string>& cmd, spec::Millis timeout) {
+            return rt->exec(id, cmd, timeout);
+          }};
+}
+
+oci::ContainerConfig container_config(const spec::AppSpec& spec, const stdfs::path& root,
+                                      const std::string& id, const std::string& hostname,
+                                      const SandboxInfo& sandbox) {
+  oci::ContainerConfig c;
+  c.rootfs = root;
+  c.argv = spec.argv();
+  c.env = spec.env;
+  c.cwd = spec.working_dir;
+  c.hostname = hostname;
+  c.netns_path = sandbox.netns_path;
+  // Flat, so that the runtime's delete removes the whole cgroup.
+  c.cgroups_path = sandbox.cgroup_parent.empty() ? "/prewarm-" + id
+                                                 : sandbox.cgroup_parent + "/prewarm-" + id;
+  return c;
+}
+
+Seams default_seams(const Context& ctx) {
+  Seams s;
+  s.sandbox = make_own_sandbox(ctx.net);
+  s.rootfs = [&ctx](const LoadedImage& img) {
+    OverlayRootfs o;
+    o.base = img.manifest.rootfs_dir;
+    o.diff_tar = img.dir / image::kRootfsDiff;
+    for (const auto& f : img.manifest.files)
+      if (f.path == image::kRootfsDiff) o.diff_sha256 = f.sha256;
+    o.layers_dir = ctx.layers_dir();
+    o.files = img.spec.files;
+    return make_overlay_rootfs(std::move(o));
+  };
+  s.identity = [](const InstanceRecord& rec) { return make_hostname_identity(rec.hostname); };
+  s.host_check = [&ctx](const LoadedImage& img) { return check_host(ctx, img); };
+  s.probe_target = [&ctx](const InstanceRecord& rec) { return probe_target(ctx, rec); };
+  return s;
+}
+
+Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opts) {
+  Stopwatch total;
+  Laps lap;
+  StartTimings t;
+  const std::string id = opts.id.empty() ? new_id(img.name) : opts.id;
+  PW_TRY(check_id(id));
+  const auto dir = ctx_.instance_dir(id);
+  oci::Runtime& rt = *ctx_.runtime;
+
+  PW_ASSIGN(InstanceLock lock, InstanceLock::create(dir));
+  InstanceRecord rec;
+  rec.id = id;
+  rec.image = img.name;
+  rec.image_digest = img.store_digest;
+  rec.hostname = opts.hostname.empty() ? id : opts.hostname;
+  rec.runtime = rt.name();
+  rec.sandbox = seams_.sandbox->kind();
+  rec.created = now_rfc3339();
+  // From here on a failure undoes everything, the directory included, under the lock.
+  bool done = false;
+  struct Undo {
+    Instances& self;
+    const std::string& id;
+    InstanceRecord& rec;
+    bool& done;
+    ~Undo() {
+      if (done) return;
+      rec.state = InstanceState::kFailed;
+      (void)save_record(self.ctx_.instance_dir(id), rec);
+      if (Status st = self.undo(id, &rec); !st.ok())
+        log::warn("cleanup of " + id + ": " + st.error().to_string());
+    }
+  } undo_guard{*this, id, rec, done};
+  PW_TRY(save_record(dir, rec));
+  lap.to(t.record_ms);
+
+  // Can this host restore it at all? (cheap checks first; CPU features via CRIU)
+  std::string fallback;
+  if (opts.mode == StartMode::kRestore) {
+    HostCheck hc = seams_.host_check(img);
+    fallback = std::move(hc.blocker);
+    rec.restore_note = std::move(hc.unchecked);
+  }
+  lap.to(t.verify_ms);
+
+  PW_ASSIGN(SandboxInfo sb, seams_.sandbox->create(id));
+  adopt(rec, sb);
+  lap.to(t.network_ms);
+  // What undo needs is in the record before anything else is made.
+  PW_TRY(save_record(dir, rec));
+  lap.to(t.record_ms);
+
+  auto rootfs = seams_.rootfs(img);
+  auto identity = seams_.identity(rec);
+  pid_t pid = 0;
+  bool restored = false;
+  if (opts.mode == StartMode::kRestore && fallback.empty()) {
+    auto restore = [&]() -> Result<oci::Restored> {
+      PW_ASSIGN(stdfs::path root, rootfs->prepare(dir, RootfsPurpose::kRestore));
+      PW_TRY(write_instance_bundle(img, dir, root, rec, sb));
+      auto criu_work = dir / "criu";
+      PW_TRY(fs::make_dirs(criu_work, 0700));
+      PW_ASSIGN(UniqueFd log, open_log(dir));
+      lap.to(t.prepare_ms);
+      rec.state = InstanceState::kRestoring;
+      PW_TRY(save_record(dir, rec));
+      lap.to(t.record_ms);
+      oci::RestoreOptions ro;
+      ro.image_dir = img.dir / image::kCheckpointDir;
+      ro.work_dir = criu_work;
+      ro.tcp_established = img.manifest.tcp_established;
+      ro.stdio_fd = log.get();
+      // The restored tasks are stopped here (direct CRIU): the app never sees the baked name.
+      ro.before_resume = [&](pid_t p) {
+        Stopwatch sw;
+        Status st = identity->apply(p);
+        t.identity_ms += sw.millis();
+        return st;
+      };
+      auto r = rt.restore(id, dir, ro);
+      lap.to(t.runtime_ms);
+      t.runtime_ms -= t.identity_ms;
+      return r;
+    };
+    auto r = restore();
+    if (r.ok()) {
+      pid = r->pid;
+      restored = true;
+      for (const auto& [k, v] : r->phases) t.runtime_phases[k] = v;
+    } else {
+      fallback = std::move(r).error().to_string();
+      log::warn("restore of " + id + " failed, cold-starting instead: " + fallback);
+      // Back to "directory and record only": the runtime, the rootfs and a fresh sandbox (a
+      // failed CRIU restore can leave its network lock, firewall rules dropping all traffic).
+      PW_TRY(rt.remove(id));
+      PW_TRY(rootfs->release(dir));
+      PW_ASSIGN(sb, seams_.sandbox->renew(id));
+      adopt(rec, sb);
+      t.identity_ms = 0;
+      lap.to(t.network_ms);
+    }
+  }
+  if (restored) {
+    rec.started_by = "restore";
+    rec.state = InstanceState::kPersonalising;
+  } else {
+    rec.started_by = "cold";
+    rec.fallback_reason = fallback;
+    rec.state = InstanceState::kStarting;
+  }
+  PW_TRY(save_record(dir, rec));
+  lap.to(t.record_ms);
+  // Cold starts go through the same backend (the direct-CRIU one hands them to runc).
+  oci::Runtime& started_rt = rt;
+  if (!restored) {
+    PW_ASSIGN(stdfs::path root, rootfs->prepare(dir, RootfsPurpose::kCold));
+    PW_TRY(write_instance_bundle(img, dir, root, rec, sb));
+    UniqueFd log;
+    if (opts.stdio_fd < 0) {
+      PW_ASSIGN(log, open_log(dir));
+    }
+    lap.to(t.prepare_ms);
+    PW_TRY(started_rt.run(id, dir, opts.stdio_fd >= 0 ? opts.stdio_fd : log.get()));
+    PW_ASSIGN(oci::ContainerState s, started_rt.state(id));
+    pid = s.pid;
+    lap.to(t.runtime_ms);
+  }
+
+  PW_TRY(wait_ready(started_rt, img.spec, rec, seams_.probe_target(rec)));
+  lap.to(t.probe_ms);
+  rec.state = InstanceState::kReady;
+  t.total_ms = total.millis();
+  rec.ready_s = t.total_ms / 1000.0;
+  PW_TRY(save_record(dir, rec));
+  done = true;
+  lap.to(t.record_ms);
+  t.total_ms = total.millis();
+  t.other_ms = t.total_ms - (t.verify_ms + t.record_ms + t.network_ms + t.prepare_ms +
+                             t.runtime_ms + t.identity_ms + t.probe_ms);
+  return Started{rec, t, pid};
+}
+
+std::vector<Result<Started>> Instances::start_many(const LoadedImage& img, int n,
+                                                   const StartOptions& opts) {
+  std::vector<Result<Started>> out;
+  if (n <= 1) {
+    out.push_back(start(img, opts));
+    return out;
+  }
+  StartOptions each = opts;
+  each.id.clear();  // one id cannot name n instances
+  std::vector<std::future<Result<Started>>> futs;
+  for (int i = 0; i < n; ++i)
+    futs.push_back(std::async(std::launch::async, [this, &img, each] { return start(img, each); }));
+  for (auto& f : futs) out.push_back(f.get());
+  return out;
+}
+
+Result<Started> Instances::start_cold_from_spec(const spec::AppSpec& spec,
+                                                const stdfs::path& base, const std::string& id,
+                                                int stdio_fd) {
+  LoadedImage img;
+  img.name = "";
+  img.spec = spec;
+  img.manifest.rootfs_dir = base.string();
+  Seams seams = seams_;
+  seams.rootfs = [&base, &spec, this](const LoadedImage&) {
+    OverlayRootfs o;
+    o.base = base;
+    o.layers_dir = ctx_.layers_dir();
+    o.files = spec.files;
+    return make_overlay_rootfs(std::move(o));
+  };
+  Instances cold(ctx_, std::move(seams));
+  StartOptions so;
+  so.mode = StartMode::kCold;
+  so.id = id;
+  // The checkpoint's hostname is the app's name; every restore gets its own afterwards.
+  so.hostname = spec.name;
+  so.stdio_fd = stdio_fd;
+  auto r = cold.start(img, so);
+  return r;
+}
+
+Result<Started> start_instance(const Context& ctx, const LoadedImage& img, StartMode mode) {
+  StartOptions o;
+  o.mode = mode;
+  return Instances(ctx).start(img, o);
+}
+
+}  // namespace prewarm::lifecycle
