@@ -60,6 +60,8 @@ struct Started {
 struct Seams {
   std::shared_ptr<Sandbox> sandbox;
   std::function<std::unique_ptr<RootfsProvider>(const LoadedImage&)> rootfs;
+  // Undoes any provider's work from the instance directory alone (removal, recovery).
+  std::function<Status(const std::filesystem::path&)> release_rootfs;
   std::function<std::unique_ptr<Identity>(const InstanceRecord&)> identity;
   std::function<HostCheck(const LoadedImage&)> host_check;
   // Probes and warm-up reach the instance through this (default: its IP, `exec` in it).

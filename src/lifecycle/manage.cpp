@@ -40,7 +40,7 @@ Status Instances::undo(const std::string& id, const InstanceRecord* rec) {
       if (seen.insert(rt.get()).second) note(rt->remove(id));
     if (seen.insert(ctx_.runtime.get()).second) note(ctx_.runtime->remove(id));
   }
-  note(release_overlay(dir));
+  note(seams_.release_rootfs ? seams_.release_rootfs(dir) : release_overlay(dir));
   // A pod's sandbox is the pod's; prewarm's own is undone from the id alone.
   const std::string kind = rec != nullptr ? rec->sandbox : "";
   if (kind != "given") {

@@ -179,6 +179,7 @@ Seams default_seams(const Context& ctx) {
     o.files = img.spec.files;
     return make_overlay_rootfs(std::move(o));
   };
+  s.release_rootfs = release_overlay;
   s.identity = [](const InstanceRecord& rec) { return make_hostname_identity(rec.hostname); };
   s.host_check = [&ctx](const LoadedImage& img) { return check_host(ctx, img); };
   s.probe_target = [&ctx](const InstanceRecord& rec) { return probe_target(ctx, rec); };

@@ -100,3 +100,21 @@ TEST(Subprocess, RunCheckedQuotesStderr) {
 
 }  // namespace
 }  // namespace prewarm
+
+namespace prewarm {
+namespace {
+
+TEST(ErrorKind, GivenOrDerivedFromErrnoAndKeptThroughContext) {
+  EXPECT_EQ(Error("x").kind(), ErrorKind::kInternal);
+  EXPECT_EQ(Error::sys("open", ENOENT, "/x").kind(), ErrorKind::kNotFound);
+  EXPECT_EQ(Error::sys("write", ENOSPC, "/x").kind(), ErrorKind::kIo);
+  EXPECT_EQ(Error::sys("connect", ETIMEDOUT).kind(), ErrorKind::kUnavailable);
+  Error e = Error(ErrorKind::kIncompatibleHost, "cpu", ENOENT).with_context("restore");
+  EXPECT_EQ(e.kind(), ErrorKind::kIncompatibleHost) << "a given kind wins over errno";
+  EXPECT_EQ(e.message(), "restore: cpu");
+  EXPECT_EQ(Error("x").with_kind(ErrorKind::kConflict).kind(), ErrorKind::kConflict);
+  EXPECT_STREQ(error_kind_name(ErrorKind::kNotFound), "not found");
+}
+
+}  // namespace
+}  // namespace prewarm

@@ -8,6 +8,7 @@
 
 #include "base/fs.h"
 #include "spec/app_spec.h"
+#include "spec/names.h"
 
 namespace prewarm::spec {
 namespace {
@@ -316,6 +317,23 @@ TEST(SpecName, Validation) {
        {std::string(54, 'a'), std::string("0"), std::string("a-1-b"), std::string("123")}) {
     EXPECT_EQ(parse_ok("name: '" + ok + "'\nrootfs: {directory: /r}\ncommand: [x]\n").name, ok);
   }
+}
+
+TEST(SpecName, OneRuleForSpecsImagesAndInstanceIds) {
+  EXPECT_TRUE(check_name("a").ok());
+  EXPECT_TRUE(check_name(std::string(kMaxNameLength, 'x')).ok());
+  Status too_long = check_name(std::string(kMaxNameLength + 1, 'x'), "image name");
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(too_long.error().kind(), ErrorKind::kInvalidInput);
+  EXPECT_EQ(too_long.error().message().rfind("image name must be at most 54", 0), 0u);
+  for (const char* bad : {"", "A", "a_b", "a.b", "-a", "a-", "a/b"})
+    EXPECT_FALSE(check_name(bad).ok()) << bad;
+  // An id (name + "-" + 8 hex) is a hostname the kernel and DNS take.
+  EXPECT_LE(kMaxNameLength + kInstanceSuffixLength, 63u);
+  EXPECT_EQ(to_name("My_Repo.v2"), "my-repo-v2");
+  EXPECT_EQ(to_name("__x__"), "x");
+  EXPECT_EQ(to_name(std::string(80, 'a')).size(), kMaxNameLength);
+  EXPECT_EQ(to_name("___"), "");
 }
 
 TEST(SpecCommand, Validation) {
