@@ -44,20 +44,24 @@ Child::Child(Child&& o) noexcept : pid_(std::exchange(o.pid_, -1)), pidfd_(std::
 
 Child& Child::operator=(Child&& o) noexcept {
   if (this != &o) {
-    this->~Child();
+    reap();  // the child this guard held goes first, as in the destructor
     pid_ = std::exchange(o.pid_, -1);
     pidfd_ = std::move(o.pidfd_);
   }
   return *this;
 }
 
-Child::~Child() {
+Child::~Child() { reap(); }
+
+void Child::reap() noexcept {
   if (pid_ > 0) {
     kill(SIGKILL);
     int st;
     while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
     }
   }
+  pid_ = -1;
+  pidfd_.reset();
 }
 
 void Child::kill(int sig) {
@@ -132,6 +136,16 @@ Result<Child> spawn(const SpawnOptions& opts) {
   posix_spawnattr_destroy(&attr);
   if (rc != 0) return Error::sys("spawn", rc, exe);
   UniqueFd pidfd(pidfd_open(pid));
+  if (!pidfd.valid()) {
+    // Without a pidfd, wait() cannot time out and kill() could hit a recycled pid: refuse, and
+    // take the child down while its pid is surely still ours (unreaped).
+    int err = errno;
+    ::kill(pid, SIGKILL);
+    int st;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return Error::sys("pidfd_open", err, exe);
+  }
   return Child(pid, std::move(pidfd));
 }
 

@@ -39,6 +39,8 @@ class Child {
   void detach() { pid_ = -1; pidfd_.reset(); }
 
  private:
+  // Kills and reaps the child this guard holds, if any; leaves the guard empty.
+  void reap() noexcept;
   pid_t pid_ = -1;
   UniqueFd pidfd_;
 };

@@ -187,16 +187,15 @@ Result<stdfs::path> image_view_without_network_lock(const stdfs::path& image_dir
   std::error_code ec;
   for (const auto& e : stdfs::directory_iterator(image_dir, ec)) {
     if (e.path().filename() == "inventory.img") continue;
-    // Hard links: CRIU opens some images after it has moved into the restored mount namespace
-    // and root, where an absolute symlink would point into the container. Across filesystems,
-    // a relative symlink (resolved from the view's directory fd).
+    // Relative symlinks: CRIU opens some images after it has moved into the restored mount
+    // namespace and root, where an absolute one would point into the container; a relative one
+    // resolves from the view's directory fd, which lies outside that root. Not hard links: a
+    // link changes the image file's ctime, and a changed ctime makes the next start re-hash
+    // the whole image (the verification stamp records it).
     stdfs::path link = view / e.path().filename();
-    if (::link(e.path().c_str(), link.c_str()) != 0) {
-      if (errno != EXDEV) return Error::sys("link", errno, link.string());
-      stdfs::create_symlink(stdfs::relative(stdfs::absolute(e.path()), stdfs::absolute(view)),
-                            link, ec);
-      if (ec) return Error::sys("symlink", ec.value(), link.string());
-    }
+    stdfs::create_symlink(stdfs::relative(stdfs::absolute(e.path()), stdfs::absolute(view)),
+                          link, ec);
+    if (ec) return Error::sys("symlink", ec.value(), link.string());
   }
   if (ec) return Error::sys("read directory", ec.value(), image_dir.string());
   PW_TRY(fs::write_file(view / "inventory.img", inv, 0600));

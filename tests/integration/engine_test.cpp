@@ -1,6 +1,9 @@
 // Bake and restore real containers (runc + CRIU 4.2.1), checking the state of what was
 // restored: its counter, its rootfs changes, its own IP and hostname.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <map>
 
 #include <future>
 #include <regex>
@@ -85,6 +88,36 @@ TEST_F(TinyTest, RestoredInstanceContinuesFromCheckpointedState) {
 // Bakes run with address randomisation off, so two bakes of one app lay out memory alike (and
 // deduplicate in the store); instances keep that layout, but what they start later is
 // randomised again because CRIU does not carry the personality over.
+// Restoring reads the image and leaves it exactly as it was: no link, no write, not even a
+// changed ctime (which would make the next start re-hash the whole image). Both backends.
+TEST_F(TinyTest, RestoresLeaveTheImageUntouched) {
+  auto img = bake_tiny();
+  ASSERT_FALSE(img.name.empty());
+  auto snapshot = [&] {
+    std::map<std::string, std::pair<long, long>> out;
+    for (const auto& e : stdfs::recursive_directory_iterator(img.dir)) {
+      struct stat st {};
+      ::lstat(e.path().c_str(), &st);
+      out[e.path().string()] = {st.st_ctim.tv_sec * 1000000000L + st.st_ctim.tv_nsec,
+                                static_cast<long>(st.st_nlink)};
+    }
+    return out;
+  };
+  auto before = snapshot();
+  for (const char* backend : {"criu", "runc"}) {
+    SCOPED_TRACE(backend);
+    engine::Context ctx = ctx_;
+    ASSERT_TRUE(ctx.use_runtime(backend).ok());
+    auto s = lifecycle::start_instance(ctx, img, lifecycle::StartMode::kRestore);
+    ASSERT_TRUE(s.ok()) << s.error().to_string();
+    EXPECT_EQ(s->record.started_by, "restore") << s->record.fallback_reason;
+    EXPECT_EQ(s->record.runtime, backend);
+    EXPECT_EQ(get(s->record.ip, "/count"), "5\n") << "state continues from the checkpoint";
+    ASSERT_TRUE(lifecycle::remove_instance(ctx, s->record.id).ok());
+  }
+  EXPECT_EQ(snapshot(), before);
+}
+
 TEST_F(TinyTest, BakeLaysOutMemoryWithoutRandomisation) {
   auto img = bake_tiny();
   ASSERT_FALSE(img.name.empty());

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include "base/result.h"
 #include "base/fs.h"
@@ -114,6 +115,28 @@ TEST(ErrorKind, GivenOrDerivedFromErrnoAndKeptThroughContext) {
   EXPECT_EQ(e.message(), "restore: cpu");
   EXPECT_EQ(Error("x").with_kind(ErrorKind::kConflict).kind(), ErrorKind::kConflict);
   EXPECT_STREQ(error_kind_name(ErrorKind::kNotFound), "not found");
+}
+
+}  // namespace
+}  // namespace prewarm
+
+namespace prewarm {
+namespace {
+
+TEST(Subprocess, MoveAssignmentReapsTheChildItReplaces) {
+  SpawnOptions o;
+  o.argv = {"sleep", "30"};
+  auto a = spawn(o);
+  auto b = spawn(o);
+  ASSERT_TRUE(a.ok() && b.ok());
+  pid_t first = a->pid(), second = b->pid();
+  Child held = std::move(a).value();
+  held = std::move(b).value();
+  // The first child was killed and reaped: its pid is no longer ours.
+  EXPECT_EQ(::kill(first, 0), -1);
+  EXPECT_EQ(errno, ESRCH);
+  EXPECT_EQ(held.pid(), second);
+  EXPECT_GE(held.pidfd(), 0);
 }
 
 }  // namespace
