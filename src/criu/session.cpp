@@ -118,7 +118,14 @@ Result<RestoreResult> restore(const RestoreRequest& r) {
   o->set_notify_scripts(true);
 
   RestoreResult out;
+  std::shared_ptr<void> spawn_scope;
+  if (r.around_spawn) {
+    auto scope = r.around_spawn();
+    if (!scope.ok()) return fail(std::move(scope).error().with_context("criu RESTORE: preparing"));
+    spawn_scope = std::move(scope).value();
+  }
   auto spawned = detail::Swrk::spawn("criu RESTORE", pass, deadline);
+  spawn_scope.reset();
   if (!spawned.ok()) return fail(std::move(spawned).error());
   detail::Swrk criu = std::move(spawned).value();
   out.phases.emplace_back("criu_spawn", ms_since(start));

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <map>
 #include <string>
 #include <utility>
@@ -52,6 +53,9 @@ struct RestoreRequest {
   // Called once criu runs and before the request is sent, with criu's pid: e.g. to move criu
   // into the container's cgroups, which the restored tasks then inherit.
   std::function<Status(pid_t criu_pid)> before_request;
+  // Runs on the calling thread right before criu is spawned; what it returns lives until criu
+  // runs (e.g. this thread inside the container's cgroups, so criu starts there).
+  std::function<Result<std::shared_ptr<void>>()> around_spawn;
   std::map<std::string, NotifyHandler, std::less<>> on_notify;
   // Deadline for the whole restore, notifies included; criu is killed when it passes.
   std::chrono::milliseconds timeout = std::chrono::seconds(60);

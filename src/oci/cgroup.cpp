@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <optional>
+#include <map>
 #include <sstream>
 #include <thread>
 
 #include "base/fs.h"
+#include "base/log.h"
 
 namespace prewarm::oci {
 namespace {
@@ -71,6 +73,85 @@ const std::vector<stdfs::path>& cgroup_hierarchies() {
     return out;
   }();
   return found;
+}
+
+namespace {
+
+struct V1Hierarchy {
+  stdfs::path mount;
+  std::string key;  // as /proc/self/cgroup names it: "cpu", "cpu,cpuacct", "name=systemd"
+};
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  std::string part;
+  while (std::getline(in, part, sep)) out.push_back(part);
+  return out;
+}
+
+// The v1 hierarchies and, for each, the calling thread's cgroup in it.
+Result<std::vector<std::pair<V1Hierarchy, std::string>>> thread_v1_cgroups() {
+  PW_ASSIGN(std::string own, fs::read_file("/proc/thread-self/cgroup", 1 << 20));
+  std::map<std::string, std::string> path_of;  // key -> path
+  for (const auto& line : split(own, '\n')) {
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string key = line.substr(a + 1, b - a - 1);
+    if (!key.empty()) path_of[key] = line.substr(b + 1);  // "" : the v2 hierarchy
+  }
+  PW_ASSIGN(std::string info, fs::read_file("/proc/self/mountinfo", 4 << 20));
+  std::vector<std::pair<V1Hierarchy, std::string>> out;
+  for (const auto& line : split(info, '\n')) {
+    std::istringstream f(line);
+    std::string id, parent, dev, root, mnt;
+    f >> id >> parent >> dev >> root >> mnt;
+    auto dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream tail(line.substr(dash + 3));
+    std::string fstype, source, superopts;
+    tail >> fstype >> source >> superopts;
+    if (fstype != "cgroup" || root != "/" || stdfs::path(mnt).parent_path() != kCgroupRoot)
+      continue;
+    auto opts = split(superopts, ',');
+    for (const auto& [key, path] : path_of) {
+      bool all = true;
+      for (const auto& part : split(key, ','))
+        all = all && std::find(opts.begin(), opts.end(), part) != opts.end();
+      if (all) {
+        out.push_back({{mnt, key}, path});
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+ThreadInCgroups::~ThreadInCgroups() {
+  // Back where it was, each hierarchy; a thread left in an instance's cgroups would keep them
+  // from being removed.
+  for (const auto& file : back_)
+    if (Status st = write_cg(file, "0"); !st.ok())
+      log::warn("moving this thread back out of an instance's cgroups: " + st.error().message());
+}
+
+Result<std::unique_ptr<ThreadInCgroups>> CgroupSet::enter_this_thread() const {
+  PW_ASSIGN(auto hierarchies, thread_v1_cgroups());
+  auto guard = std::unique_ptr<ThreadInCgroups>(new ThreadInCgroups());
+  for (const auto& [h, original] : hierarchies) {
+    stdfs::path target = h.mount / rel_;
+    std::error_code ec;
+    if (!stdfs::exists(target, ec)) continue;  // a hierarchy create() did not know
+    // "0" written to `tasks` moves the writing thread alone, which the kernel does without
+    // the global threadgroup lock (and its RCU grace period): ~µs instead of ~1 ms each.
+    PW_TRY(write_cg(target / "tasks", "0"));
+    std::string rel_original = original;
+    while (!rel_original.empty() && rel_original.front() == '/') rel_original.erase(0, 1);
+    guard->back_.push_back(h.mount / rel_original / "tasks");
+  }
+  return guard;
 }
 
 CgroupSet::CgroupSet(std::string rel) : rel_(std::move(rel)) {

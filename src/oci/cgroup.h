@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,20 @@ namespace prewarm::oci {
 // The cgroup hierarchies mounted under /sys/fs/cgroup (v1 controllers, named ones such as
 // name=systemd, and a v2 "unified" mount), read once from /proc/self/mountinfo.
 const std::vector<std::filesystem::path>& cgroup_hierarchies();
+
+// The calling thread, moved into a CgroupSet's v1 cgroups; moved back where it was when this
+// is destroyed. Children it spawns meanwhile start in the set.
+class ThreadInCgroups {
+ public:
+  ~ThreadInCgroups();
+  ThreadInCgroups(const ThreadInCgroups&) = delete;
+  ThreadInCgroups& operator=(const ThreadInCgroups&) = delete;
+
+ private:
+  friend class CgroupSet;
+  ThreadInCgroups() = default;
+  std::vector<std::filesystem::path> back_;  // the `tasks` files to return to
+};
 
 class CgroupSet {
  public:
@@ -33,6 +48,10 @@ class CgroupSet {
   Status create();
   // Moves pid into the set in every hierarchy.
   Status add(pid_t pid) const;
+  // Moves the calling thread (only it) into the set's v1 cgroups until the guard goes: a
+  // process spawned meanwhile starts inside them, with no migration (each costs an RCU grace
+  // period, ~1 ms here). The v2 hierarchy of a hybrid host (no controllers) is not joined.
+  Result<std::unique_ptr<ThreadInCgroups>> enter_this_thread() const;
   Status freeze(std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
   Status thaw() const;
   bool frozen() const;

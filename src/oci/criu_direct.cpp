@@ -512,12 +512,14 @@ class CriuDirect final : public Runtime {
     }
     for (const auto& key : pipe_keys) req.inherit_fds.emplace_back(key, stdio);
 
+    // criu starts inside the container's cgroups (spawned while this thread is in them), so
+    // the restored tasks are born there: no process migration on the restore path.
     double join_ms = 0;
-    req.before_request = [&](pid_t criu_pid) {
+    req.around_spawn = [&]() -> Result<std::shared_ptr<void>> {
       auto t = steady_clock::now();
-      Status s = cg.add(criu_pid);
+      PW_ASSIGN(auto in, cg.enter_this_thread());
       join_ms = ms_since(t);
-      return s;
+      return std::shared_ptr<void>(std::move(in));
     };
     double before_resume_ms = 0;
     req.on_notify["post-restore"] = [&](pid_t pid) -> Status {

@@ -265,6 +265,7 @@ TEST_F(CriuDirectTest, RestoresWithStateAndIdentityBeforeResume) {
     }
     return set_hostname_of(pid, "restored-one");
   };
+  const std::string own_cgroups = testing::slurp("/proc/thread-self/cgroup");
   auto r = backend_->restore(id, base_ / "r1", o);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
   EXPECT_TRUE(r->hook_before_resume);
@@ -286,6 +287,8 @@ TEST_F(CriuDirectTest, RestoresWithStateAndIdentityBeforeResume) {
   // The restored tasks are in the container's cgroups, not ours.
   std::string cg = testing::slurp("/proc/" + std::to_string(r->pid) + "/cgroup");
   EXPECT_NE(cg.find("freezer:/prewarm-" + id), std::string::npos) << cg;
+  // criu was started from inside them by this thread, which is back where it was.
+  EXPECT_EQ(testing::slurp("/proc/thread-self/cgroup"), own_cgroups);
 
   ASSERT_TRUE(backend_->pause(id).ok());
   EXPECT_EQ(backend_->state(id)->status, "paused");
