@@ -73,7 +73,7 @@ class Baseline {
     PW_TRY(lifecycle::save_record(dir_, rec_));
     auto rootfs = seams_.rootfs(img_);
     PW_ASSIGN(stdfs::path root, rootfs->prepare(dir_, lifecycle::RootfsPurpose::kRestore));
-    PW_TRY(oci::write_bundle(
+    PW_TRY(lifecycle::write_config(
         dir_, lifecycle::container_config(img_.spec, root, rec_.id, rec_.id, sb_)));
     PW_TRY(fs::make_dirs(dir_ / "criu", 0700));
     log_ = UniqueFd(::open((dir_ / "app.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,

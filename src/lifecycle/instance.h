@@ -142,4 +142,8 @@ oci::ContainerConfig container_config(const spec::AppSpec& spec, const std::file
                                       const std::string& id, const std::string& hostname,
                                       const SandboxInfo& sandbox);
 
+// Writes DIR/config.json for an instance whose bundle is DIR (with DIR/empty, the empty
+// directory that hides masked directories).
+Status write_config(const std::filesystem::path& dir, oci::ContainerConfig c);
+
 }  // namespace prewarm::lifecycle

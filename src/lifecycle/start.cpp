@@ -95,7 +95,7 @@ Status write_instance_bundle(const LoadedImage& img, const stdfs::path& dir,
                              const SandboxInfo& sb) {
   oci::ContainerConfig c = container_config(img.spec, root, rec.id, rec.hostname, sb);
   PW_ASSIGN(c.mounts, foreign_mounts(img, dir, rec.hostname, sb.ip));
-  return oci::write_bundle(dir, c);
+  return write_config(dir, std::move(c));
 }
 
 // Waits for readiness: the spec's probe, or just "the container is running" without one.
@@ -164,6 +164,14 @@ oci::ContainerConfig container_config(const spec::AppSpec& spec, const stdfs::pa
   c.cgroups_path = sandbox.cgroup_parent.empty() ? "/prewarm-" + id
                                                  : sandbox.cgroup_parent + "/prewarm-" + id;
   return c;
+}
+
+Status write_config(const stdfs::path& dir, oci::ContainerConfig c) {
+  // Hides masked directories without a tmpfs each (see oci::ContainerConfig::empty_dir).
+  c.empty_dir = dir / "empty";
+  if (::mkdir(c.empty_dir.c_str(), 0555) != 0 && errno != EEXIST)
+    return Error::sys("mkdir", errno, c.empty_dir.string());
+  return oci::write_bundle(dir, c);
 }
 
 Seams default_seams(const Context& ctx) {

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "base/fs.h"
@@ -73,6 +74,30 @@ std::string make_config_json(const ContainerConfig& cfg) {
       {{"type", "network"}, {"path", cfg.netns_path.string()}},
   });
 
+  // runc masks directories with a tmpfs each and files with /dev/null.
+  std::vector<std::string> masked = {"/proc/acpi",          "/proc/asound",     "/proc/kcore",
+                                     "/proc/keys",          "/proc/latency_stats",
+                                     "/proc/timer_list",    "/proc/timer_stats",
+                                     "/proc/sched_debug",   "/sys/firmware",    "/proc/scsi"};
+  std::vector<std::string> readonly = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                                       "/proc/sysrq-trigger"};
+  std::vector<Mount> extra = cfg.mounts;
+  if (!cfg.empty_dir.empty()) {
+    const std::set<std::string> dirs = {"/proc/acpi", "/proc/asound", "/proc/scsi"};
+    std::erase_if(masked, [&](const std::string& p) {
+      if (p == "/sys/firmware") {
+        extra.push_back({p, "bind", cfg.empty_dir.string(),
+                         {"rbind", "ro", "nosuid", "nodev", "noexec"}});
+        return true;
+      }
+      if (dirs.count(p)) {
+        readonly.push_back(p);
+        return true;
+      }
+      return false;
+    });
+  }
+
   json c = {
       {"ociVersion", "1.0.2-dev"},
       {"process",
@@ -89,16 +114,12 @@ std::string make_config_json(const ContainerConfig& cfg) {
         {"noNewPrivileges", true}}},
       {"root", {{"path", cfg.rootfs.string()}, {"readonly", false}}},
       {"hostname", cfg.hostname},
-      {"mounts", mounts(cfg.mounts)},
+      {"mounts", mounts(extra)},
       {"linux",
        {{"cgroupsPath", cfg.cgroups_path},
         {"namespaces", namespaces},
-        {"maskedPaths",
-         {"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-          "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-          "/proc/scsi"}},
-        {"readonlyPaths",
-         {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}}}},
+        {"maskedPaths", masked},
+        {"readonlyPaths", readonly}}},
   };
   return c.dump(2);
 }

@@ -56,6 +56,7 @@ struct BundleConfig {
   stdfs::path netns_path;
   std::vector<std::pair<std::string, std::string>> bind_mounts;  // destination -> source
   bool has_masked_paths = false;
+  std::vector<std::string> cgroup_mounts;  // destinations of "cgroup" mounts
   std::vector<std::string> env;
   std::string cwd = "/";
 };
@@ -80,6 +81,7 @@ Result<BundleConfig> read_config(const stdfs::path& bundle) {
       for (const auto& o : m.value("options", json::array()))
         if (o == "bind" || o == "rbind") bind = true;
       if (bind) c.bind_mounts.emplace_back(m.at("destination"), m.at("source"));
+      if (m.value("type", "") == "cgroup") c.cgroup_mounts.push_back(m.at("destination"));
     }
     const json& proc = j.value("process", json::object());
     c.env = proc.value("env", std::vector<std::string>{});
@@ -496,6 +498,14 @@ class CriuDirect final : public Runtime {
     // destination.
     if (cfg.has_masked_paths) req.ext_mounts.emplace_back("/dev/null", "/dev/null");
     for (const auto& [dest, source] : cfg.bind_mounts) req.ext_mounts.emplace_back(dest, source);
+    // A cgroup mount (a Podman or CRI-O container has one) is, on cgroup v1, one bind mount per
+    // hierarchy that runc records as external, keyed by its destination: each becomes this
+    // container's own cgroup in that hierarchy, as runc does it.
+    for (const auto& dest : cfg.cgroup_mounts)
+      for (const auto& dir : cg.dirs())
+        req.ext_mounts.emplace_back(
+            (stdfs::path(dest) / dir.lexically_relative("/sys/fs/cgroup").begin()->string()).string(),
+            dir.string());
 
     UniqueFd netns;
     if (!cfg.netns_path.empty()) {
