@@ -196,6 +196,9 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
 
   // The app's rootfs changes up to the checkpoint (the overlay's upper dir) travel with it.
   PW_TRY(rootfs::capture_diff(inst_dir / "upper", staged / image::kRootfsDiff));
+  // /dev/shm was the instance's own directory: what the app left there goes with the image.
+  if (std::error_code ec; !stdfs::is_empty(inst_dir / "shm", ec) && !ec)
+    PW_TRY(rootfs::capture_diff(inst_dir / "shm", staged / image::kDevShm));
   image::Manifest m;
   m.name = spec.name;
   m.created = lifecycle::now_rfc3339();

@@ -75,6 +75,7 @@ class Baseline {
     PW_ASSIGN(stdfs::path root, rootfs->prepare(dir_, lifecycle::RootfsPurpose::kRestore));
     PW_TRY(lifecycle::write_config(
         dir_, lifecycle::container_config(img_.spec, root, rec_.id, rec_.id, sb_)));
+    PW_TRY(lifecycle::fill_dev_shm(img_, dir_));
     PW_TRY(fs::make_dirs(dir_ / "criu", 0700));
     log_ = UniqueFd(::open((dir_ / "app.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
                            0600));

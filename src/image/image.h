@@ -12,6 +12,9 @@ namespace prewarm::image {
 
 inline constexpr const char* kCheckpointDir = "checkpoint";
 inline constexpr const char* kRootfsDiff = "rootfs-diff.tar";
+// What the app had in /dev/shm at the checkpoint (only when it had something): /dev/shm is a
+// per-instance directory bound in, so CRIU neither dumps nor untars it.
+inline constexpr const char* kDevShm = "dev-shm.tar";
 inline constexpr const char* kHostDir = "host";
 // CRIU writes restore statistics into the image dir it restores from; that file is neither
 // sealed nor verified. (Symlinked per-restore views don't work: CRIU opens images after it

@@ -143,7 +143,9 @@ oci::ContainerConfig container_config(const spec::AppSpec& spec, const std::file
                                       const SandboxInfo& sandbox);
 
 // Writes DIR/config.json for an instance whose bundle is DIR (with DIR/empty, the empty
-// directory that hides masked directories).
+// directory that hides masked directories, and DIR/shm, its /dev/shm).
 Status write_config(const std::filesystem::path& dir, oci::ContainerConfig c);
+// Puts what the app had in /dev/shm at the checkpoint into DIR/shm (nothing when it had none).
+Status fill_dev_shm(const LoadedImage& img, const std::filesystem::path& dir);
 
 }  // namespace prewarm::lifecycle

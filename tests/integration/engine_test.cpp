@@ -81,6 +81,10 @@ TEST_F(TinyTest, RestoredInstanceContinuesFromCheckpointedState) {
   EXPECT_NE(body.find("hostname=" + s->record.id), std::string::npos) << body;
   // Rootfs changes made before the checkpoint (warm-up exec) and spec files are there.
   EXPECT_EQ(exec_out(s->record.id, {"cat", "/tmp/warm-marker"}), "warmed\n");
+  // /dev/shm is the instance's own directory; what the app left there came with the image.
+  EXPECT_TRUE(stdfs::exists(img.dir / image::kDevShm));
+  EXPECT_EQ(exec_out(s->record.id, {"cat", "/dev/shm/warm-shm"}), "shm\n");
+  EXPECT_EQ(testing::slurp(ctx_.instance_dir(s->record.id) / "shm" / "warm-shm"), "shm\n");
   EXPECT_EQ(exec_out(s->record.id, {"cat", "/etc/prewarm-example"}), "tiny\n");
   EXPECT_EQ(exec_out(s->record.id, {"hostname"}), s->record.id + "\n");
 }
@@ -276,7 +280,7 @@ TEST_F(TinyTest, WarmupFailureLeavesNothingBehind) {
   spec += "  - exec:\n      command: [\"/bin/false\"]\n";
   ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec).ok());
   std::string err = failed_bake(state_ / "spec.yaml");
-  EXPECT_NE(err.find("warmup[2]"), std::string::npos) << err;
+  EXPECT_NE(err.find("warmup[3]"), std::string::npos) << err;
 }
 
 }  // namespace
