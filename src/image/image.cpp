@@ -32,7 +32,9 @@ Result<Walked> walk(const stdfs::path& dir) {
     struct stat st {};
     if (::lstat(p.c_str(), &st) != 0) return Error::sys("stat", errno, p.string());
     if (S_ISDIR(st.st_mode)) continue;
-    std::string rel = stdfs::relative(p, dir).string();
+    // Lexically: the iterator's paths all start with dir (relative() would resolve every
+    // component of both paths, ~20 readlinks a file, on every start).
+    std::string rel = p.lexically_relative(dir).string();
     if (rel == kManifestFile || rel == kCriuRestoreStats) continue;
     if (!S_ISREG(st.st_mode))
       return Error("image " + dir.string() + ": " + rel +
