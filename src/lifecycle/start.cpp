@@ -249,7 +249,8 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
         log::warn("cleanup of " + id + ": " + st.error().to_string());
     }
   } undo_guard{*this, id, rec, done};
-  PW_TRY(save_record(dir, rec));
+  // The first record is written once the sandbox exists: before that, the directory alone is
+  // enough for recovery (everything is named after the id).
   lap.to(t.record_ms);
 
   // Can this host restore it at all? (cheap checks first; CPU features via CRIU)
@@ -320,14 +321,16 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
     }
   }
   if (restored) {
+    // Identity is applied; the probe follows at once. A crash now finds "restoring" on disk,
+    // which recovery undoes just the same, so this state is not written (one write less).
     rec.started_by = "restore";
     rec.state = InstanceState::kPersonalising;
   } else {
     rec.started_by = "cold";
     rec.fallback_reason = fallback;
     rec.state = InstanceState::kStarting;
+    PW_TRY(save_record(dir, rec));
   }
-  PW_TRY(save_record(dir, rec));
   lap.to(t.record_ms);
   // Cold starts go through the same backend (the direct-CRIU one hands them to runc).
   oci::Runtime& started_rt = rt;

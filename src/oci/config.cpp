@@ -43,18 +43,28 @@ json mounts(const std::vector<Mount>& extra) {
       {{"destination", "/sys"}, {"type", "sysfs"}, {"source", "sysfs"},
        {"options", {"nosuid", "noexec", "nodev", "ro"}}},
   });
-  json out = json::array();
-  for (auto& d : defaults) {
-    bool replaced = std::any_of(extra.begin(), extra.end(), [&](const Mount& m) {
-      return m.destination == d["destination"].get<std::string>();
-    });
-    if (!replaced) out.push_back(std::move(d));
-  }
-  for (const auto& m : extra) {
+  auto to_json = [](const Mount& m) {
     json j = {{"destination", m.destination}, {"type", m.type}, {"source", m.source}};
     if (!m.options.empty()) j["options"] = m.options;
-    out.push_back(std::move(j));
+    return j;
+  };
+  // A mount at a default's destination takes its place (a /dev replacement must come before
+  // /dev/pts); the others follow the defaults in their order.
+  json out = json::array();
+  std::vector<bool> used(extra.size(), false);
+  for (auto& d : defaults) {
+    auto it = std::find_if(extra.begin(), extra.end(), [&](const Mount& m) {
+      return m.destination == d["destination"].get<std::string>();
+    });
+    if (it == extra.end()) {
+      out.push_back(std::move(d));
+    } else {
+      out.push_back(to_json(*it));
+      used[static_cast<size_t>(it - extra.begin())] = true;
+    }
   }
+  for (size_t i = 0; i < extra.size(); ++i)
+    if (!used[i]) out.push_back(to_json(extra[i]));
   return out;
 }
 

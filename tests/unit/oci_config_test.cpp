@@ -18,7 +18,7 @@ std::vector<std::string> destinations(const json& c) {
   return out;
 }
 
-TEST(OciConfig, ExtraMountsFollowTheDefaultsAndReplaceOneAtTheSameDestination) {
+TEST(OciConfig, ExtraMountsFollowTheDefaultsAndReplaceOneInItsPlace) {
   ContainerConfig cfg;
   cfg.rootfs = "/i/rootfs";
   cfg.argv = {"/bin/counter"};
@@ -31,9 +31,9 @@ TEST(OciConfig, ExtraMountsFollowTheDefaultsAndReplaceOneAtTheSameDestination) {
                 {"/sys/fs/cgroup", "cgroup", "cgroup", {}}};
   json c = json::parse(make_config_json(cfg));
   EXPECT_EQ(destinations(c),
-            (std::vector<std::string>{"/proc", "/dev", "/dev/pts", "/dev/mqueue", "/sys",
-                                      "/etc/hosts", "/dev/shm", "/sys/fs/cgroup"}));
-  const json& shm = c["mounts"][6];
+            (std::vector<std::string>{"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue",
+                                      "/sys", "/etc/hosts", "/sys/fs/cgroup"}));
+  const json& shm = c["mounts"][3];
   EXPECT_EQ(shm["type"], "bind");
   EXPECT_EQ(shm["source"], "/i/mount-sources/1-shm");
   EXPECT_EQ(shm["options"], json({"bind", "nosuid"}));
