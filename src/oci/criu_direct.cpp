@@ -93,16 +93,25 @@ Result<BundleConfig> read_config(const stdfs::path& bundle) {
 }
 
 // The keys CRIU recorded for the app's stdio pipes at checkpoint (runc writes them).
-Result<std::vector<std::string>> stdio_pipe_keys(const stdfs::path& image_dir) {
+// Each pipe key, and whether the app only reads it (its stdin and nothing else).
+struct StdioPipe {
+  std::string key;
+  bool input_only = true;
+};
+Result<std::vector<StdioPipe>> stdio_pipe_keys(const stdfs::path& image_dir) {
   const stdfs::path file = image_dir / "descriptors.json";
   PW_ASSIGN(std::string text, fs::read_file(file, kMaxSmallJson));
   auto j = json::parse(text, nullptr, false);
   if (!j.is_array()) return Error(ErrorKind::kInvalidInput, file.string() + ": not a JSON array");
-  std::vector<std::string> keys;
-  for (const auto& e : j)
-    if (e.is_string() && e.get<std::string>().starts_with("pipe:") &&
-        std::find(keys.begin(), keys.end(), e.get<std::string>()) == keys.end())
-      keys.push_back(e.get<std::string>());
+  std::vector<StdioPipe> keys;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const auto& e = j[i];
+    if (!e.is_string() || !e.get<std::string>().starts_with("pipe:")) continue;
+    auto it = std::find_if(keys.begin(), keys.end(),
+                           [&](const StdioPipe& p) { return p.key == e.get<std::string>(); });
+    if (it == keys.end()) it = keys.insert(keys.end(), {e.get<std::string>(), true});
+    if (i != 0) it->input_only = false;
+  }
   return keys;
 }
 
@@ -435,7 +444,7 @@ class CriuDirect final : public Runtime {
     if (id.empty() || id.find('/') != std::string::npos || id == "." || id == "..")
       return Error(ErrorKind::kInvalidInput, "container id '" + id + "' is not usable");
     PW_ASSIGN(BundleConfig cfg, read_config(bundle));
-    PW_ASSIGN(std::vector<std::string> pipe_keys, stdio_pipe_keys(o.image_dir));
+    PW_ASSIGN(std::vector<StdioPipe> pipe_keys, stdio_pipe_keys(o.image_dir));
 
     // The state dir claims the id; everything made from here on is undone on failure.
     PW_TRY(fs::make_dirs(root_, 0700));
@@ -517,13 +526,23 @@ class CriuDirect final : public Runtime {
       PW_TRY(ensure_loopback_up(netns.get()));
       req.inherit_fds.emplace_back("extRootNetNS", netns.get());
     }
-    UniqueFd devnull;
+    // Output pipes become the log (stdio_fd); the app's stdin pipe, an empty input.
+    UniqueFd devnull_out, devnull_in;
     int stdio = o.stdio_fd;
-    if (stdio < 0 && !pipe_keys.empty()) {
-      devnull.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
-      stdio = devnull.get();
+    for (const auto& p : pipe_keys) {
+      if (p.input_only) {
+        if (!devnull_in.valid()) devnull_in.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (!devnull_in.valid()) return Error::sys("open", errno, "/dev/null");
+        req.inherit_fds.emplace_back(p.key, devnull_in.get());
+        continue;
+      }
+      if (stdio < 0) {
+        devnull_out.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+        if (!devnull_out.valid()) return Error::sys("open", errno, "/dev/null");
+        stdio = devnull_out.get();
+      }
+      req.inherit_fds.emplace_back(p.key, stdio);
     }
-    for (const auto& key : pipe_keys) req.inherit_fds.emplace_back(key, stdio);
 
     // criu starts inside the container's cgroups (spawned while this thread is in them), so
     // the restored tasks are born there: no process migration on the restore path.

@@ -1,4 +1,5 @@
 // Runtime implemented by driving the runc binary; failures carry runc's and CRIU's own words.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 
 #include "base/fs.h"
 #include "base/subprocess.h"
+#include "base/unique_fd.h"
 #include "criu/criu.h"
 #include "oci/runtime.h"
 
@@ -52,8 +54,15 @@ class Runc final : public Runtime {
 
   Status run(const std::string& id, const std::filesystem::path& bundle, int stdio_fd) override {
     auto log = bundle / "runc.log";
+    // stdin: a pipe at EOF, not the host's /dev/null. CRIU cannot dump a file from a mount the
+    // container does not see (runc only reopens /dev/null inside when it makes /dev itself);
+    // a pipe it records by key, and a restore gives it a fresh read end.
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return Error::sys("pipe", errno);
+    UniqueFd read_end(p[0]);
+    ::close(p[1]);
     return invoke_detached({"run", "--detach", "--bundle", bundle.string(), id}, log, stdio_fd,
-                           {}, "runc run " + id);
+                           {}, "runc run " + id, read_end.get());
   }
 
   Status checkpoint(const std::string& id, const CheckpointOptions& o) override {
@@ -194,7 +203,7 @@ class Runc final : public Runtime {
   // file; when CRIU was involved, the relevant lines of its log are attached to the error.
   Status invoke_detached(std::vector<std::string> args, const std::filesystem::path& log,
                          int stdio_fd, const std::filesystem::path& criu_log,
-                         const std::string& what) {
+                         const std::string& what, int stdin_fd = -1) {
     ::unlink(log.c_str());
     args.insert(args.begin(), {binary_, "--log", log.string(), "--log-format", "json"});
     // The CRIU prewarm checked and uses, not whichever `criu` is first on PATH.
@@ -203,6 +212,7 @@ class Runc final : public Runtime {
     SpawnOptions o;
     o.argv = args;
     o.env = {path_env()};
+    o.stdin_fd = stdin_fd;
     o.stdout_fd = stdio_fd;
     o.stderr_fd = stdio_fd;
     PW_ASSIGN(Child child, spawn(o));

@@ -80,8 +80,10 @@ TEST_F(CliTest, BakeRunPsRmRoundTrip) {
   auto list = json::parse(ps.out);
   ASSERT_EQ(list.size(), 2u);
   for (const auto& i : list) {
-    EXPECT_EQ(i["state"], "running");
+    EXPECT_EQ(i["state"], "ready");  // the lifecycle's
+    EXPECT_EQ(i["runtimeState"], "running");  // the process's, as the runtime sees it
     EXPECT_EQ(i["startedBy"], "restore");
+    EXPECT_EQ(i["runtime"], "criu");
   }
 
   auto cold = prewarm({"run", name_, "--cold"});

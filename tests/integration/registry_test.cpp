@@ -497,11 +497,10 @@ TEST_F(RegistryTest, BasicAuthOverTls) {
   EXPECT_NE(wrong.error().message().find("refused user 'alice'"), std::string::npos)
       << wrong.error().message();
 
-  // From the environment, as the CLI gets them.
-  opts_.username.clear();
-  opts_.password.clear();
-  ::setenv("PREWARM_REGISTRY_USER", "alice", 1);
-  ::setenv("PREWARM_REGISTRY_PASSWORD", "s3cret", 1);
+  // The right ones (the CLI reads them from PREWARM_REGISTRY_USER / _PASSWORD into its
+  // context, and passes them here).
+  opts_.username = "alice";
+  opts_.password = "s3cret";
   auto pushed = push(r, blobs, manifest, std::string(kOciManifest), opts_);
   ASSERT_TRUE(pushed.ok()) << pushed.error().to_string();
   auto m = get_manifest(r, opts_);
