@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "base/log.h"
+#include "images/images.h"
 #include "lifecycle/instance.h"
 
 namespace prewarm::cli {
@@ -33,6 +34,20 @@ std::string fmt_ms(double ms) {
   char buf[32];
   std::snprintf(buf, sizeof buf, ms < 10000 ? "%.0f ms" : "%.1f s", ms < 10000 ? ms : ms / 1000);
   return buf;
+}
+
+void RegistryFlags::add_to(CLI::App* c) {
+  c->add_flag("--plain-http", plain_http, "plain HTTP (default only for localhost and 127.0.0.1)");
+  c->add_option("--ca-file", ca_file, "CA certificate(s) to verify the registry with");
+}
+
+registry::Options registry_options(const engine::Context& ctx, const RegistryFlags& f,
+                                   registry::Stats* stats) {
+  registry::Options o = images::registry_options(ctx);
+  o.stats = stats;
+  if (f.plain_http) o.insecure_http = true;
+  o.ca_file = f.ca_file;
+  return o;
 }
 
 }  // namespace prewarm::cli

@@ -7,6 +7,7 @@
 
 #include "base/result.h"
 #include "engine/context.h"
+#include "registry/registry.h"
 
 namespace prewarm::cli {
 
@@ -27,6 +28,16 @@ Result<engine::Context> open_context(const Globals& g, bool quiet = false,
                                      Recover recover = Recover::kNo);
 
 std::string fmt_ms(double ms);
+
+// --plain-http and --ca-file, shared by push and pull.
+struct RegistryFlags {
+  bool plain_http = false;
+  std::string ca_file;
+  void add_to(CLI::App* c);
+};
+// The registry options of the context with the flags applied, counting into stats.
+registry::Options registry_options(const engine::Context& ctx, const RegistryFlags& f,
+                                   registry::Stats* stats);
 
 void add_bake(CLI::App& app, Globals& g);
 void add_run(CLI::App& app, Globals& g);

@@ -49,38 +49,7 @@ std::string read_cg(const stdfs::path& file) {
 
 }  // namespace
 
-const std::vector<stdfs::path>& cgroup_hierarchies() {
-  static const std::vector<stdfs::path> found = [] {
-    std::vector<stdfs::path> out;
-    auto text = fs::read_file("/proc/self/mountinfo", 4 << 20);
-    if (!text.ok()) return out;
-    std::istringstream in(*text);
-    std::string line;
-    while (std::getline(in, line)) {
-      // "id parent major:minor root mountpoint options ... - fstype source superopts"
-      std::istringstream f(line);
-      std::string id, parent, dev, root, mnt;
-      f >> id >> parent >> dev >> root >> mnt;
-      auto dash = line.find(" - ");
-      if (dash == std::string::npos) continue;
-      std::istringstream tail(line.substr(dash + 3));
-      std::string fstype;
-      tail >> fstype;
-      if (fstype != "cgroup" && fstype != "cgroup2") continue;
-      if (root != "/" || stdfs::path(mnt).parent_path() != kCgroupRoot) continue;
-      if (std::find(out.begin(), out.end(), mnt) == out.end()) out.emplace_back(mnt);
-    }
-    return out;
-  }();
-  return found;
-}
-
 namespace {
-
-struct V1Hierarchy {
-  stdfs::path mount;
-  std::string key;  // as /proc/self/cgroup names it: "cpu", "cpu,cpuacct", "name=systemd"
-};
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -89,6 +58,58 @@ std::vector<std::string> split(const std::string& s, char sep) {
   while (std::getline(in, part, sep)) out.push_back(part);
   return out;
 }
+
+struct CgroupMount {
+  stdfs::path path;               // /sys/fs/cgroup/<name>
+  bool v2 = false;
+  std::vector<std::string> opts;  // super options: "rw", "cpu", "name=systemd", ...
+};
+
+// The cgroup hierarchies mounted under /sys/fs/cgroup, read once from /proc/self/mountinfo
+// (which grows with every instance's mounts, so not re-read per restore).
+const std::vector<CgroupMount>& cgroup_mounts() {
+  static const std::vector<CgroupMount> found = [] {
+    std::vector<CgroupMount> out;
+    auto text = fs::read_file("/proc/self/mountinfo", 4 << 20);
+    if (!text.ok()) return out;
+    for (const auto& line : split(*text, '\n')) {
+      // "id parent major:minor root mountpoint options ... - fstype source superopts"
+      std::istringstream f(line);
+      std::string id, parent, dev, root, mnt;
+      f >> id >> parent >> dev >> root >> mnt;
+      auto dash = line.find(" - ");
+      if (dash == std::string::npos) continue;
+      std::istringstream tail(line.substr(dash + 3));
+      std::string fstype, source, superopts;
+      tail >> fstype >> source >> superopts;
+      if (fstype != "cgroup" && fstype != "cgroup2") continue;
+      if (root != "/" || stdfs::path(mnt).parent_path() != kCgroupRoot) continue;
+      if (std::any_of(out.begin(), out.end(), [&](const auto& m) { return m.path == mnt; }))
+        continue;
+      out.push_back({mnt, fstype == "cgroup2", split(superopts, ',')});
+    }
+    return out;
+  }();
+  return found;
+}
+
+}  // namespace
+
+const std::vector<stdfs::path>& cgroup_hierarchies() {
+  static const std::vector<stdfs::path> paths = [] {
+    std::vector<stdfs::path> out;
+    for (const auto& m : cgroup_mounts()) out.push_back(m.path);
+    return out;
+  }();
+  return paths;
+}
+
+namespace {
+
+struct V1Hierarchy {
+  stdfs::path mount;
+  std::string key;  // as /proc/self/cgroup names it: "cpu", "cpu,cpuacct", "name=systemd"
+};
 
 // The v1 hierarchies and, for each, the calling thread's cgroup in it.
 Result<std::vector<std::pair<V1Hierarchy, std::string>>> thread_v1_cgroups() {
@@ -100,26 +121,15 @@ Result<std::vector<std::pair<V1Hierarchy, std::string>>> thread_v1_cgroups() {
     std::string key = line.substr(a + 1, b - a - 1);
     if (!key.empty()) path_of[key] = line.substr(b + 1);  // "" : the v2 hierarchy
   }
-  PW_ASSIGN(std::string info, fs::read_file("/proc/self/mountinfo", 4 << 20));
   std::vector<std::pair<V1Hierarchy, std::string>> out;
-  for (const auto& line : split(info, '\n')) {
-    std::istringstream f(line);
-    std::string id, parent, dev, root, mnt;
-    f >> id >> parent >> dev >> root >> mnt;
-    auto dash = line.find(" - ");
-    if (dash == std::string::npos) continue;
-    std::istringstream tail(line.substr(dash + 3));
-    std::string fstype, source, superopts;
-    tail >> fstype >> source >> superopts;
-    if (fstype != "cgroup" || root != "/" || stdfs::path(mnt).parent_path() != kCgroupRoot)
-      continue;
-    auto opts = split(superopts, ',');
+  for (const auto& m : cgroup_mounts()) {
+    if (m.v2) continue;
     for (const auto& [key, path] : path_of) {
       bool all = true;
       for (const auto& part : split(key, ','))
-        all = all && std::find(opts.begin(), opts.end(), part) != opts.end();
+        all = all && std::find(m.opts.begin(), m.opts.end(), part) != m.opts.end();
       if (all) {
-        out.push_back({{mnt, key}, path});
+        out.push_back({{m.path, key}, path});
         break;
       }
     }

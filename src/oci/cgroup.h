@@ -24,6 +24,8 @@ const std::vector<std::filesystem::path>& cgroup_hierarchies();
 class ThreadInCgroups {
  public:
   ~ThreadInCgroups();
+  // How many hierarchies the thread joined (0 on a host with cgroup v2 alone).
+  size_t joined() const { return back_.size(); }
   ThreadInCgroups(const ThreadInCgroups&) = delete;
   ThreadInCgroups& operator=(const ThreadInCgroups&) = delete;
 

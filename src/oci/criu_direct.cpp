@@ -547,11 +547,21 @@ class CriuDirect final : public Runtime {
     // criu starts inside the container's cgroups (spawned while this thread is in them), so
     // the restored tasks are born there: no process migration on the restore path.
     double join_ms = 0;
+    bool joined_v1 = false;
     req.around_spawn = [&]() -> Result<std::shared_ptr<void>> {
       auto t = steady_clock::now();
       PW_ASSIGN(auto in, cg.enter_this_thread());
+      joined_v1 = in->joined() > 0;
       join_ms = ms_since(t);
       return std::shared_ptr<void>(std::move(in));
+    };
+    // With cgroup v2 alone a thread cannot move by itself: move criu, before it forks.
+    req.before_request = [&](pid_t criu_pid) -> Status {
+      if (joined_v1) return {};
+      auto t = steady_clock::now();
+      Status st = cg.add(criu_pid);
+      join_ms += ms_since(t);
+      return st;
     };
     double before_resume_ms = 0;
     req.on_notify["post-restore"] = [&](pid_t pid) -> Status {

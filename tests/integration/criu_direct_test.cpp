@@ -1,7 +1,7 @@
 // The direct-CRIU runtime backend against real runc and CRIU: a runc-made checkpoint of the tiny
 // counter restored without runc, its state checked, every operation leaving nothing behind, and
-// failing restores undone with CRIU's log lines in the error. PREWARM_CRIU_BENCH=N also times N
-// alternating `runc restore` / direct restores of the same checkpoint.
+// failing restores undone with CRIU's log lines in the error. (Timing both backends is
+// `prewarm bench startup`'s job.)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -123,12 +123,6 @@ Status set_hostname_of(pid_t pid, const std::string& name) {
 }
 
 bool process_exists(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // One checkpoint of the counter (count=5, hostname "bake") shared by the tests, and per
 // restore a fresh netns (lo down), overlay and bundle.
@@ -384,56 +378,6 @@ TEST_F(CriuDirectTest, DuplicateIdIsAConflictAndKeepsTheFirst) {
   EXPECT_EQ(http_get(*ns, "/count"), "5\n");
 }
 
-// Alternating `runc restore` and direct restores of the same checkpoint, each until the app
-// answers; prints medians. Only with PREWARM_CRIU_BENCH=N.
-TEST_F(CriuDirectTest, BenchAgainstRuncRestore) {
-  const char* env = std::getenv("PREWARM_CRIU_BENCH");
-  if (env == nullptr || std::atoi(env) <= 0) GTEST_SKIP() << "set PREWARM_CRIU_BENCH=N to run";
-  int n = std::atoi(env);
-  std::vector<double> runc_ms, direct_ms, runc_ready, direct_ready;
-  std::vector<std::vector<std::pair<std::string, double>>> phases;
-  for (int i = 0; i < n; ++i) {
-    for (int which = 0; which < 2; ++which) {
-      const std::string name = (which == 0 ? "bx" : "by") + std::to_string(i);
-      auto ns = instance(name);
-      ASSERT_TRUE(ns.ok()) << ns.error().to_string();
-      if (which == 0)  // runc needs lo up beforehand as the engine gives it (net::attach).
-        ASSERT_TRUE(run_checked({"ip", "-n", "pw-" + tag_ + "-" + name, "link", "set", "lo", "up"}).ok());
-      Runtime& rt = which == 0 ? *runc_ : *backend_;
-      RestoreOptions o = options(name);
-      o.before_resume = [](pid_t pid) { return set_hostname_of(pid, "bench"); };
-      auto t0 = steady_clock::now();
-      auto r = rt.restore(tag_ + "-" + name, base_ / name, o);
-      double restore_ms = std::chrono::duration<double, std::milli>(steady_clock::now() - t0).count();
-      ASSERT_TRUE(r.ok()) << r.error().to_string();
-      ASSERT_NE(http_get(*ns, "/count"), "");
-      double ready_ms = std::chrono::duration<double, std::milli>(steady_clock::now() - t0).count();
-      (which == 0 ? runc_ms : direct_ms).push_back(restore_ms);
-      (which == 0 ? runc_ready : direct_ready).push_back(ready_ms);
-      if (which == 1) {
-        phases.push_back(r->phases);
-        // The last direct restore's CRIU log stays for reading where the time went.
-        std::error_code ec;
-        stdfs::copy_file(o.work_dir / "restore.log", "/tmp/prewarm-criu-direct-restore.log",
-                         stdfs::copy_options::overwrite_existing, ec);
-      }
-      ASSERT_TRUE(rt.remove(tag_ + "-" + name).ok());
-    }
-  }
-  std::cout << "runc restore: median " << median(runc_ms) << " ms (ready " << median(runc_ready)
-            << " ms)\ncriu direct:  median " << median(direct_ms) << " ms (ready "
-            << median(direct_ready) << " ms)\n";
-  if (!phases.empty()) {
-    std::cout << "direct phases (median):";
-    for (size_t k = 0; k < phases[0].size(); ++k) {
-      std::vector<double> v;
-      for (const auto& p : phases)
-        if (k < p.size()) v.push_back(p[k].second);
-      std::cout << " " << phases[0][k].first << "=" << median(v);
-    }
-    std::cout << "\n";
-  }
-}
 
 }  // namespace
 }  // namespace prewarm::oci

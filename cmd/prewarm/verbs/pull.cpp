@@ -8,8 +8,8 @@ namespace prewarm::cli {
 
 void add_pull(CLI::App& app, Globals& g) {
   struct Args {
-    std::string ref, name, rootfs, ca_file;
-    bool plain_http = false;
+    std::string ref, name, rootfs;
+    RegistryFlags registry;
   };
   auto a = std::make_shared<Args>();
   auto* c = app.add_subcommand("pull", "pull an image from an OCI registry");
@@ -18,16 +18,12 @@ void add_pull(CLI::App& app, Globals& g) {
   c->add_option("--rootfs", a->rootfs,
                 "for a CRI-O/Podman/containerd checkpoint image: the root filesystem of the "
                 "container image it was made from");
-  c->add_flag("--plain-http", a->plain_http, "plain HTTP (default only for localhost and 127.0.0.1)");
-  c->add_option("--ca-file", a->ca_file, "CA certificate(s) to verify the registry with");
+  a->registry.add_to(c);
   c->callback([&g, a] {
     auto ctx = open_context(g);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     registry::Stats stats;
-    registry::Options o = images::registry_options(*ctx);
-    o.stats = &stats;
-    if (a->plain_http) o.insecure_http = true;
-    o.ca_file = a->ca_file;
+    registry::Options o = registry_options(*ctx, a->registry, &stats);
     auto r = images::pull_image(*ctx, a->ref, a->name, o, a->rootfs);
     if (!r.ok()) return void(g.rc = fail(r.error()));
     std::printf("pulled %s as %s: %llu blob(s) downloaded (%.1f MB)\n", a->ref.c_str(),

@@ -8,8 +8,8 @@ namespace prewarm::cli {
 
 void add_push(CLI::App& app, Globals& g) {
   struct Args {
-    std::string image, ref, format = "prewarm", ca_file;
-    bool plain_http = false;
+    std::string image, ref, format = "prewarm";
+    RegistryFlags registry;
   };
   auto a = std::make_shared<Args>();
   auto* c = app.add_subcommand("push", "push an image to an OCI registry");
@@ -19,16 +19,12 @@ void add_push(CLI::App& app, Globals& g) {
                 "prewarm: chunked, deduplicated (default); cri-o: a checkpoint image CRI-O and "
                 "Podman restore from (one archive layer)")
       ->check(CLI::IsMember({"prewarm", "cri-o"}));
-  c->add_flag("--plain-http", a->plain_http, "plain HTTP (default only for localhost and 127.0.0.1)");
-  c->add_option("--ca-file", a->ca_file, "CA certificate(s) to verify the registry with");
+  a->registry.add_to(c);
   c->callback([&g, a] {
     auto ctx = open_context(g);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     registry::Stats stats;
-    registry::Options o = images::registry_options(*ctx);
-    o.stats = &stats;
-    if (a->plain_http) o.insecure_http = true;
-    o.ca_file = a->ca_file;
+    registry::Options o = registry_options(*ctx, a->registry, &stats);
     Status st = a->format == "cri-o" ? images::push_checkpoint_image(*ctx, a->image, a->ref, o)
                                      : images::push_image(*ctx, a->image, a->ref, o);
     if (!st.ok()) return void(g.rc = fail(st.error()));
