@@ -129,7 +129,8 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   phase("rootfs", sw);
 
   // The checkpoint's hostname is the app's name; every restore gets its own afterwards.
-  std::string id = spec.name + "-bake-" + fs::random_hex(3);
+  // An id of the one shape (name + "-" + 8 hex digits), so the longest name fits too.
+  std::string id = spec.name + "-" + fs::random_hex(4);
   // Output through a pipe: CRIU checkpoints a pipe to the outside, not a host file.
   const auto inst_dir = ctx.instance_dir(id);
   lifecycle::Instances instances(ctx);

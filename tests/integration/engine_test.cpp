@@ -13,6 +13,7 @@
 #include "lifecycle/instance.h"
 #include "image/image.h"
 #include "probe/probe.h"
+#include "spec/names.h"
 #include "support/engine_fixture.h"
 
 namespace prewarm::testing {
@@ -120,6 +121,33 @@ TEST_F(TinyTest, RestoresLeaveTheImageUntouched) {
     ASSERT_TRUE(lifecycle::remove_instance(ctx, s->record.id).ok());
   }
   EXPECT_EQ(snapshot(), before);
+}
+
+// The longest name the naming rule allows bakes, restores, and gives a 63-character hostname;
+// one longer is refused before anything starts.
+TEST_F(TinyTest, LongestNameBakesAndRunsAndOneMoreIsRefused) {
+  std::string name = "counter-" + tag_ + "-";
+  name += std::string(spec::kMaxNameLength - name.size(), 'x');
+  ASSERT_EQ(name.size(), spec::kMaxNameLength);
+  track(name);
+  bake::BakeOptions o;
+  o.name = name;
+  auto baked = bake::bake(ctx_, PREWARM_EXAMPLE_TINY_SPEC, o);
+  ASSERT_TRUE(baked.ok()) << baked.error().to_string();
+  auto img = images::load_image(ctx_, name);
+  ASSERT_TRUE(img.ok()) << img.error().to_string();
+  auto s = lifecycle::start_instance(ctx_, *img, lifecycle::StartMode::kRestore);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  EXPECT_EQ(s->record.started_by, "restore") << s->record.fallback_reason;
+  EXPECT_EQ(s->record.id.size(), 63u);
+  EXPECT_EQ(exec_out(s->record.id, {"hostname"}), s->record.id + "\n");
+
+  o.name = name + "y";
+  auto refused = bake::bake(ctx_, PREWARM_EXAMPLE_TINY_SPEC, o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().kind(), ErrorKind::kInvalidInput);
+  EXPECT_NE(refused.error().message().find("at most 54"), std::string::npos)
+      << refused.error().message();
 }
 
 TEST_F(TinyTest, BakeLaysOutMemoryWithoutRandomisation) {
