@@ -119,7 +119,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   // Nothing is started unless it can also be checkpointed.
   auto criu_version = criu::version();
   if (!criu_version.ok())
-    return Error("CRIU is not usable (" + criu::criu_binary() + "): " +
+    return Error(ErrorKind::kIncompatibleHost, "CRIU is not usable (" + criu::criu_binary() + "): " +
                  criu_version.error().message() +
                  "; run scripts/setup.sh, and `prewarm doctor` to check this host");
 

@@ -35,16 +35,16 @@ Status stamp_unpacked(const Context& ctx, const std::string& name) {
 Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_json) {
   json m = json::parse(manifest_json, nullptr, false);
   if (!m.is_object() || !m.contains("config") || !m.contains("layers") || !m["layers"].is_array())
-    return Error("not an OCI image manifest");
+    return Error(ErrorKind::kInvalidInput, "not an OCI image manifest");
   std::vector<registry::Blob> blobs;
   auto add = [&](const json& d) -> Status {
     if (!d.is_object() || !d.contains("digest") || !d.contains("size"))
-      return Error("manifest descriptor without digest or size");
+      return Error(ErrorKind::kInvalidInput, "manifest descriptor without digest or size");
     registry::Blob b;
     b.digest = d["digest"].get<std::string>();
     b.size = d["size"].get<uint64_t>();
     b.media_type = d.value("mediaType", "");
-    if (!registry::is_valid_digest(b.digest)) return Error("bad digest " + b.digest);
+    if (!registry::is_valid_digest(b.digest)) return Error(ErrorKind::kInvalidInput, "bad digest " + b.digest);
     blobs.push_back(std::move(b));
     return {};
   };
@@ -75,7 +75,7 @@ Status ensure_unpacked(const Context& ctx, const std::string& name) {
   bool known = false;
   for (const auto& e : *entries) known = known || e.name == name;
   if (!known)
-    return Error("no image named '" + name + "' (run `prewarm bake SPEC.yaml` or `prewarm pull "
+    return Error(ErrorKind::kNotFound, "no image named '" + name + "' (run `prewarm bake SPEC.yaml` or `prewarm pull "
                  "REGISTRY/REPO:TAG` first; `prewarm images` lists images)");
   ctx.say("unpacking " + name + " from the store");
   store::MaterializeOptions mo;
@@ -153,7 +153,8 @@ Result<std::string> verify_images(const Context& ctx, const std::string& name) {
     if (!m.ok()) problems += (problems.empty() ? "" : "\n") + m.error().message();
     else out += "\nunpacked " + i.name + ": ok";
   }
-  if (!problems.empty()) return Error("verification failed").with_detail(problems);
+  if (!problems.empty())
+    return Error(ErrorKind::kInvalidInput, "verification failed").with_detail(problems);
   return out;
 }
 
@@ -198,7 +199,7 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
   // Anything else must be prewarm's own format; say so before downloading a byte of it.
   if (json m = json::parse(pm.json, nullptr, false);
       !m.is_object() || m.value("artifactType", "") != store::kArtifactType)
-    return Error("pull " + ref.to_string() + ": not a checkpoint image (" +
+    return Error(ErrorKind::kInvalidInput, "pull " + ref.to_string() + ": not a checkpoint image (" +
                  (m.is_object() ? "media type " + pm.media_type : std::string("not JSON")) +
                  ", neither prewarm's artifactType " + store::kArtifactType +
                  " nor a CRI-O/Podman checkpoint annotation); an ordinary container image is a "
@@ -245,7 +246,7 @@ Result<ImportResult> import_image(const Context& ctx, const stdfs::path& archive
   }
   PW_TRY(spec::check_name(name, "image name"));
   if (stdfs::exists(ctx.image_dir(name)))
-    return Error("an image named '" + name + "' exists already (choose another with --name, or "
+    return Error(ErrorKind::kConflict, "an image named '" + name + "' exists already (choose another with --name, or "
                  "`prewarm rmi " + name + "`)");
   image::ImportOptions io;
   io.name = name;

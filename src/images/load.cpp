@@ -18,14 +18,14 @@ Status ensure_rootfs(const Context& ctx, LoadedImage& img) {
   if (stdfs::exists(img.manifest.rootfs_dir)) return {};
   std::string what = "image " + img.name + ": its rootfs " + img.manifest.rootfs_dir;
   if (img.spec.rootfs.kind == spec::RootfsKind::kDirectory)
-    return Error(what + " does not exist on this host; provide that directory (the image "
+    return Error(ErrorKind::kNotFound, what + " does not exist on this host; provide that directory (the image "
                         "was baked from it)");
   ctx.say(what + " is not on this host; preparing it from the spec");
   auto base = rootfs::prepare_base(img.spec.rootfs, ctx.cache_dir / "rootfs",
                                    [&](const std::string& m) { ctx.say(m); });
   if (!base.ok()) return std::move(base).error().with_context(what + " is missing");
   if (base->id != img.manifest.rootfs_id)
-    return Error(what + " is missing, and rebuilding it gave " + base->id + " instead of " +
+    return Error(ErrorKind::kIncompatibleHost, what + " is missing, and rebuilding it gave " + base->id + " instead of " +
                  img.manifest.rootfs_id);
   img.manifest.rootfs_dir = base->dir.string();
   return {};

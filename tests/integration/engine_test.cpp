@@ -340,3 +340,22 @@ TEST_F(EngineTest, PythonServiceRestoresWarmWithItsModel) {
 
 }  // namespace
 }  // namespace prewarm::testing
+
+namespace prewarm::testing {
+namespace {
+
+// Errors carry a kind an API can map to a status code.
+TEST_F(EngineTest, ErrorsSayWhatKindTheyAre) {
+  auto missing = images::load_image(ctx_, "no-such-image");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().kind(), ErrorKind::kNotFound) << missing.error().message();
+  auto invalid = images::load_image(ctx_, "Not_A_Name");
+  ASSERT_FALSE(invalid.ok());
+  EXPECT_EQ(invalid.error().kind(), ErrorKind::kInvalidInput);
+  Status gone = lifecycle::remove_instance(ctx_, "no-such-instance-12345678");
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().kind(), ErrorKind::kNotFound);
+}
+
+}  // namespace
+}  // namespace prewarm::testing
