@@ -477,9 +477,14 @@ class CriuDirect final : public Runtime {
     st.id = id;
     st.bundle = stdfs::absolute(bundle);
     st.cgroup = cfg.cgroups_path.empty() ? "prewarm-" + id : cfg.cgroups_path;
+    // Recorded before the cgroup or CRIU exist (pid still 0): if prewarm dies during the
+    // restore, remove() finds the cgroup, where CRIU and whatever it restored live, and
+    // empties and removes it.
+    st.created = now_rfc3339();
+    PW_TRY(save(st));
     CgroupSet cg(st.cgroup);
-    PW_TRY(cg.create());
     undo.cg = cg;
+    PW_TRY(cg.create());
 
     // CRIU wants a mount point for root. An instance's overlay is one; anything else gets a
     // private bind mount, as runc does.
