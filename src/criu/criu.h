@@ -1,7 +1,10 @@
 // CRIU RPC client: talks to `criu swrk` over a SOCK_SEQPACKET socketpair (rpc.proto).
 #pragma once
 
+#include <sys/types.h>
+
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +22,34 @@ struct Version {
 // "" when there is none.
 std::string criu_binary();
 
+// A kept-open RPC session (keep_open): one `criu swrk` process answers several requests, e.g. a
+// host check's version and CPU check for the price of one CRIU start. A deadline bounds the
+// whole session; CRIU exits when the session is destroyed. Not for restores (criu/session.h:
+// their inherited fds must be known when CRIU starts).
+class Session {
+ public:
+  static Result<Session> open();
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+  ~Session();
+
+  pid_t pid() const;  // the criu process serving the session
+  Result<Version> version();
+  // `criu check`; the error carries the relevant log lines when it fails. The session's last
+  // request: CRIU does not keep the session open after a check.
+  Status check();
+  // Writes CRIU's cpuinfo.img into dir (records this host's CPU features).
+  Status cpuinfo_dump(const std::filesystem::path& dir);
+  // Checks that this host's CPU can run what cpuinfo.img in dir describes.
+  Status cpuinfo_check(const std::filesystem::path& dir);
+
+ private:
+  Session();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One request each, in a session of its own.
 Result<Version> version();
 // `criu check` through RPC; the error carries the relevant log lines when it fails.
 Status check();

@@ -47,59 +47,79 @@ class TempWorkDir {
   UniqueFd fd_;
 };
 
-// One request, one `criu swrk` process. pass_fds are fds of ours that the request names
-// (images_dir_fd, work_dir_fd).
-Result<criu_resp> call(const criu_req& req, const std::vector<int>& pass_fds) {
-  auto deadline = std::chrono::steady_clock::now() + kRpcTimeout;
-  PW_ASSIGN(detail::Swrk criu,
-            detail::Swrk::spawn("criu " + type_name(req.type()), pass_fds, deadline));
-  PW_TRY(criu.send(req));
-  PW_ASSIGN(criu_resp resp, criu.receive());
-  criu.finish();
-  return resp;
-}
-
 criu_req make_req(criu_req_type type) {
   criu_req req;
   req.set_type(type);
+  // The session ends when we close our end, not after one answer; CRIU's CHECK does not take
+  // keep_open (criu exits without answering), so it is a session's last request.
+  req.set_keep_open(type != CHECK);
   return req;
-}
-
-// A request that runs CRIU code with a log in a temp work dir (CRIU's "check" and
-// "cpuinfo" need one of images dir / work dir for a log file).
-Status call_with_log(criu_req_type type, std::optional<std::filesystem::path> images_dir,
-                     std::string_view log_name, std::string_view hint) {
-  std::string what = "criu " + type_name(type);
-  PW_ASSIGN(TempWorkDir work, TempWorkDir::create());
-  std::vector<int> fds = {work.fd()};
-  criu_req req = make_req(type);
-  criu_opts* opts = req.mutable_opts();
-  opts->set_images_dir_fd(-1);
-  UniqueFd images_fd;
-  if (images_dir) {
-    auto dir = open_dir(*images_dir);
-    if (!dir.ok()) return std::move(dir).error().with_context(what);
-    images_fd = std::move(dir).value();
-    opts->set_images_dir_fd(images_fd.get());
-    fds.push_back(images_fd.get());
-  }
-  opts->set_work_dir_fd(work.fd());
-  opts->set_log_file(std::string(log_name));
-  opts->set_log_level(4);
-  PW_ASSIGN(criu_resp resp, call(req, fds));
-  return check_response(resp, type, hint, work.path() / log_name);
 }
 
 }  // namespace
 
-std::string criu_binary() {
-  if (const char* env = ::getenv("PREWARM_CRIU"); env && *env) return env;
-  if (::access("/usr/local/sbin/criu", X_OK) == 0) return "/usr/local/sbin/criu";
-  return find_executable("criu");
+struct Session::Impl {
+  detail::Swrk criu;
+  bool ended = false;
+
+  Result<criu_resp> call(const criu_req& req) {
+    if (ended)
+      return Error(ErrorKind::kInternal, "criu " + type_name(req.type()) +
+                                             ": the session ended with its last request");
+    ended = !req.keep_open();
+    PW_TRY(criu.send(req));
+    return criu.receive();
+  }
+
+  // A request that runs CRIU code with a log in a temp work dir (CRIU's "check" and "cpuinfo"
+  // need one of images dir / work dir for a log file). CRIU opens the dir fds through
+  // /proc/<peer>/fd, i.e. in this process, so they need not be passed at spawn.
+  Status call_with_log(criu_req_type type, std::optional<std::filesystem::path> images_dir,
+                       std::string_view log_name, std::string_view hint) {
+    std::string what = "criu " + type_name(type);
+    PW_ASSIGN(TempWorkDir work, TempWorkDir::create());
+    criu_req req = make_req(type);
+    criu_opts* opts = req.mutable_opts();
+    opts->set_images_dir_fd(-1);
+    UniqueFd images_fd;
+    if (images_dir) {
+      auto dir = open_dir(*images_dir);
+      if (!dir.ok()) return std::move(dir).error().with_context(what);
+      images_fd = std::move(dir).value();
+      opts->set_images_dir_fd(images_fd.get());
+    }
+    opts->set_work_dir_fd(work.fd());
+    opts->set_log_file(std::string(log_name));
+    opts->set_log_level(4);
+    PW_ASSIGN(criu_resp resp, call(req));
+    return check_response(resp, type, hint, work.path() / log_name);
+  }
+};
+
+Result<Session> Session::open() {
+  auto deadline = std::chrono::steady_clock::now() + kRpcTimeout;
+  PW_ASSIGN(detail::Swrk criu, detail::Swrk::spawn("criu", {}, deadline));
+  Session s;
+  s.impl_ = std::make_unique<Impl>(Impl{std::move(criu)});
+  return s;
 }
 
-Result<Version> version() {
-  PW_ASSIGN(criu_resp resp, call(make_req(VERSION), {}));
+Session::Session() = default;
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&&) noexcept = default;
+Session::~Session() {
+  if (!impl_) return;
+  if (impl_->ended) {
+    impl_->criu.finish();
+  } else {
+    impl_->criu.close();
+  }
+}
+
+pid_t Session::pid() const { return impl_ ? impl_->criu.pid() : -1; }
+
+Result<Version> Session::version() {
+  PW_ASSIGN(criu_resp resp, impl_->call(make_req(VERSION)));
   PW_TRY(check_response(resp, VERSION, "", std::nullopt));
   if (!resp.has_version()) return Error("criu VERSION: the answer carries no version", EPROTO);
   const criu_version& v = resp.version();
@@ -112,27 +132,54 @@ Result<Version> version() {
   return out;
 }
 
-Status check() {
-  return call_with_log(CHECK, std::nullopt, "check.log",
-                       "this kernel or host cannot checkpoint/restore with CRIU "
-                       "(run `criu check` as root for details)");
+Status Session::check() {
+  return impl_->call_with_log(CHECK, std::nullopt, "check.log",
+                              "this kernel or host cannot checkpoint/restore with CRIU "
+                              "(run `criu check` as root for details)");
 }
 
-Status cpuinfo_dump(const std::filesystem::path& dir) {
-  Status st = call_with_log(CPUINFO_DUMP, dir, "cpuinfo-dump.log", "");
+Status Session::cpuinfo_dump(const std::filesystem::path& dir) {
+  Status st = impl_->call_with_log(CPUINFO_DUMP, dir, "cpuinfo-dump.log", "");
   if (!st.ok())
     return std::move(st).error().with_context("recording this host's CPU in " + dir.string());
   return st;
 }
 
-Status cpuinfo_check(const std::filesystem::path& dir) {
-  Status st = call_with_log(CPUINFO_CHECK, dir, "cpuinfo-check.log",
-                            "the checkpoint needs CPU features this host lacks, or its "
-                            "cpuinfo.img is damaged (log below); checkpoint again on this host");
+Status Session::cpuinfo_check(const std::filesystem::path& dir) {
+  Status st = impl_->call_with_log(
+      CPUINFO_CHECK, dir, "cpuinfo-check.log",
+      "the checkpoint needs CPU features this host lacks, or its cpuinfo.img is damaged (log "
+      "below); checkpoint again on this host");
   if (!st.ok())
     return std::move(st).error().with_context("checking " + (dir / "cpuinfo.img").string() +
                                               " against this host's CPU");
   return st;
+}
+
+std::string criu_binary() {
+  if (const char* env = ::getenv("PREWARM_CRIU"); env && *env) return env;
+  if (::access("/usr/local/sbin/criu", X_OK) == 0) return "/usr/local/sbin/criu";
+  return find_executable("criu");
+}
+
+Result<Version> version() {
+  PW_ASSIGN(Session s, Session::open());
+  return s.version();
+}
+
+Status check() {
+  PW_ASSIGN(Session s, Session::open());
+  return s.check();
+}
+
+Status cpuinfo_dump(const std::filesystem::path& dir) {
+  PW_ASSIGN(Session s, Session::open());
+  return s.cpuinfo_dump(dir);
+}
+
+Status cpuinfo_check(const std::filesystem::path& dir) {
+  PW_ASSIGN(Session s, Session::open());
+  return s.cpuinfo_check(dir);
 }
 
 }  // namespace prewarm::criu

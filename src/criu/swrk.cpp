@@ -186,6 +186,11 @@ void Swrk::finish() {
   if (!st.ok()) child_.kill(SIGKILL);
 }
 
+void Swrk::close() {
+  sock_.reset();
+  finish();
+}
+
 Status check_response(const criu_resp& resp, criu_req_type type, std::string_view hint,
                       const std::optional<std::filesystem::path>& log_file) {
   std::string what = "criu " + type_name(type);

@@ -54,6 +54,8 @@ class Swrk {
   Error failure(std::string message, int err);
   // Reaps criu after its last answer (it exits on its own without keep_open).
   void finish();
+  // Ends a keep_open session: closes our end (criu exits on EOF) and reaps criu.
+  void close();
   void kill() { child_.kill(SIGKILL); }
 
  private:

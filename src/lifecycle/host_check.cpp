@@ -51,7 +51,13 @@ HostCheck check_host(const Context& ctx, const LoadedImage& img) {
   auto memo = ctx.stamps_dir() / ("host-ok-" + memo_key(img));
   if (::access(memo.c_str(), F_OK) == 0) return out;
 
-  auto criu_version = criu::version();
+  // One CRIU process for both questions (a kept-open session).
+  auto session = criu::Session::open();
+  if (!session.ok()) {
+    out.blocker = "CRIU is not usable: " + session.error().message();
+    return out;
+  }
+  auto criu_version = session->version();
   if (!criu_version.ok()) {
     out.blocker = "CRIU is not usable: " + criu_version.error().message();
     return out;
@@ -64,7 +70,7 @@ HostCheck check_host(const Context& ctx, const LoadedImage& img) {
   out.blocker = image::incompatibility(compared, here);
   if (!out.blocker.empty()) return out;
   if (cpu_known)
-    if (Status st = criu::cpuinfo_check(img.dir / image::kHostDir); !st.ok()) {
+    if (Status st = session->cpuinfo_check(img.dir / image::kHostDir); !st.ok()) {
       out.blocker = st.error().to_string();
       return out;
     }

@@ -1,5 +1,6 @@
 // The CRIU RPC client against the installed criu (4.2.x): version, check, cpuinfo dump/check.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -79,6 +80,35 @@ TEST(CriuRpc, CpuinfoDumpThenCheck) {
     EXPECT_EQ(e.path().filename(), "cpuinfo.img") << e.path();
   Status checked = cpuinfo_check(dir.path());
   EXPECT_TRUE(checked.ok()) << checked.error().to_string();
+}
+
+// keep_open: one criu process answers several requests, a failed one included, and exits when
+// the session ends.
+TEST(CriuRpc, KeptOpenSessionAnswersSeveralRequests) {
+  REQUIRE_CRIU();
+  TempDir dir, empty;
+  pid_t pid = -1;
+  {
+    auto s = Session::open();
+    ASSERT_TRUE(s.ok()) << s.error().to_string();
+    pid = s->pid();
+    ASSERT_GT(pid, 0);
+    auto v = s->version();
+    ASSERT_TRUE(v.ok()) << v.error().to_string();
+    EXPECT_EQ(v->major, 4);
+    ASSERT_TRUE(s->cpuinfo_dump(dir.path()).ok());
+    Status bad = s->cpuinfo_check(empty.path());  // no cpuinfo.img there
+    EXPECT_FALSE(bad.ok());
+    Status good = s->cpuinfo_check(dir.path());
+    EXPECT_TRUE(good.ok()) << good.error().to_string();
+    EXPECT_EQ(s->pid(), pid) << "the same criu served every request";
+    EXPECT_EQ(::kill(pid, 0), 0);
+    EXPECT_TRUE(s->check().ok());  // the last one: CRIU takes no keep_open with a check
+    EXPECT_FALSE(s->version().ok());
+  }
+  // Reaped with the session.
+  EXPECT_EQ(::kill(pid, 0), -1);
+  EXPECT_EQ(errno, ESRCH);
 }
 
 TEST(CriuRpc, CorruptedCpuinfoFailsClearly) {
