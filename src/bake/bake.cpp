@@ -145,12 +145,14 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
     lifecycle::Instances& instances;
     std::string id;
     std::filesystem::path log;
+    std::shared_ptr<lifecycle::InstanceLock> lock;  // held for the whole bake
     ~InstanceGuard() {
+      lock.reset();  // remove() takes it again
       if (Status s = instances.remove(id); !s.ok()) log::warn(s.error().to_string());
       std::error_code ec;
       std::filesystem::remove(log, ec);
     }
-  } inst_guard{instances, id, ctx.instances_dir() / (id + ".log")};
+  } inst_guard{instances, id, ctx.instances_dir() / (id + ".log"), std::move(inst.lock)};
   const lifecycle::StartTimings& st = inst.timings;
   res.timings_s["start"] = (st.total_ms - st.probe_ms) / 1000.0;
   res.timings_s["ready"] = st.probe_ms / 1000.0;

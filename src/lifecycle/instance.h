@@ -17,6 +17,7 @@
 #include "images/load.h"
 #include "lifecycle/host_check.h"
 #include "lifecycle/identity.h"
+#include "lifecycle/lock.h"
 #include "lifecycle/record.h"
 #include "lifecycle/rootfs_provider.h"
 #include "lifecycle/sandbox.h"
@@ -53,6 +54,9 @@ struct Started {
   InstanceRecord record;
   StartTimings timings;
   pid_t pid = 0;
+  // The instance's lock, still held, when StartOptions::keep_lock asked for it (release it
+  // before removing the instance from this process).
+  std::shared_ptr<InstanceLock> lock;
 };
 
 // What the lifecycle is built from. Default: prewarm's own network sandbox, an overlay of the
@@ -75,6 +79,10 @@ struct StartOptions {
   std::string hostname;  // "" : the id
   // A cold start's stdout/stderr (e.g. a pipe a bake can checkpoint); -1: INSTANCE_DIR/app.log.
   int stdio_fd = -1;
+  // Hand the instance's lock to the caller (Started::lock) instead of releasing it: the
+  // instance stays "in use" for recovery while the caller works on it (a bake's warm-up and
+  // checkpoint).
+  bool keep_lock = false;
 };
 
 struct InstanceStatus {
@@ -103,7 +111,8 @@ class Instances {
   std::vector<Result<Started>> start_many(const LoadedImage& img, int n,
                                           const StartOptions& opts = {});
   // A cold instance straight from a spec (bake): `id` given, hostname the spec's name, output
-  // to stdio_fd (a pipe: CRIU checkpoints a pipe to the outside, not a host file).
+  // to stdio_fd (a pipe: CRIU checkpoints a pipe to the outside, not a host file); its lock is
+  // kept (Started::lock) for the rest of the bake.
   Result<Started> start_cold_from_spec(const spec::AppSpec& spec,
                                        const std::filesystem::path& base, const std::string& id,
                                        int stdio_fd);
@@ -115,7 +124,8 @@ class Instances {
   // Every instance with its record and what the runtime says of it.
   Result<std::vector<InstanceStatus>> list();
   // After a crash: instances whose lock nobody holds and whose state is not ready (or that have
-  // no record) are undone; live ready ones are adopted as they are.
+  // no record), and bake instances (no image) whose bake died, are undone; live ready ones are
+  // adopted as they are.
   Result<RecoveryReport> recover();
 
   const Seams& seams() const { return seams_; }

@@ -51,6 +51,9 @@ Status Instances::undo(const std::string& id, const InstanceRecord* rec) {
     }
   }
   if (problems.empty()) note(fs::remove_all(dir));
+  // A bake's app log lives beside the directory (it is opened before the directory exists).
+  std::error_code ec;
+  stdfs::remove(ctx_.instances_dir() / (id + ".log"), ec);
   if (!problems.empty())
     return Error(ErrorKind::kRuntime, "removing instance " + id + ": " + problems);
   return {};
@@ -115,8 +118,20 @@ Result<RecoveryReport> Instances::recover() {
   RecoveryReport rep;
   std::error_code ec;
   std::vector<stdfs::path> dirs;
-  for (const auto& e : stdfs::directory_iterator(ctx_.instances_dir(), ec))
-    if (is_instance_dir(e)) dirs.push_back(e.path());
+  for (const auto& e : stdfs::directory_iterator(ctx_.instances_dir(), ec)) {
+    if (is_instance_dir(e)) {
+      dirs.push_back(e.path());
+      continue;
+    }
+    // The log of a bake that died before making its instance's directory (it opens the log
+    // first, then at once the directory: a minute is long past that).
+    std::error_code fec;
+    if (e.path().extension() == ".log" && e.is_regular_file(fec) &&
+        !stdfs::exists(ctx_.instances_dir() / e.path().stem(), fec) &&
+        stdfs::last_write_time(e.path(), fec) <
+            stdfs::file_time_type::clock::now() - std::chrono::minutes(1))
+      stdfs::remove(e.path(), fec);
+  }
   if (ec) return Error::sys("read", ec.value(), ctx_.instances_dir().string());
   for (const auto& dir : dirs) {
     const std::string id = dir.filename().string();
@@ -131,7 +146,9 @@ Result<RecoveryReport> Instances::recover() {
       continue;
     }
     auto rec = load_record(dir);
-    if (rec.ok() && rec->state == InstanceState::kReady) {
+    // A ready instance of an image is adopted. One without an image is a bake's, which holds
+    // its lock until it is done: free, its bake died.
+    if (rec.ok() && rec->state == InstanceState::kReady && !rec->image.empty()) {
       rep.adopted.push_back(id);
       continue;
     }

@@ -404,7 +404,9 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   t.total_ms = total.millis();
   t.other_ms = t.total_ms - (t.verify_ms + t.record_ms + t.network_ms + t.prepare_ms +
                              t.runtime_ms + t.identity_ms + t.probe_ms);
-  return Started{rec, t, pid};
+  Started out{rec, t, pid, nullptr};
+  if (opts.keep_lock) out.lock = std::make_shared<InstanceLock>(std::move(lock));
+  return out;
 }
 
 std::vector<Result<Started>> Instances::start_many(const LoadedImage& img, int n,
@@ -430,23 +432,15 @@ Result<Started> Instances::start_cold_from_spec(const spec::AppSpec& spec,
   img.name = "";
   img.spec = spec;
   img.manifest.rootfs_dir = base.string();
-  Seams seams = seams_;
-  seams.rootfs = [&base, &spec, this](const LoadedImage&) {
-    OverlayRootfs o;
-    o.base = base;
-    o.layers_dir = ctx_.layers_dir();
-    o.files = spec.files;
-    return make_overlay_rootfs(std::move(o));
-  };
-  Instances cold(ctx_, std::move(seams));
+  // The rootfs seam makes a cold root from img.manifest.rootfs_dir and the spec's files.
   StartOptions so;
   so.mode = StartMode::kCold;
   so.id = id;
   // The checkpoint's hostname is the app's name; every restore gets its own afterwards.
   so.hostname = spec.name;
   so.stdio_fd = stdio_fd;
-  auto r = cold.start(img, so);
-  return r;
+  so.keep_lock = true;
+  return start(img, so);
 }
 
 Result<Started> start_instance(const Context& ctx, const LoadedImage& img, StartMode mode) {

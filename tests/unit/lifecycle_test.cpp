@@ -248,6 +248,26 @@ TEST_F(LifecycleTest, RecoveryUndoesHalfMadeInstancesAndAdoptsLiveOnes) {
   EXPECT_EQ(sandbox_->live(), std::set<std::string>{ready->record.id});
 }
 
+// A bake keeps its instance's lock until it is done; a bake instance whose lock is free was left
+// by a bake that died, ready or not.
+TEST_F(LifecycleTest, BakeInstancesAreKeptWhileTheirBakeLivesAndUndoneAfter) {
+  Instances inst(ctx_, seams());
+  spec::AppSpec spec = img_.spec;
+  auto s = inst.start_cold_from_spec(spec, tmp_.path() / "base", "app-0000ba4e", -1);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  ASSERT_TRUE(s->lock);
+  EXPECT_EQ(s->record.hostname, "app") << "the checkpoint's hostname is the app's name";
+  EXPECT_EQ(s->record.image, "");
+  auto rep = inst.recover();
+  ASSERT_TRUE(rep.ok());
+  EXPECT_EQ(rep->busy, std::vector<std::string>{"app-0000ba4e"});
+  s->lock.reset();  // the bake died
+  rep = inst.recover();
+  ASSERT_TRUE(rep.ok());
+  EXPECT_EQ(rep->removed, std::vector<std::string>{"app-0000ba4e"});
+  expect_nothing_left();
+}
+
 TEST_F(LifecycleTest, RecordsRoundTripAndOldFormatReads) {
   InstanceRecord r;
   r.id = "app-12345678";
