@@ -204,7 +204,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
     PW_TRY(rootfs::capture_diff(inst_dir / "shm", staged / image::kDevShm));
   image::Manifest m;
   m.name = spec.name;
-  m.created = lifecycle::now_rfc3339();
+  m.created = now_rfc3339();
   m.spec_yaml = spec::to_yaml(spec);
   m.rootfs_id = base.id;
   m.rootfs_dir = base.dir.string();

@@ -1,7 +1,8 @@
-// Monotonic time helpers for phase timings.
+// Monotonic time helpers for phase timings, and wall-clock timestamps.
 #pragma once
 
 #include <chrono>
+#include <string>
 
 namespace prewarm {
 
@@ -17,5 +18,8 @@ class Stopwatch {
  private:
   Clock::time_point start_;
 };
+
+// Now, UTC, as RFC 3339 with milliseconds: "2026-11-29T10:12:09.123Z".
+std::string now_rfc3339();
 
 }  // namespace prewarm

@@ -4,7 +4,6 @@
 // hits them alike; every instance is removed between samples.
 #include "bench/bench.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include "base/clock.h"
 #include "base/fs.h"
 #include "bench/util.h"
+#include "engine/app_log.h"
 #include "image/image.h"
 #include "images/load.h"
 #include "lifecycle/instance.h"
@@ -64,7 +64,7 @@ class Baseline {
     rec_.runtime = "runc";
     rec_.sandbox = seams_.sandbox->kind();
     rec_.started_by = "baseline";
-    rec_.created = lifecycle::now_rfc3339();
+    rec_.created = now_rfc3339();
     PW_TRY(lifecycle::save_record(dir_, rec_));
     PW_ASSIGN(sb_, seams_.sandbox->create(rec_.id));
     rec_.ip = sb_.ip;
@@ -77,9 +77,7 @@ class Baseline {
         dir_, lifecycle::container_config(img_.spec, root, rec_.id, rec_.id, sb_)));
     PW_TRY(lifecycle::fill_dev_shm(img_, dir_));
     PW_TRY(fs::make_dirs(dir_ / "criu", 0700));
-    log_ = UniqueFd(::open((dir_ / "app.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                           0600));
-    if (!log_.valid()) return Error::sys("open", errno, (dir_ / "app.log").string());
+    PW_ASSIGN(log_, engine::open_app_log_file(dir_ / "app.log"));
     return {};
   }
 

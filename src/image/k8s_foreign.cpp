@@ -14,12 +14,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/unique_fd.h"
 #include "image/image.h"
@@ -43,15 +43,6 @@ using nlohmann::json;
 
 constexpr uint32_t kCriuCommonMagic = 0x54564319;   // IMG_COMMON_MAGIC
 constexpr uint32_t kCriuServiceMagic = 0x55105940;  // IMG_SERVICE_MAGIC
-
-std::string now_rfc3339() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 // ---------------------------------------------------------------------------------------------
 // CRIU image files, read with classes generated from CRIU's own images/*.proto. Parsed

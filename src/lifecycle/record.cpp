@@ -1,8 +1,6 @@
 // instance.json: reading and writing an instance's record.
 #include "lifecycle/record.h"
 
-#include <chrono>
-#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "base/fs.h"
@@ -86,19 +84,6 @@ Result<InstanceRecord> load_record(const std::filesystem::path& instance_dir) {
     return std::move(text).error();
   }
   return record_from_json(*text, file.string());
-}
-
-std::string now_rfc3339() {
-  auto now = std::chrono::system_clock::now();
-  std::time_t secs = std::chrono::system_clock::to_time_t(now);
-  auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  char buf[40];
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms));
-  return buf;
 }
 
 }  // namespace prewarm::lifecycle

@@ -42,6 +42,4 @@ Status save_record(const std::filesystem::path& instance_dir, const InstanceReco
 // kNotFound when the instance has no record (yet).
 Result<InstanceRecord> load_record(const std::filesystem::path& instance_dir);
 
-std::string now_rfc3339();
-
 }  // namespace prewarm::lifecycle

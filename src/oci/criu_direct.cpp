@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
@@ -223,14 +224,6 @@ struct OwnState {
   std::string cgroup;  // relative path below each hierarchy
   std::string created;
 };
-
-std::string now_rfc3339() {
-  auto now = std::chrono::system_clock::now();
-  std::time_t t = std::chrono::system_clock::to_time_t(now);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%FT%TZ", std::gmtime(&t));
-  return buf;
-}
 
 class CriuDirect final : public Runtime {
  public:
@@ -593,7 +586,6 @@ class CriuDirect final : public Runtime {
     if (!started) return Error(ErrorKind::kRuntime, "restored init " + std::to_string(r->pid) + " is gone");
     st.pid = r->pid;
     st.start_time = *started;
-    st.created = now_rfc3339();
     PW_TRY(save(st));
     if (!undo.bind_root.empty()) {
       // The restored mount namespace holds its own copy; ours is not needed any more.
