@@ -60,9 +60,4 @@ class LogDrain {
   std::thread thread_;
 };
 
-// Deprecated: forks `setsid --fork /bin/cat` per instance. Use open_app_log_file (restores,
-// cold starts) or LogDrain (bake); kept until the engine is switched over.
-[[deprecated("use open_app_log_file or LogDrain")]] Result<UniqueFd> open_app_log(
-    const std::filesystem::path& log_file);
-
 }  // namespace prewarm::engine

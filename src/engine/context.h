@@ -21,8 +21,8 @@ inline constexpr const char* kDefaultRuntime = "criu";
 struct Config {
   std::filesystem::path state_dir = "/var/lib/prewarm";  // PREWARM_STATE_DIR, --state-dir
   std::filesystem::path cache_dir = "/var/cache/prewarm";  // PREWARM_CACHE_DIR
-  std::string bridge = "prewarm0";                        // PREWARM_BRIDGE
-  std::string subnet = "10.89.0.0/16";                    // PREWARM_SUBNET
+  std::string bridge = net::Config{}.bridge;              // PREWARM_BRIDGE
+  std::string subnet = net::Config{}.subnet;              // PREWARM_SUBNET
   std::string runc_binary;                                // PREWARM_RUNC ("" : PATH)
   // Restore backend: "criu" (direct, the default where available) or "runc". PREWARM_RUNTIME,
   // --runtime.

@@ -107,7 +107,7 @@ class Instances {
   // record.fallback_reason with CRIU's own words) when the host can't restore it or the restore
   // fails. Returns once the readiness probe passes; on failure nothing is left behind.
   Result<Started> start(const LoadedImage& img, const StartOptions& opts = {});
-  // Starts n at once; one result per instance, in the order they became ready or failed.
+  // Starts n at once; one result per instance, in the order they were started.
   std::vector<Result<Started>> start_many(const LoadedImage& img, int n,
                                           const StartOptions& opts = {});
   // A cold instance straight from a spec (bake): `id` given, hostname the spec's name, output

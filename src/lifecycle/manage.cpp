@@ -78,19 +78,6 @@ Status Instances::remove(const std::string& id) {
 }
 
 Result<std::vector<InstanceStatus>> Instances::list() {
-  std::map<std::string, oci::ContainerState> states;
-  std::set<oci::Runtime*> seen;
-  auto collect = [&](oci::Runtime& rt) -> Status {
-    if (!seen.insert(&rt).second) return {};
-    auto l = rt.list();
-    if (!l.ok())
-      return std::move(l).error().with_context("listing " + rt.name() + "'s containers");
-    for (auto& s : *l) states[s.id] = s;
-    return {};
-  };
-  PW_TRY(collect(*ctx_.runtime));
-  for (const auto& [name, rt] : ctx_.runtimes) PW_TRY(collect(*rt));
-
   std::vector<InstanceStatus> out;
   std::error_code ec;
   for (const auto& e : stdfs::directory_iterator(ctx_.instances_dir(), ec)) {
@@ -103,12 +90,26 @@ Result<std::vector<InstanceStatus>> Instances::list() {
       s.record.id = e.path().filename().string();
       s.record.error = rec.error().message();
     }
-    auto it = states.find(s.record.id);
-    s.runtime_state = it == states.end() ? "missing" : it->second.status;
-    s.pid = it == states.end() ? 0 : it->second.pid;
     out.push_back(std::move(s));
   }
   if (ec) return Error::sys("read", ec.value(), ctx_.instances_dir().string());
+
+  // Each runtime the records name, asked once (`runc list` is a process; the criu backend's
+  // list includes runc's).
+  std::map<oci::Runtime*, std::map<std::string, oci::ContainerState>> states;
+  for (auto& s : out) {
+    oci::Runtime* rt = ctx_.runtime_named(s.record.runtime).get();
+    auto [known, fresh] = states.try_emplace(rt);
+    if (fresh) {
+      auto l = rt->list();
+      if (!l.ok())
+        return std::move(l).error().with_context("listing " + rt->name() + "'s containers");
+      for (auto& c : *l) known->second[c.id] = c;
+    }
+    auto it = known->second.find(s.record.id);
+    s.runtime_state = it == known->second.end() ? "missing" : it->second.status;
+    s.pid = it == known->second.end() ? 0 : it->second.pid;
+  }
   std::sort(out.begin(), out.end(),
             [](const auto& a, const auto& b) { return a.record.created < b.record.created; });
   return out;

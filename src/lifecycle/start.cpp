@@ -135,41 +135,6 @@ void adopt(InstanceRecord& rec, const SandboxInfo& sb) {
   rec.host_veth = sb.host_veth;
 }
 
-}  // namespace
-
-std::map<std::string, double> StartTimings::as_map() const {
-  std::map<std::string, double> m = {
-      {"verify_ms", verify_ms},     {"record_ms", record_ms},     {"network_ms", network_ms},
-      {"prepare_ms", prepare_ms},   {"runtime_ms", runtime_ms},   {"identity_ms", identity_ms},
-      {"probe_ms", probe_ms},       {"other_ms", other_ms},       {"total_ms", total_ms}};
-  for (const auto& [k, v] : runtime_phases) m["runtime." + k] = v;
-  return m;
-}
-
-probe::Target probe_target(const Context& ctx, const InstanceRecord& rec) {
-  auto rt = ctx.runtime_named(rec.runtime);
-  std::string id = rec.id;
-  return {rec.ip, [rt, id](const std::vector<std::string>& cmd, spec::Millis timeout) {
-            return rt->exec(id, cmd, timeout);
-          }};
-}
-
-oci::ContainerConfig container_config(const spec::AppSpec& spec, const stdfs::path& root,
-                                      const std::string& id, const std::string& hostname,
-                                      const SandboxInfo& sandbox) {
-  oci::ContainerConfig c;
-  c.rootfs = root;
-  c.argv = spec.argv();
-  c.env = spec.env;
-  c.cwd = spec.working_dir;
-  c.hostname = hostname;
-  c.netns_path = sandbox.netns_path;
-  // Flat, so that the runtime's delete removes the whole cgroup.
-  c.cgroups_path = sandbox.cgroup_parent.empty() ? "/prewarm-" + id
-                                                 : sandbox.cgroup_parent + "/prewarm-" + id;
-  return c;
-}
-
 // The instance's /dev as a directory of its own (bound in), made as runc makes its /dev tmpfs:
 // the standard device nodes, the /proc/self/fd links, and mount points for pts, shm and mqueue.
 // Not a tmpfs, because CRIU dumps a tmpfs as a tar archive and runs tar to restore it (~6 ms
@@ -207,11 +172,45 @@ Result<bool> make_dev_dir(const stdfs::path& dev) {
   return true;
 }
 
+}  // namespace
+
+std::map<std::string, double> StartTimings::as_map() const {
+  std::map<std::string, double> m = {
+      {"verify_ms", verify_ms},     {"record_ms", record_ms},     {"network_ms", network_ms},
+      {"prepare_ms", prepare_ms},   {"runtime_ms", runtime_ms},   {"identity_ms", identity_ms},
+      {"probe_ms", probe_ms},       {"other_ms", other_ms},       {"total_ms", total_ms}};
+  for (const auto& [k, v] : runtime_phases) m["runtime." + k] = v;
+  return m;
+}
+
+probe::Target probe_target(const Context& ctx, const InstanceRecord& rec) {
+  auto rt = ctx.runtime_named(rec.runtime);
+  std::string id = rec.id;
+  return {rec.ip, [rt, id](const std::vector<std::string>& cmd, spec::Millis timeout) {
+            return rt->exec(id, cmd, timeout);
+          }};
+}
+
+oci::ContainerConfig container_config(const spec::AppSpec& spec, const stdfs::path& root,
+                                      const std::string& id, const std::string& hostname,
+                                      const SandboxInfo& sandbox) {
+  oci::ContainerConfig c;
+  c.rootfs = root;
+  c.argv = spec.argv();
+  c.env = spec.env;
+  c.cwd = spec.working_dir;
+  c.hostname = hostname;
+  c.netns_path = sandbox.netns_path;
+  // Flat, so that the runtime's delete removes the whole cgroup.
+  c.cgroups_path = sandbox.cgroup_parent.empty() ? "/prewarm-" + id
+                                                 : sandbox.cgroup_parent + "/prewarm-" + id;
+  return c;
+}
+
 Status write_config(const stdfs::path& dir, oci::ContainerConfig c) {
   // Hides masked directories without a tmpfs each (see oci::ContainerConfig::empty_dir).
   c.empty_dir = dir / "empty";
-  if (::mkdir(c.empty_dir.c_str(), 0555) != 0 && errno != EEXIST)
-    return Error::sys("mkdir", errno, c.empty_dir.string());
+  PW_TRY(fs::make_dirs(c.empty_dir, 0555));
   // /dev/shm: the instance's own directory, not a tmpfs (CRIU dumps a tmpfs as a tar archive and
   // runs tar to restore it, ~6 ms of CPU a restore). What the app keeps there at the checkpoint
   // travels in the image (kDevShm). A foreign image brings its own /dev/shm mount.
@@ -219,9 +218,7 @@ Status write_config(const stdfs::path& dir, oci::ContainerConfig c) {
                              [](const oci::Mount& m) { return m.destination == "/dev/shm"; });
   if (!has_shm) {
     auto shm = dir / "shm";
-    if (::mkdir(shm.c_str(), 0700) != 0 && errno != EEXIST)
-      return Error::sys("mkdir", errno, shm.string());
-    if (::chmod(shm.c_str(), 01777) != 0) return Error::sys("chmod", errno, shm.string());
+    PW_TRY(fs::make_dirs(shm, 01777));
     c.mounts.push_back({"/dev/shm", "bind", shm.string(), {"rbind", "nosuid", "nodev", "noexec"}});
   }
   bool has_dev = std::any_of(c.mounts.begin(), c.mounts.end(),
@@ -378,7 +375,6 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   }
   lap.to(t.record_ms);
   // Cold starts go through the same backend (the direct-CRIU one hands them to runc).
-  oci::Runtime& started_rt = rt;
   if (!restored) {
     PW_ASSIGN(stdfs::path root, rootfs->prepare(dir, RootfsPurpose::kCold));
     PW_TRY(write_instance_bundle(img, dir, root, rec, sb));
@@ -387,13 +383,13 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       PW_ASSIGN(log, open_log(dir));
     }
     lap.to(t.prepare_ms);
-    PW_TRY(started_rt.run(id, dir, opts.stdio_fd >= 0 ? opts.stdio_fd : log.get()));
-    PW_ASSIGN(oci::ContainerState s, started_rt.state(id));
+    PW_TRY(rt.run(id, dir, opts.stdio_fd >= 0 ? opts.stdio_fd : log.get()));
+    PW_ASSIGN(oci::ContainerState s, rt.state(id));
     pid = s.pid;
     lap.to(t.runtime_ms);
   }
 
-  PW_TRY(wait_ready(started_rt, img.spec, rec, seams_.probe_target(rec)));
+  PW_TRY(wait_ready(rt, img.spec, rec, seams_.probe_target(rec)));
   lap.to(t.probe_ms);
   rec.state = InstanceState::kReady;
   t.total_ms = total.millis();

@@ -1,18 +1,8 @@
-// Configuration from the environment and the names of an instance's network pieces.
-#include <cstdlib>
-
+// The names of an instance's network pieces.
 #include "base/sha256.h"
 #include "net/net.h"
 
 namespace prewarm::net {
-
-Config config_from_env(const std::filesystem::path& state_dir) {
-  Config cfg;
-  cfg.state_dir = state_dir;
-  if (const char* b = std::getenv("PREWARM_BRIDGE"); b != nullptr && *b != '\0') cfg.bridge = b;
-  if (const char* s = std::getenv("PREWARM_SUBNET"); s != nullptr && *s != '\0') cfg.subnet = s;
-  return cfg;
-}
 
 Status validate_instance_id(const std::string& id) {
   bool ok = !id.empty() && id.size() <= 128;

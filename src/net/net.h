@@ -15,8 +15,8 @@ struct Config {
   std::filesystem::path state_dir = "/var/lib/prewarm/net";  // IP allocations live here
 };
 
-// Config with PREWARM_BRIDGE / PREWARM_SUBNET environment overrides applied.
-Config config_from_env(const std::filesystem::path& state_dir);
+// (The CLI's environment overrides, PREWARM_BRIDGE and PREWARM_SUBNET, are read by
+// engine::config_from_env.)
 
 struct Attachment {
   std::string netns_name;           // "pw-<id>", visible in `ip netns list`

@@ -189,20 +189,6 @@ TEST(NamesTest, InstanceIdsAreValidated) {
   }
 }
 
-TEST(ConfigTest, EnvironmentOverrides) {
-  ::setenv("PREWARM_BRIDGE", "pwtestbr", 1);
-  ::setenv("PREWARM_SUBNET", "10.89.100.0/24", 1);
-  Config cfg = config_from_env("/tmp/somewhere");
-  EXPECT_EQ(cfg.bridge, "pwtestbr");
-  EXPECT_EQ(cfg.subnet, "10.89.100.0/24");
-  EXPECT_EQ(cfg.state_dir, "/tmp/somewhere");
-  ::unsetenv("PREWARM_BRIDGE");
-  ::unsetenv("PREWARM_SUBNET");
-  Config defaults = config_from_env("/x");
-  EXPECT_EQ(defaults.bridge, Config{}.bridge);
-  EXPECT_EQ(defaults.subnet, Config{}.subnet);
-}
-
 TEST(AttachTest, InvalidInputFailsBeforeTouchingAnything) {
   TempDir tmp;
   Config cfg;
