@@ -329,15 +329,18 @@ class CriuDirect final : public Runtime {
   }
 
   Status remove(const std::string& id) override {
-    if (!owned(id)) return runc_->remove(id);
+    std::error_code ec;
+    // The state dir, even without a state in it (a restore that died right after claiming the
+    // id), is ours to remove.
+    if (!valid_id(id) || !stdfs::is_directory(dir_of(id), ec)) return runc_->remove(id);
     auto s = load(id);
     if (!s.ok()) {
       // A state dir without a readable state: nothing to stop, just the dir.
-      return fs::remove_all(dir_of(id));
+      return discard_dir(id);
     }
     Status st = stop_and_clean(*s);
     if (!st.ok()) return std::move(st).error().with_context("remove " + id);
-    return fs::remove_all(dir_of(id));
+    return discard_dir(id);
   }
 
   Result<std::vector<ContainerState>> list() override {
@@ -359,10 +362,21 @@ class CriuDirect final : public Runtime {
 
  private:
   stdfs::path dir_of(const std::string& id) const { return root_ / id; }
+  static bool valid_id(const std::string& id) {
+    return !id.empty() && id.find('/') == std::string::npos && id != "." && id != "..";
+  }
   bool owned(const std::string& id) const {
-    if (id.empty() || id.find('/') != std::string::npos || id == "." || id == "..") return false;
+    if (!valid_id(id)) return false;
     std::error_code ec;
     return stdfs::exists(dir_of(id) / "state.json", ec);
+  }
+  // Removes the state dir. A root bind-mounted there (criu-root) while its restore ran is
+  // unmounted first: removing the tree through it would delete the container's files.
+  Status discard_dir(const std::string& id) const {
+    const stdfs::path bind = dir_of(id) / "criu-root";
+    if (::umount2(bind.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+      return Error::sys("unmount", errno, bind.string());
+    return fs::remove_all(dir_of(id));
   }
 
   Result<OwnState> load(const std::string& id) const {
@@ -434,7 +448,7 @@ class CriuDirect final : public Runtime {
   Result<Restored> restore_impl(const std::string& id, const stdfs::path& bundle,
                                 const RestoreOptions& o) {
     const auto t0 = steady_clock::now();
-    if (id.empty() || id.find('/') != std::string::npos || id == "." || id == "..")
+    if (!valid_id(id))
       return Error(ErrorKind::kInvalidInput, "container id '" + id + "' is not usable");
     PW_ASSIGN(BundleConfig cfg, read_config(bundle));
     PW_ASSIGN(std::vector<StdioPipe> pipe_keys, stdio_pipe_keys(o.image_dir));
@@ -461,8 +475,7 @@ class CriuDirect final : public Runtime {
           }
         }
         if (cg) (void)cg->destroy();
-        if (!bind_root.empty()) ::umount2(bind_root.c_str(), MNT_DETACH);
-        (void)fs::remove_all(self->dir_of(id));
+        (void)self->discard_dir(id);
       }
     } undo{this, id, std::nullopt, {}, 0, true};
 

@@ -381,3 +381,27 @@ TEST_F(CriuDirectTest, DuplicateIdIsAConflictAndKeepsTheFirst) {
 
 }  // namespace
 }  // namespace prewarm::oci
+
+namespace prewarm::oci {
+namespace {
+
+// A restore that died right after claiming its id, with the root still bind-mounted in its
+// state dir and no state written: remove() takes the dir, unmounting the root first, so the
+// root's files survive.
+TEST_F(CriuDirectTest, RemoveAfterACrashMidRestoreUnmountsTheRootFirst) {
+  const std::string id = "crashed-" + fs::random_hex(3);
+  const stdfs::path root = base_ / ("root-" + id), state = base_ / "state" / id;
+  ASSERT_TRUE(fs::make_dirs(root).ok());
+  ASSERT_TRUE(fs::write_file(root / "precious", "keep\n").ok());
+  ASSERT_TRUE(fs::make_dirs(state / "criu-root").ok());
+  ASSERT_EQ(::mount(root.c_str(), (state / "criu-root").c_str(), nullptr, MS_BIND | MS_REC, nullptr),
+            0);
+  Status st = backend_->remove(id);
+  EXPECT_TRUE(st.ok()) << st.error().to_string();
+  EXPECT_FALSE(stdfs::exists(state));
+  EXPECT_EQ(testing::slurp(root / "precious"), "keep\n");
+  (void)fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace prewarm::oci
