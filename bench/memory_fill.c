@@ -2,7 +2,10 @@
 // memory from pages-*.img: plain 4 KiB pages (the baseline), madvise(MADV_HUGEPAGE) first, and
 // madvise(MADV_POPULATE_WRITE) first. The modes alternate; medians and ratios to the baseline
 // go to stdout as JSON. Every fill's memory stays mapped until the end (3 x RUNS x the file's
-// size in all). Usage: memory_fill FILE [RUNS]
+// size in all). With IDLE_S > 0 it sleeps that long before every fill: on a VM that returns free
+// memory to its host (virtio-balloon free page reporting), memory idle for a few seconds is
+// handed back in huge-page-sized blocks, and touching it again costs host faults.
+// Usage: memory_fill FILE [RUNS] [IDLE_S]
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -47,11 +50,13 @@ static double fill(int fd, size_t n, int mode) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: %s FILE [RUNS]\n", argv[0]);
+    fprintf(stderr, "usage: %s FILE [RUNS] [IDLE_S]\n", argv[0]);
     return 2;
   }
   int runs = argc > 2 ? atoi(argv[2]) : 15;
   if (runs < 1 || runs > 1000) runs = 15;
+  int idle_s = argc > 3 ? atoi(argv[3]) : 0;
+  if (idle_s < 0 || idle_s > 600) idle_s = 0;
   int fd = open(argv[1], O_RDONLY | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0 || st.st_size <= 0) {
@@ -66,6 +71,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < runs; ++i)
     for (int k = 0; k < 3; ++k) {
       int m = (i + k) % 3;  // rotate which goes first
+      if (idle_s > 0) sleep((unsigned)idle_s);
       ms[m][i] = fill(fd, n, m);
       if (ms[m][i] < 0) {
         fprintf(stderr, "%s failed\n", names[m]);
@@ -78,8 +84,8 @@ int main(int argc, char** argv) {
     med[m] = runs % 2 ? ms[m][runs / 2] : (ms[m][runs / 2 - 1] + ms[m][runs / 2]) / 2;
   }
   printf("{\n  \"benchmark\": \"memory_fill\",\n  \"file\": \"%s\",\n  \"bytes\": %zu,\n"
-         "  \"runs\": %d,\n",
-         argv[1], n, runs);
+         "  \"runs\": %d,\n  \"idle_seconds_before_each_fill\": %d,\n",
+         argv[1], n, runs, idle_s);
   for (int m = 0; m < 3; ++m) printf("  \"%s_median_ms\": %.2f,\n", names[m], med[m]);
   printf("  \"ratios\": {\"madv_hugepage_vs_4k\": %.3f, \"madv_populate_write_vs_4k\": %.3f}\n}\n",
          med[1] / med[0], med[2] / med[0]);

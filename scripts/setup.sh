@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything prewarm needs on a Debian 12 machine, idempotently:
-# Debian packages, CRIU 4.2.1 built from Debian's source tarball, and CRIU's .proto files
-# (rpc.proto for the RPC client, images/*.proto for reading CRIU's image files).
+# Debian packages, CRIU 4.2.1 built from Debian's source tarball with the patches in
+# scripts/criu-patches, and CRIU's .proto files (rpc.proto for the RPC client, images/*.proto
+# for reading CRIU's image files).
 set -euo pipefail
 
 CRIU_VERSION=4.2.1
@@ -29,7 +30,7 @@ PACKAGES=(
   # build of CRIU
   libprotobuf-c-dev protobuf-c-compiler python3-protobuf libnl-3-dev libnl-route-3-dev
   libcap-dev libnet1-dev libbsd-dev libgnutls28-dev libnftables-dev uuid-dev libaio-dev
-  libdrm-dev dpkg-dev
+  libdrm-dev dpkg-dev patch
 )
 
 missing=()
@@ -48,8 +49,13 @@ fi
 PROTO_DIR=/usr/local/share/prewarm/criu
 tarball="$CRIU_SRC_CACHE/criu_${CRIU_VERSION}.orig.tar.xz"
 
+# The patches applied to CRIU (their names and contents): a changed patch rebuilds CRIU.
+PATCH_DIR=$(cd "$(dirname "$0")" && pwd)/criu-patches
+patches_id() { (cd "$PATCH_DIR" && sha256sum ./*.patch) | sha256sum | cut -d' ' -f1; }
+
 criu_ok() {
   [ -x /usr/local/sbin/criu ] && [ -f "$PROTO_DIR/rpc.proto" ] &&
+    [ "$(cat "$PROTO_DIR/.criu-patches" 2>/dev/null)" = "$(patches_id)" ] &&
     /usr/local/sbin/criu --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION}"
 }
 
@@ -97,12 +103,17 @@ else
   trap 'rm -rf "$build"' EXIT
   tar -C "$build" -xf "$tarball"
   src=$(find "$build" -mindepth 1 -maxdepth 1 -type d | head -n1)
+  for p in "$PATCH_DIR"/*.patch; do
+    log "patching CRIU: $(basename "$p")"
+    patch -d "$src" -p1 --quiet --forward <"$p" || { echo "CRIU patch $p did not apply" >&2; exit 1; }
+  done
   log "building CRIU ${CRIU_VERSION} (about 30 s)"
   make -C "$src" -j"$(nproc)" criu RUNDIR=/dev/shm >"$build/build.log" 2>&1 ||
     { tail -n 40 "$build/build.log" >&2; echo "CRIU build failed" >&2; exit 1; }
   install -D -m 0755 "$src/criu/criu" /usr/local/sbin/criu
   install -D -m 0644 "$src/images/rpc.proto" "$PROTO_DIR/rpc.proto"
   install_protos "$src"
+  patches_id >"$PROTO_DIR/.criu-patches"
   criu_ok || { echo "installed CRIU does not report version ${CRIU_VERSION}" >&2; exit 1; }
   log "CRIU ${CRIU_VERSION} installed at /usr/local/sbin/criu"
 fi

@@ -4,6 +4,10 @@
 //                 (HEAD answers the same headers and does not count)
 //   GET /count    answers the counter ("N\n") without incrementing it
 //   GET /healthz  answers "ok\n" without counting
+//   GET /ballast  answers "<MiB> <checksum>\n" of the ballast (below), recomputed from memory
+//
+// BALLAST_MB=N makes it fill N MiB of anonymous memory with a pattern at start, so that tests
+// can check that a restore brought large memory areas back intact.
 //
 // It listens on 0.0.0.0:$PORT (8080 when PORT is unset). State lives only in memory, so after a
 // checkpoint of a warmed instance the count continues where the warm-up left it. The hostname is
@@ -19,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -31,6 +36,33 @@ enum {
 };
 
 static unsigned long long counter;
+static unsigned char* ballast;
+static size_t ballast_mb;
+
+// FNV-1a over the ballast: any page restored wrong changes it.
+static unsigned long long ballast_checksum(void) {
+  unsigned long long h = 1469598103934665603ULL;
+  for (size_t i = 0; i < ballast_mb << 20; ++i) h = (h ^ ballast[i]) * 1099511628211ULL;
+  return h;
+}
+
+static int make_ballast(const char* mb) {
+  char* end;
+  long v = strtol(mb, &end, 10);
+  if (*end != '\0' || v < 1 || v > 4096) {
+    fprintf(stderr, "counter: BALLAST_MB must be 1..4096, got \"%s\"\n", mb);
+    return -1;
+  }
+  ballast_mb = (size_t)v;
+  ballast = mmap(NULL, ballast_mb << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ballast == MAP_FAILED) {
+    perror("counter: mmap ballast");
+    return -1;
+  }
+  for (size_t i = 0; i < ballast_mb << 20; ++i)
+    ballast[i] = (unsigned char)((i * 2654435761u) >> 13);
+  return 0;
+}
 
 static long long now_ms(void) {
   struct timespec ts;
@@ -129,6 +161,8 @@ static void handle(int fd) {
     snprintf(body, sizeof body, "%llu\n", counter);
   } else if (strcmp(target, "/healthz") == 0) {
     strcpy(body, "ok\n");
+  } else if (strcmp(target, "/ballast") == 0) {
+    snprintf(body, sizeof body, "%zu %llx\n", ballast_mb, ballast ? ballast_checksum() : 0ULL);
   } else {
     respond(fd, 404, "Not Found", "not found\n", head_only);
     return;
@@ -148,6 +182,9 @@ int main(void) {
     }
     port = (int)v;
   }
+
+  const char* env_ballast = getenv("BALLAST_MB");
+  if (env_ballast && *env_ballast && make_ballast(env_ballast) != 0) return 2;
 
   struct sigaction sa = {0};
   sa.sa_handler = on_signal;

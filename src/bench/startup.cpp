@@ -16,6 +16,7 @@
 #include "bake/bake.h"
 #include "base/clock.h"
 #include "base/fs.h"
+#include "criu/criu.h"
 #include "bench/util.h"
 #include "engine/app_log.h"
 #include "image/image.h"
@@ -308,6 +309,8 @@ Result<std::string> bench_startup(const Context& ctx, const BenchOptions& opts) 
       {"host", {{"kernel", img.manifest.host.kernel}, {"cpu", img.manifest.host.cpu_model},
                 {"criu", img.manifest.host.criu_version}, {"runc", img.manifest.host.runc_version},
                 {"cpus", std::thread::hardware_concurrency()}}},
+      // Whether prewarm's restores filled memory with huge pages (the baseline never does).
+      {"huge_pages", ctx.config.huge_pages && criu::criu_fills_huge_pages(criu::criu_binary())},
       {"default_runtime", dflt.name},
       {"restore", summary(dflt.single)},
       {"restore_breakdown_median_ms", breakdown(dflt.timings)},

@@ -22,6 +22,12 @@ struct Version {
 // "" when there is none.
 std::string criu_binary();
 
+// In CRIU's environment: fill large anonymous areas with transparent huge pages at restore
+// (scripts/criu-patches; a stock CRIU ignores it).
+inline constexpr const char* kFillHugePagesEnv = "CRIU_FILL_THP=1";
+// Whether `criu_bin` has that patch (it names the variable).
+bool criu_fills_huge_pages(const std::string& criu_bin);
+
 // A kept-open RPC session (keep_open): one `criu swrk` process answers several requests, e.g. a
 // host check's version and CPU check for the price of one CRIU start. A deadline bounds the
 // whole session; CRIU exits when the session is destroyed. Not for restores (criu/session.h:

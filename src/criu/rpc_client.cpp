@@ -162,6 +162,15 @@ std::string criu_binary() {
   return find_executable("criu");
 }
 
+bool criu_fills_huge_pages(const std::string& criu_bin) {
+  if (criu_bin.empty()) return false;
+  auto bytes = fs::read_file(criu_bin);
+  if (!bytes.ok()) return false;
+  std::string_view name(kFillHugePagesEnv);
+  name = name.substr(0, name.find('='));
+  return bytes->find(name) != std::string::npos;
+}
+
 Result<Version> version() {
   PW_ASSIGN(Session s, Session::open());
   return s.version();

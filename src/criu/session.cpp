@@ -124,7 +124,9 @@ Result<RestoreResult> restore(const RestoreRequest& r) {
     if (!scope.ok()) return fail(std::move(scope).error().with_context("criu RESTORE: preparing"));
     spawn_scope = std::move(scope).value();
   }
-  auto spawned = detail::Swrk::spawn("criu RESTORE", pass, deadline);
+  std::vector<std::string> env;
+  if (r.huge_pages) env.emplace_back(kFillHugePagesEnv);
+  auto spawned = detail::Swrk::spawn("criu RESTORE", pass, deadline, env);
   spawn_scope.reset();
   if (!spawned.ok()) return fail(std::move(spawned).error());
   detail::Swrk criu = std::move(spawned).value();

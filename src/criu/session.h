@@ -50,6 +50,8 @@ struct RestoreRequest {
   bool evasive_devices = true;
   // The restored root task becomes a child of the caller (CLONE_PARENT), not of criu.
   bool rst_sibling = true;
+  // Large anonymous areas are filled with transparent huge pages (kFillHugePagesEnv).
+  bool huge_pages = false;
   // Called once criu runs and before the request is sent, with criu's pid: e.g. to move criu
   // into the container's cgroups, which the restored tasks then inherit.
   std::function<Status(pid_t criu_pid)> before_request;

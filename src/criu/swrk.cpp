@@ -65,7 +65,7 @@ Result<UniqueFd> open_dir(const std::filesystem::path& dir) {
 }
 
 Result<Swrk> Swrk::spawn(std::string what, const std::vector<int>& pass_fds,
-                         steady_clock::time_point deadline) {
+                         steady_clock::time_point deadline, std::vector<std::string> env) {
   std::string bin = criu_binary();
   if (bin.empty()) return Error(std::string("criu binary not found: ") + kSetupHint, ENOENT);
   Swrk s;
@@ -83,6 +83,7 @@ Result<Swrk> Swrk::spawn(std::string what, const std::vector<int>& pass_fds,
 
   SpawnOptions so;
   so.argv = {bin, "swrk", std::to_string(kSwrkFd)};
+  so.env = std::move(env);
   so.stderr_fd = s.err_fd_.get();
   // SAFETY: the child gets its socket end as fd 3. CRIU resolves fds named in a request
   // (images_dir_fd, work_dir_fd, inherit_fd) as /proc/<peer>/fd/N with the peer pid from

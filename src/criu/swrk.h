@@ -37,9 +37,11 @@ Result<UniqueFd> open_dir(const std::filesystem::path& dir);
 // criu unless it was reaped by finish().
 class Swrk {
  public:
-  // Spawns criu. pass_fds (all >= kMinPassedFd) are handed to it at the same numbers.
+  // Spawns criu with `env` (KEY=VALUE) added to ours. pass_fds (all >= kMinPassedFd) are
+  // handed to it at the same numbers.
   static Result<Swrk> spawn(std::string what, const std::vector<int>& pass_fds,
-                            std::chrono::steady_clock::time_point deadline);
+                            std::chrono::steady_clock::time_point deadline,
+                            std::vector<std::string> env = {});
 
   pid_t pid() const { return child_.pid(); }
   const std::string& what() const { return what_; }

@@ -75,6 +75,27 @@ Check check_rundir() {
                 : "/dev/shm is not tmpfs: CRIU re-probes the kernel on every call (~50 ms)"};
 }
 
+// Restores can fill memory with huge pages only with prewarm's CRIU patch and THP not "never".
+Check check_huge_pages() {
+  std::string bin = criu::criu_binary();
+  Check c{"huge pages", false, "", /*advisory=*/true};
+  if (!criu::criu_fills_huge_pages(bin)) {
+    c.detail = bin + " lacks prewarm's huge-page fill patch: restores fill memory with 4 KiB "
+               "pages (slower); " + kSetupHint;
+    return c;
+  }
+  auto thp = fs::read_file("/sys/kernel/mm/transparent_hugepage/enabled");
+  if (!thp.ok() || thp->find("[never]") != std::string::npos) {
+    c.detail = "transparent huge pages are off on this host (/sys/kernel/mm/transparent_hugepage/"
+               "enabled): restores fill memory with 4 KiB pages (slower)";
+    return c;
+  }
+  c.ok = true;
+  c.detail = "available: PREWARM_HUGE_PAGES=1 fills restored memory with huge pages (off by "
+             "default: slower on VMs that return free memory to the host; see README)";
+  return c;
+}
+
 }  // namespace
 
 std::vector<Check> run_doctor() {
@@ -92,6 +113,7 @@ std::vector<Check> run_doctor() {
   checks.push_back(check_binary("setsid", "starts the instances' log drainers", "util-linux"));
   checks.push_back(check_kernel_features());
   checks.push_back(check_rundir());
+  checks.push_back(check_huge_pages());
   return checks;
 }
 

@@ -26,6 +26,7 @@ Config config_from_env() {
   c.runtime = env_or("PREWARM_RUNTIME", "");
   c.registry_user = env_or("PREWARM_REGISTRY_USER", "");
   c.registry_password = env_or("PREWARM_REGISTRY_PASSWORD", "");
+  c.huge_pages = env_or("PREWARM_HUGE_PAGES", "0") == "1";
   return c;
 }
 

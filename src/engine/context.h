@@ -28,6 +28,11 @@ struct Config {
   // --runtime.
   std::string runtime;
   std::string registry_user, registry_password;  // PREWARM_REGISTRY_USER / _PASSWORD
+  // Restores fill large memory areas with transparent huge pages (RestoreOptions::huge_pages):
+  // PREWARM_HUGE_PAGES=1. Off by default: on a VM that hands free memory back to its host
+  // (free page reporting), idle memory goes back in huge-page-sized blocks and a huge-page fill
+  // then costs ~5x a 4 KiB one (bench/memory_fill.sh with IDLE_S); elsewhere it is ~0.6x.
+  bool huge_pages = false;
 };
 
 // Config from the environment (PREWARM_* variables); the fields' comments name them.

@@ -331,6 +331,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       ro.image_dir = img.dir / image::kCheckpointDir;
       ro.work_dir = criu_work;
       ro.tcp_established = img.manifest.tcp_established;
+      ro.huge_pages = ctx_.config.huge_pages;
       ro.stdio_fd = log.get();
       // The restored tasks are stopped here (direct CRIU): the app never sees the baked name.
       ro.before_resume = [&](pid_t p) {

@@ -512,6 +512,7 @@ class CriuDirect final : public Runtime {
     req.work_dir = o.work_dir;
     req.root = root;
     req.tcp_established = o.tcp_established;
+    req.huge_pages = o.huge_pages;
     // The netns is the instance's own and new: nothing outside can reach it during the
     // restore, so no iptables lock and unlock.
     req.network_lock = criu::NetworkLock::kSkip;

@@ -83,7 +83,8 @@ class Runc final : public Runtime {
     if (o.tcp_established) args.push_back("--tcp-established");
     args.push_back(id);
     auto log = o.work_dir / "runc.log";
-    PW_TRY(invoke_detached(args, log, o.stdio_fd, o.work_dir / "restore.log", "restore of " + id));
+    PW_TRY(invoke_detached(args, log, o.stdio_fd, o.work_dir / "restore.log", "restore of " + id,
+                           -1, o.huge_pages));
     auto s = state(id);
     if (!s.ok()) {
       (void)remove(id);
@@ -203,7 +204,8 @@ class Runc final : public Runtime {
   // file; when CRIU was involved, the relevant lines of its log are attached to the error.
   Status invoke_detached(std::vector<std::string> args, const std::filesystem::path& log,
                          int stdio_fd, const std::filesystem::path& criu_log,
-                         const std::string& what, int stdin_fd = -1) {
+                         const std::string& what, int stdin_fd = -1,
+                         bool huge_pages = false) {
     ::unlink(log.c_str());
     args.insert(args.begin(), {binary_, "--log", log.string(), "--log-format", "json"});
     // The CRIU prewarm checked and uses, not whichever `criu` is first on PATH.
@@ -212,6 +214,8 @@ class Runc final : public Runtime {
     SpawnOptions o;
     o.argv = args;
     o.env = {path_env()};
+    // runc hands its environment on to the criu it runs.
+    if (huge_pages) o.env.push_back(criu::kFillHugePagesEnv);
     o.stdin_fd = stdin_fd;
     o.stdout_fd = stdio_fd;
     o.stderr_fd = stdio_fd;

@@ -34,6 +34,11 @@ struct RestoreOptions {
   std::filesystem::path image_dir;
   std::filesystem::path work_dir;  // CRIU's restore.log lands here
   bool tcp_established = false;
+  // Fill the app's large private anonymous areas with transparent huge pages (CRIU_FILL_THP=1
+  // in CRIU's environment: a patch in prewarm's CRIU build; a stock CRIU ignores it). Filling
+  // is faster; the restored areas keep MADV_HUGEPAGE, so memory can grow by what the app left
+  // untouched inside each huge page.
+  bool huge_pages = false;
   // The app's stdout and stderr (a pipe at checkpoint) become this fd (e.g. the log file).
   int stdio_fd = -1;
   // Called once the tasks are restored, before they run again, with the restored init's pid

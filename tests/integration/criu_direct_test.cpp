@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -145,6 +146,8 @@ class CriuDirectTest : public ::testing::Test {
     Status st = runc_->run(id, base_ / "bake", log_w.get());
     ASSERT_TRUE(st.ok()) << st.error().to_string();
     for (int i = 0; i < 5; ++i) ASSERT_NE(http_get(*bake, "/"), "");
+    ballast_ = http_get(*bake, "/ballast");
+    ASSERT_EQ(ballast_.rfind("8 ", 0), 0u) << ballast_;
     image_ = base_ / "image";
     CheckpointOptions co;
     co.image_dir = image_;
@@ -191,6 +194,8 @@ class CriuDirectTest : public ::testing::Test {
     c.rootfs = ov.merged;
     c.argv = {"/bin/counter"};
     c.hostname = name;
+    // 8 MiB of patterned memory: large enough for huge pages, checked after restores.
+    c.env = {{"BALLAST_MB", "8"}};
     c.netns_path = ns.path;
     c.cgroups_path = "/prewarm-" + id;
     PW_TRY(write_bundle(dir, c));
@@ -237,6 +242,7 @@ class CriuDirectTest : public ::testing::Test {
   static inline std::string tag_;
   static inline stdfs::path base_;
   static inline stdfs::path image_;
+  static inline std::string ballast_;  // the counter's /ballast answer at checkpoint
   static inline std::shared_ptr<Runtime> runc_;
   static inline UniqueFd log_r_;
   std::unique_ptr<Runtime> backend_;
@@ -305,6 +311,60 @@ TEST_F(CriuDirectTest, RestoresWithStateAndIdentityBeforeResume) {
   ASSERT_TRUE(backend_->remove(id).ok());
   EXPECT_EQ(backend_->state(id).error().kind(), ErrorKind::kNotFound);
   EXPECT_FALSE(process_exists(r->pid));
+}
+
+// The VmFlags of the mapping of `pid` that is at least `min_bytes` long and anonymous ("" if none).
+std::string vm_flags_of_large_anon(pid_t pid, size_t min_bytes) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps");
+  std::string line;
+  bool in_large = false;
+  while (std::getline(in, line)) {
+    unsigned long lo = 0, hi = 0;
+    char perms[8] = {};
+    unsigned long off = 0;
+    char dev[16] = {};
+    unsigned long inode = 1;
+    if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %15s %lu", &lo, &hi, perms, &off, dev,
+                    &inode) == 6) {
+      in_large = hi - lo >= min_bytes && inode == 0 && perms[1] == 'w';
+      continue;
+    }
+    if (in_large && line.rfind("VmFlags:", 0) == 0) return line;
+  }
+  return {};
+}
+
+std::string thp_mode() {
+  auto s = fs::read_file("/sys/kernel/mm/transparent_hugepage/enabled", 256);
+  if (!s.ok()) return "";
+  auto l = s->find('['), r = s->find(']');
+  return l == std::string::npos || r == std::string::npos ? "" : s->substr(l + 1, r - l - 1);
+}
+
+// huge_pages fills large areas with transparent huge pages (prewarm's CRIU patch): the areas
+// come back MADV_HUGEPAGE ("hg") with their contents intact; without it they are as dumped.
+TEST_F(CriuDirectTest, HugePageFillKeepsMemoryIntact) {
+  if (!criu::criu_fills_huge_pages(criu::criu_binary()))
+    GTEST_SKIP() << criu::criu_binary() << " lacks prewarm's huge-page patch (run scripts/setup.sh)";
+  if (thp_mode() == "never" || thp_mode().empty())
+    GTEST_SKIP() << "transparent huge pages are off on this host";
+  for (bool huge : {false, true}) {
+    SCOPED_TRACE(huge ? "huge pages" : "4 KiB pages");
+    const std::string name = huge ? "hp1" : "hp0";
+    auto ns = instance(name);
+    ASSERT_TRUE(ns.ok()) << ns.error().to_string();
+    const std::string id = tag_ + "-" + name;
+    RestoreOptions o = options(name);
+    o.huge_pages = huge;
+    auto r = backend_->restore(id, base_ / name, o);
+    ASSERT_TRUE(r.ok()) << r.error().to_string();
+    EXPECT_EQ(http_get(*ns, "/ballast"), ballast_) << "memory restored wrong";
+    EXPECT_EQ(http_get(*ns, "/count"), "5\n");
+    std::string flags = vm_flags_of_large_anon(r->pid, 8u << 20);
+    ASSERT_NE(flags, "") << "no 8 MiB anonymous mapping in the restored counter";
+    EXPECT_EQ(flags.find(" hg") != std::string::npos, huge) << flags;
+    ASSERT_TRUE(backend_->remove(id).ok());
+  }
 }
 
 TEST_F(CriuDirectTest, RemoveOfRunningContainerLeavesNothing) {

@@ -11,9 +11,9 @@ void add_doctor(CLI::App& app, Globals& g) {
   c->callback([&g] {
     int bad = 0;
     for (const auto& check : doctor::run_doctor()) {
-      std::printf("%-4s %-17s %s\n", check.ok ? "ok" : "FAIL", check.name.c_str(),
-                  check.detail.c_str());
-      if (!check.ok) ++bad;
+      const char* verdict = check.ok ? "ok" : check.advisory ? "warn" : "FAIL";
+      std::printf("%-4s %-17s %s\n", verdict, check.name.c_str(), check.detail.c_str());
+      if (!check.ok && !check.advisory) ++bad;
     }
     if (bad) std::printf("\n%d problem(s) found.\n", bad);
     g.rc = bad ? 1 : 0;
