@@ -106,6 +106,8 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   PW_ASSIGN(spec::AppSpec spec, spec::load_spec(spec_file));
   if (!opts.name.empty()) spec.name = opts.name;
   PW_TRY(spec::check_name(spec.name, "image name"));
+  // What the app sees at bake is what the image carries: no host path is read again later.
+  PW_TRY(rootfs::inline_sources(spec.files));
   res.name = spec.name;
   auto phase = [&](const std::string& name, Stopwatch& sw) {
     double s = sw.seconds();
@@ -214,6 +216,8 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   m.tcp_established = res.tcp_established;
   m.timings_s = res.timings_s;
   PW_TRY(image::seal(staged, m));
+  // Baked here: this image may use the host directory its spec names as its base.
+  PW_TRY(images::mark_made_here(ctx, staged));
   // Into the store first: if that fails, nothing of this bake is left.
   PW_ASSIGN(store::Store image_store, images::open_store(ctx));
   PW_ASSIGN(store::PutResult put, image_store.put(staged, spec.name));

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "base/fs.h"
+#include "base/sha256.h"
 #include "images/checkpoint_image.h"
 #include "spec/names.h"
 #include "image/image.h"
@@ -64,6 +65,27 @@ Result<store::Store> open_store(const Context& ctx) {
 Result<store::PutResult> store_image(const Context& ctx, const std::string& name) {
   PW_ASSIGN(store::Store st, open_store(ctx));
   return st.put(ctx.image_dir(name), name);
+}
+
+namespace {
+
+Result<std::filesystem::path> made_here_stamp(const Context& ctx,
+                                              const std::filesystem::path& image_dir) {
+  PW_ASSIGN(std::string sha, sha256_file(image_dir / image::kManifestFile));
+  return ctx.stamps_dir() / ("made-here-" + sha);
+}
+
+}  // namespace
+
+Status mark_made_here(const Context& ctx, const std::filesystem::path& image_dir) {
+  PW_ASSIGN(std::filesystem::path stamp, made_here_stamp(ctx, image_dir));
+  return fs::write_file_atomic(stamp, "", 0600, /*durable=*/true);
+}
+
+bool made_here(const Context& ctx, const std::filesystem::path& image_dir) {
+  auto stamp = made_here_stamp(ctx, image_dir);
+  std::error_code ec;
+  return stamp.ok() && std::filesystem::exists(*stamp, ec);
 }
 
 Status ensure_unpacked(const Context& ctx, const std::string& name) {
@@ -252,7 +274,10 @@ Result<ImportResult> import_image(const Context& ctx, const stdfs::path& archive
   io.name = name;
   if (!rootfs.empty()) io.rootfs_dir = stdfs::absolute(rootfs);
   PW_ASSIGN(image::ImportedImage imported, image::import_archive(archive, ctx.image_dir(name), io));
-  auto put = store_image(ctx, name);
+  // A foreign checkpoint's manifest is written here, over the rootfs the operator named; a
+  // prewarm archive's comes from elsewhere.
+  Status marked = imported.foreign ? mark_made_here(ctx, ctx.image_dir(name)) : Status();
+  auto put = marked.ok() ? store_image(ctx, name) : Result<store::PutResult>(marked.error());
   if (!put.ok()) {
     (void)fs::remove_all(ctx.image_dir(name));
     return std::move(put).error().with_context("import " + archive.string());

@@ -21,6 +21,13 @@ Result<store::Store> open_store(const Context& ctx);
 // Adds a freshly baked (sealed) images/NAME to the store.
 Result<store::PutResult> store_image(const Context& ctx, const std::string& name);
 
+// Images whose manifest this host wrote (baked here, or a foreign checkpoint imported over a
+// rootfs the operator named) may use a host directory as their base; an image from a registry
+// or a prewarm archive may not: it could name any directory. Kept as
+// stamps/made-here-<sha256 of its manifest.json>, so replacing the image changes the answer.
+Status mark_made_here(const Context& ctx, const std::filesystem::path& image_dir);
+bool made_here(const Context& ctx, const std::filesystem::path& image_dir);
+
 // Makes sure images/NAME exists, unpacking it from the store when missing.
 Status ensure_unpacked(const Context& ctx, const std::string& name);
 

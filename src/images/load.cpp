@@ -12,22 +12,63 @@ namespace {
 
 namespace stdfs = std::filesystem;
 
-// The checkpoint expects the base rootfs it was baked on. On another node (a pulled image), a
-// tarball or debootstrap base is rebuilt from the spec's recipe; it must come out the same.
-Status ensure_rootfs(const Context& ctx, LoadedImage& img) {
-  if (stdfs::exists(img.manifest.rootfs_dir)) return {};
-  std::string what = "image " + img.name + ": its rootfs " + img.manifest.rootfs_dir;
-  if (img.spec.rootfs.kind == spec::RootfsKind::kDirectory)
-    return Error(ErrorKind::kNotFound, what + " does not exist on this host; provide that directory (the image "
-                        "was baked from it)");
-  ctx.say(what + " is not on this host; preparing it from the spec");
-  auto base = rootfs::prepare_base(img.spec.rootfs, ctx.cache_dir / "rootfs",
-                                   [&](const std::string& m) { ctx.say(m); });
+// The base the checkpoint was baked on, found from the manifest's rootfs id, never from a path
+// the image names: an image from elsewhere could name any host directory (/etc, a home) and
+// have it mounted as the container's root. A base prewarm builds (tarball, debootstrap) is
+// looked up in this host's cache by its digest; a debootstrap recipe is built if missing (the
+// recipe names packages, not host paths; the mirror is this host's). A directory base is used
+// only by images this host made (baked here, or imported over a rootfs the operator named).
+Status resolve_base(const Context& ctx, LoadedImage& img) {
+  const std::string& id = img.manifest.rootfs_id;
+  const std::string what = "image " + img.name + ": its base rootfs " + id;
+  const stdfs::path cache = ctx.cache_dir / "rootfs";
+  if (id.rfind("dir:", 0) == 0) {
+    if (!made_here(ctx, img.dir))
+      return Error(ErrorKind::kInvalidInput,
+                   what + " is a host directory, and the image was not made on this host: "
+                          "images from a registry or an archive may use only bases prewarm "
+                          "builds (a tarball or debootstrap rootfs)");
+    const std::string dir = id.substr(4);
+    if (img.manifest.rootfs_dir != dir)
+      return Error(ErrorKind::kInvalidInput,
+                   what + " does not match the directory its manifest names (" +
+                       img.manifest.rootfs_dir + ")");
+    if (!stdfs::is_directory(dir))
+      return Error(ErrorKind::kNotFound, what + " does not exist on this host; provide that "
+                                               "directory (the image was baked from it)");
+    return {};
+  }
+  auto built = rootfs::built_base_dir(id, cache);
+  if (built.ok()) {
+    img.manifest.rootfs_dir = built->string();
+    return {};
+  }
+  if (built.error().kind() != ErrorKind::kNotFound) return std::move(built).error().with_context(what);
+  const bool rebuildable = img.spec.rootfs.kind == spec::RootfsKind::kDebootstrap ||
+                           (img.spec.rootfs.kind == spec::RootfsKind::kTarball && made_here(ctx, img.dir));
+  if (!rebuildable)
+    return Error(ErrorKind::kNotFound,
+                 what + " is not in this host's rootfs cache (" + cache.string() +
+                     "); bake the image once on this host from its tarball to build it");
+  ctx.say(what + " is not on this host; building it from the spec");
+  auto base = rootfs::prepare_base(img.spec.rootfs, cache, [&](const std::string& m) { ctx.say(m); });
   if (!base.ok()) return std::move(base).error().with_context(what + " is missing");
-  if (base->id != img.manifest.rootfs_id)
-    return Error(ErrorKind::kIncompatibleHost, what + " is missing, and rebuilding it gave " + base->id + " instead of " +
-                 img.manifest.rootfs_id);
+  if (base->id != id)
+    return Error(ErrorKind::kIncompatibleHost,
+                 what + " is missing, and building it gave " + base->id + " instead");
   img.manifest.rootfs_dir = base->dir.string();
+  return {};
+}
+
+// Images carry their files' contents (bake reads every `source` in); a stored spec that still
+// names a host file would read it on whichever node starts the image.
+Status check_self_contained(const LoadedImage& img) {
+  for (const auto& f : img.spec.files)
+    if (f.source)
+      return Error(ErrorKind::kInvalidInput,
+                   "image " + img.name + ": its spec places \"" + f.path + "\" from host file " +
+                       f.source->string() +
+                       "; images must carry their files' contents (bake them with this prewarm)");
   return {};
 }
 
@@ -51,7 +92,8 @@ Result<LoadedImage> load_image(const Context& ctx, const std::string& name) {
   auto mounts = image::foreign_mounts(img.dir);
   if (!mounts.ok()) return std::move(mounts).error().with_context("image " + name);
   img.foreign_mounts = std::move(mounts).value();
-  PW_TRY(ensure_rootfs(ctx, img));
+  PW_TRY(check_self_contained(img));
+  PW_TRY(resolve_base(ctx, img));
   return img;
 }
 

@@ -6,6 +6,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -96,9 +98,19 @@ Status write_all(int fd, std::string_view data) {
   return {};
 }
 
-Status copy_from(const std::filesystem::path& source, int out_fd) {
-  UniqueFd in(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
+// A source opened for reading: a regular file only (not /dev/zero, not a FIFO that would block).
+Result<UniqueFd> open_source(const std::filesystem::path& source, struct stat& st) {
+  UniqueFd in(::open(source.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (!in.valid()) return Error::sys("open source", errno, source.string());
+  if (::fstat(in.get(), &st) != 0) return Error::sys("stat source", errno, source.string());
+  if (!S_ISREG(st.st_mode))
+    return Error(ErrorKind::kInvalidInput, "source " + source.string() + " is not a regular file");
+  return in;
+}
+
+Status copy_from(const std::filesystem::path& source, int out_fd) {
+  struct stat st {};
+  PW_ASSIGN(UniqueFd in, open_source(source, st));
   char buf[65536];
   for (;;) {
     ssize_t n = ::read(in.get(), buf, sizeof buf);
@@ -134,6 +146,39 @@ Status place_one(const spec::FileEntry& file, int root_fd) {
 }
 
 }  // namespace
+
+Status inline_sources(std::vector<spec::FileEntry>& files) {
+  size_t total = 0;
+  for (auto& file : files) {
+    if (!file.source) continue;
+    const std::string what = "file \"" + file.path + "\" (source " + file.source->string() + ")";
+    struct stat st {};
+    PW_ASSIGN(UniqueFd in, open_source(*file.source, st));
+    if (static_cast<uint64_t>(st.st_size) > kMaxInlineFileBytes)
+      return Error(ErrorKind::kInvalidInput,
+                   what + " is " + std::to_string(st.st_size) + " bytes; spec files may be at most " +
+                       std::to_string(kMaxInlineFileBytes) + " (put larger files in the rootfs)");
+    std::string content;
+    content.resize(static_cast<size_t>(st.st_size));
+    size_t got = 0;
+    while (got < content.size()) {
+      ssize_t n = ::read(in.get(), content.data() + got, content.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Error::sys("read source", errno, what);
+      if (n == 0) break;
+      got += static_cast<size_t>(n);
+    }
+    content.resize(got);  // a file that shrank while read
+    total += got;
+    if (total > kMaxInlineTotalBytes)
+      return Error(ErrorKind::kInvalidInput,
+                   "spec files add up to more than " + std::to_string(kMaxInlineTotalBytes) +
+                       " bytes at " + what + " (put larger files in the rootfs)");
+    file.content = std::move(content);
+    file.source.reset();
+  }
+  return {};
+}
 
 Status place_files(const std::vector<spec::FileEntry>& files, const std::filesystem::path& root) {
   UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));

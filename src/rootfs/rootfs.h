@@ -27,6 +27,12 @@ struct Base {
 Result<Base> prepare_base(const spec::RootfsSource& source, const std::filesystem::path& cache_dir,
                           const Progress& progress = {});
 
+// The directory of a base prewarm built ("tar:<sha256>" or "debootstrap:<key>", as Base::id)
+// in cache_dir, derived from the id alone. kNotFound if it was not built here; kInvalidInput
+// for any other id (a "dir:" base is a host path, which only the host that baked may use).
+Result<std::filesystem::path> built_base_dir(std::string_view id,
+                                             const std::filesystem::path& cache_dir);
+
 // An overlay mount: lowers (read-only, topmost first; the last is the base) + upper/work under
 // instance_dir, mounted at instance_dir/rootfs.
 struct Overlay {
@@ -51,6 +57,12 @@ Status unmount(const std::filesystem::path& merged);
 // In an upper dir, a created parent hides the mode and owner of the lower's directory of the
 // same name (e.g. /tmp's 1777), so prefer the merged view when the parents exist in the base.
 Status place_files(const std::vector<spec::FileEntry>& files, const std::filesystem::path& root);
+
+// Images carry their files: at bake every `source` (a host file; regular files only) is read
+// into `content`, so that no node ever looks up a host path an image names.
+inline constexpr size_t kMaxInlineFileBytes = 1 << 20;
+inline constexpr size_t kMaxInlineTotalBytes = 8 << 20;
+Status inline_sources(std::vector<spec::FileEntry>& files);
 
 // Archives an overlay upper dir (the app's changes, whiteouts and opaque dirs included) as tar.
 Status capture_diff(const std::filesystem::path& upper, const std::filesystem::path& tar_file);

@@ -46,6 +46,22 @@ Result<Base> prepare_directory(const spec::RootfsSource& source) {
 
 }  // namespace
 
+Result<std::filesystem::path> built_base_dir(std::string_view id,
+                                             const std::filesystem::path& cache_dir) {
+  const size_t colon = id.find(':');
+  const std::string_view kind = id.substr(0, colon == std::string_view::npos ? 0 : colon);
+  const std::string_view key = colon == std::string_view::npos ? "" : id.substr(colon + 1);
+  const bool hex = key.size() == 64 && key.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+  if ((kind != "tar" && kind != "debootstrap") || !hex)
+    return Error(ErrorKind::kInvalidInput,
+                 "rootfs id \"" + std::string(id) + "\" names no base prewarm builds");
+  std::filesystem::path dir = cache_dir / kind / key;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    return Error(ErrorKind::kNotFound, "base " + std::string(id) + " is not built on this host");
+  return dir;
+}
+
 Result<Base> prepare_base(const spec::RootfsSource& source, const std::filesystem::path& cache_dir,
                           const Progress& progress) {
   switch (source.kind) {

@@ -144,13 +144,38 @@ class DistributionTest : public ::testing::Test {
     return r.ok() ? *r : RunResult{};
   }
 
+  std::unique_ptr<TempDir> spec_dir_;
+
   std::string ref(uint16_t port, const std::string& tag = "v1") const {
     return "127.0.0.1:" + std::to_string(port) + "/prewarm/counter:" + tag;
   }
 
-  // Bakes the tiny example on node A under name_.
-  void bake_on_a() {
-    auto bake = prewarm(a_, {"bake", PREWARM_EXAMPLE_TINY_SPEC, "--name", name_});
+  // The tiny example's spec with its rootfs as a tarball (a base prewarm builds and finds by
+  // digest on any node; a directory base is not allowed to images from elsewhere) and one file
+  // taken from a host file, written to spec_dir_. The tarball is made reproducibly, so every
+  // test shares one cache entry.
+  stdfs::path tarball_spec(const std::string& host_file_text = "from-the-baking-host\n") {
+    spec_dir_ = std::make_unique<TempDir>("prewarm-dist-spec");
+    const stdfs::path dir = spec_dir_->path();
+    std::string spec = slurp(PREWARM_EXAMPLE_TINY_SPEC);
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(spec, m, std::regex("directory: \"([^\"]+)\"")));
+    auto tar = run_checked({"tar", "-C", m[1].str(), "--sort=name", "--mtime=@0", "--owner=0",
+                            "--group=0", "--numeric-owner", "-cf", (dir / "base.tar").string(),
+                            "."});
+    EXPECT_TRUE(tar.ok()) << tar.error().to_string();
+    spec = std::regex_replace(spec, std::regex("directory: \"[^\"]+\""), "tarball: \"base.tar\"");
+    spec = std::regex_replace(spec, std::regex("files:\n"),
+                              "files:\n  - path: /etc/from-host\n    source: host-file\n");
+    EXPECT_TRUE(fs::write_file(dir / "host-file", host_file_text).ok());
+    EXPECT_TRUE(fs::write_file(dir / "spec.yaml", spec).ok());
+    return dir / "spec.yaml";
+  }
+
+  // Bakes the tiny example (tarball_spec(), or `spec`) on node A under name_.
+  void bake_on_a(stdfs::path spec = {}) {
+    if (spec.empty()) spec = tarball_spec();
+    auto bake = prewarm(a_, {"bake", spec.string(), "--name", name_});
     ASSERT_EQ(code(bake), 0) << bake.err;
   }
 
@@ -250,6 +275,81 @@ TEST_F(DistributionTest, PulledCheckpointRestoresWithItsStateOnAnotherNode) {
   EXPECT_EQ(list[0]["startedBy"], "restore");
   EXPECT_EQ(list[0]["image"], pulled_);
   EXPECT_EQ(json::parse(prewarm(a_, {"ps", "--json"}).out).size(), 0u);
+}
+
+// Untrusted images (issue 8): an image from elsewhere must not reach the host. Its files are
+// the contents captured at bake, never a host path looked up again where it starts.
+TEST_F(DistributionTest, SpecFilesTravelAsContentsNotHostPaths) {
+  stdfs::path spec = tarball_spec("captured-at-bake\n");
+  bake_on_a(spec);
+  if (HasFatalFailure()) return;
+  // The host file changes after the bake: neither node may read it again.
+  ASSERT_TRUE(fs::write_file(spec.parent_path() / "host-file", "changed-later\n").ok());
+  push_from_a();
+  auto pull = pull_on_b(registry_->port());
+  ASSERT_EQ(code(pull), 0) << pull.err;
+  for (const Node* n : {&a_, &b_}) {
+    const std::string image = n == &a_ ? name_ : pulled_;
+    auto run = prewarm(*n, {"run", image, "--cold", "--json"});
+    ASSERT_EQ(code(run), 0) << run.err;
+    auto list = json::parse(run.out, nullptr, false);
+    ASSERT_TRUE(list.is_array() && list.size() == 1u) << run.out;
+    const std::string id = list[0]["id"];
+    EXPECT_EQ(slurp(n->state / "instances" / id / "rootfs" / "etc" / "from-host"),
+              "captured-at-bake\n");
+  }
+  auto inspect = prewarm(b_, {"inspect", pulled_});
+  EXPECT_EQ(inspect.out.find("host-file"), std::string::npos) << inspect.out;
+}
+
+// An image whose stored spec still names a host file (made by hand, or by an attacker) is
+// refused before anything is started; so is one whose base is a host directory, when it was
+// not made on this node.
+TEST_F(DistributionTest, ImagesFromElsewhereCannotNameHostPaths) {
+  bake_on_a(PREWARM_EXAMPLE_TINY_SPEC);  // a directory base: fine where it was baked
+  if (HasFatalFailure()) return;
+  push_from_a();
+  auto pull = pull_on_b(registry_->port());
+  ASSERT_EQ(code(pull), 0) << pull.err;
+  auto run = prewarm(b_, {"run", pulled_});
+  EXPECT_NE(code(run), 0) << run.out;
+  EXPECT_NE(run.err.find("is a host directory, and the image was not made on this host"),
+            std::string::npos) << run.err;
+  auto cold = prewarm(b_, {"run", pulled_, "--cold"});
+  EXPECT_NE(code(cold), 0) << cold.out;
+  EXPECT_EQ(json::parse(prewarm(b_, {"ps", "--json"}).out).size(), 0u);
+  auto on_a = prewarm(a_, {"run", name_});
+  EXPECT_EQ(code(on_a), 0) << on_a.err;
+
+  // A prewarm archive whose manifest's spec places /etc/hostname from the host.
+  TempDir work("prewarm-dist-tamper");
+  const stdfs::path tar = work.path() / "image.tar", tree = work.path() / "tree";
+  ASSERT_EQ(code(prewarm(a_, {"export", name_, "-o", tar.string()})), 0);
+  ASSERT_TRUE(fs::make_dirs(tree).ok());
+  ASSERT_TRUE(run_checked({"tar", "-C", tree.string(), "-xf", tar.string()}).ok());
+  const stdfs::path manifest = tree / "prewarm" / "manifest.json";
+  json m = json::parse(slurp(manifest));
+  std::string spec = m["spec"];
+  spec = std::regex_replace(spec, std::regex("rootfs:\n  directory: \"[^\"]+\""),
+                            "rootfs:\n  tarball: \"/nonexistent.tar\"");
+  spec = std::regex_replace(spec, std::regex("\nfiles:\n"),
+                            "\nfiles:\n  - path: \"/etc/leak\"\n    source: \"/etc/hostname\"\n");
+  ASSERT_NE(spec.find("/etc/leak"), std::string::npos) << spec;
+  m["spec"] = spec;
+  ASSERT_TRUE(fs::write_file(manifest, m.dump()).ok());
+  ::unlink(tar.c_str());
+  ASSERT_TRUE(run_checked({"tar", "-C", tree.string(), "-cf", tar.string(), "."}).ok());
+  auto imported = prewarm(b_, {"import", tar.string(), "--name", "tampered-" + b_.tag});
+  if (code(imported) == 0) {
+    auto tampered = prewarm(b_, {"run", "tampered-" + b_.tag, "--cold"});
+    EXPECT_NE(code(tampered), 0) << tampered.out;
+    EXPECT_NE(tampered.err.find("from host file /etc/hostname"), std::string::npos)
+        << tampered.err;
+    EXPECT_EQ(prewarm(b_, {"rmi", "tampered-" + b_.tag}).err, "");
+  } else {
+    EXPECT_NE(imported.err, "") << "refused at import, with a reason";
+  }
+  EXPECT_EQ(json::parse(prewarm(b_, {"ps", "--json"}).out).size(), 0u);
 }
 
 // The format CRI-O and Podman restore from: an ordinary OCI image, one layer holding the

@@ -67,6 +67,49 @@ TEST(PlaceFiles, WritesContentModeAndParents) {
   EXPECT_EQ(mode_of(root / "usr/local/bin/run"), 0755u);
 }
 
+// --- inline_sources: what an image carries instead of host paths ------------------------------
+
+spec::FileEntry source_file(std::string path, stdfs::path source) {
+  spec::FileEntry f;
+  f.path = std::move(path);
+  f.source = std::move(source);
+  return f;
+}
+
+TEST(InlineSources, ReadsRegularFilesIntoContent) {
+  TempDir t;
+  spit(t.path() / "a", std::string("bin\0ary", 7));
+  std::vector<spec::FileEntry> files = {source_file("/a", t.path() / "a"),
+                                        content_file("/b", "kept\n")};
+  Status st = inline_sources(files);
+  ASSERT_TRUE(st.ok()) << st.error().to_string();
+  EXPECT_FALSE(files[0].source.has_value());
+  EXPECT_EQ(files[0].content, std::string("bin\0ary", 7));
+  EXPECT_EQ(files[1].content, "kept\n");
+}
+
+TEST(InlineSources, RefusesDevicesFifosAndOversizedFiles) {
+  TempDir t;
+  ASSERT_EQ(::mkfifo((t.path() / "fifo").c_str(), 0600), 0);
+  spit(t.path() / "big", std::string(kMaxInlineFileBytes + 1, 'x'));
+  for (const stdfs::path& src : {stdfs::path("/dev/zero"), t.path() / "fifo", t.path() / "big",
+                                 t.path() / "missing"}) {
+    std::vector<spec::FileEntry> files = {source_file("/f", src)};
+    Status st = inline_sources(files);
+    ASSERT_FALSE(st.ok()) << src;
+    EXPECT_NE(st.error().message().find(src.string()), std::string::npos) << st.error().message();
+    EXPECT_TRUE(files[0].source.has_value()) << "left as it was";
+  }
+  // Files that are each small enough but too many together.
+  std::vector<spec::FileEntry> many;
+  spit(t.path() / "mib", std::string(kMaxInlineFileBytes, 'y'));
+  for (size_t i = 0; i <= kMaxInlineTotalBytes / kMaxInlineFileBytes; ++i)
+    many.push_back(source_file("/m" + std::to_string(i), t.path() / "mib"));
+  Status st = inline_sources(many);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message().find("add up to more than"), std::string::npos);
+}
+
 TEST(PlaceFiles, OverwritesAndResetsMode) {
   TempDir t;
   spit(t.path() / "etc/motd", "a much longer old content\n");
