@@ -2,6 +2,7 @@
 #include "base/fs.h"
 
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -94,6 +95,61 @@ std::string random_hex(size_t bytes) {
     out += kHex[c & 15];
   }
   return out;
+}
+
+// Field 5 of each line, with its octal escapes (\040) undone.
+std::vector<std::string> mount_points() {
+  std::vector<std::string> out;
+  auto text = read_file("/proc/self/mountinfo", 16 << 20);
+  if (!text.ok()) return out;
+  size_t start = 0;
+  while (start < text->size()) {
+    size_t nl = text->find('\n', start);
+    if (nl == std::string::npos) nl = text->size();
+    std::string_view line(text->data() + start, nl - start);
+    start = nl + 1;
+    size_t pos = 0;
+    for (int field = 0; field < 4 && pos != std::string_view::npos; ++field) {
+      pos = line.find(' ', pos);
+      if (pos != std::string_view::npos) ++pos;
+    }
+    if (pos == std::string_view::npos) continue;
+    std::string_view raw = line.substr(pos, line.find(' ', pos) - pos);
+    std::string mp;
+    for (size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '\\' && i + 3 < raw.size()) {
+        int v = 0;
+        bool octal = true;
+        for (size_t j = 1; j <= 3; ++j) {
+          char c = raw[i + j];
+          if (c < '0' || c > '7') octal = false;
+          v = v * 8 + (c - '0');
+        }
+        if (octal) {
+          mp += static_cast<char>(v);
+          i += 3;
+          continue;
+        }
+      }
+      mp += raw[i];
+    }
+    out.push_back(std::move(mp));
+  }
+  return out;
+}
+
+Status unmount_under(const std::filesystem::path& dir) {
+  const std::string prefix = dir.lexically_normal().string();
+  std::vector<std::string> below;
+  for (auto& mp : mount_points())
+    if (mp == prefix || (mp.size() > prefix.size() && mp.compare(0, prefix.size(), prefix) == 0 &&
+                         mp[prefix.size()] == '/'))
+      below.push_back(std::move(mp));
+  // Later mounts sit on top of earlier ones: undo them in reverse.
+  for (auto it = below.rbegin(); it != below.rend(); ++it)
+    if (::umount2(it->c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+      return Error::sys("unmount", errno, *it);
+  return {};
 }
 
 }  // namespace prewarm::fs

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "base/result.h"
 
@@ -20,6 +21,12 @@ Status make_dirs(const std::filesystem::path& path, mode_t mode = 0700);
 // Removes a tree; missing is fine.
 Status remove_all(const std::filesystem::path& path);
 std::string random_hex(size_t bytes);
+
+// This process's mount points (/proc/self/mountinfo), in mount order.
+std::vector<std::string> mount_points();
+// Detaches every mount at or below `dir`, deepest first (what a killed CRIU or runc left, e.g.
+// a bind-mounted root or CRIU's cgroup yard), so the tree can be removed.
+Status unmount_under(const std::filesystem::path& dir);
 
 // Removes a directory tree (staging, scratch, a temporary work dir) when it goes out of scope,
 // unless released; moving hands the duty over.

@@ -59,7 +59,7 @@ Result<Context> make_context(Config config, const std::filesystem::path& state_d
     PW_TRY(fs::make_dirs(d, 0700));
   ctx.net.bridge = config.bridge;
   ctx.net.subnet = config.subnet;
-  ctx.net.state_dir = ctx.state_dir / "net";
+  ctx.net.state_dir = net::net_state_dir(config.bridge);
   std::shared_ptr<oci::Runtime> runc = oci::make_runc(config.runc_binary);
   ctx.runtimes["runc"] = runc;
   ctx.runtimes["criu"] = oci::make_criu_direct(runc);

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <set>
 
+#include "base/fault.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "lifecycle/instance.h"
@@ -34,6 +35,7 @@ Status Instances::undo(const std::string& id, const InstanceRecord* rec) {
   // runtime does not know is fine).
   if (rec != nullptr && !rec->runtime.empty()) {
     note(ctx_.runtime_named(rec->runtime)->remove(id));
+    fault_point("rm.after_runtime");
   } else {
     std::set<oci::Runtime*> seen;
     for (const auto& [name, rt] : ctx_.runtimes)
@@ -50,6 +52,9 @@ Status Instances::undo(const std::string& id, const InstanceRecord* rec) {
       note(make_own_sandbox(ctx_.net)->destroy(id));
     }
   }
+  fault_point("rm.after_sandbox");
+  // Whatever a killed CRIU or runc left mounted inside (e.g. CRIU's cgroup yard).
+  note(fs::unmount_under(dir));
   if (problems.empty()) note(fs::remove_all(dir));
   // A bake's app log lives beside the directory (it is opened before the directory exists).
   std::error_code ec;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/clock.h"
+#include "base/fault.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "engine/app_log.h"
@@ -268,6 +269,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   oci::Runtime& rt = *ctx_.runtime;
 
   PW_ASSIGN(InstanceLock lock, InstanceLock::create(dir));
+  fault_point("run.after_lock");
   InstanceRecord rec;
   rec.id = id;
   rec.image = img.name;
@@ -305,10 +307,12 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   lap.to(t.verify_ms);
 
   PW_ASSIGN(SandboxInfo sb, seams_.sandbox->create(id));
+  fault_point("run.after_sandbox");
   adopt(rec, sb);
   lap.to(t.network_ms);
   // What undo needs is in the record before anything else is made.
   PW_TRY(save_record(dir, rec));
+  fault_point("run.after_record");
   lap.to(t.record_ms);
 
   auto rootfs = seams_.rootfs(img);
@@ -323,6 +327,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       auto criu_work = dir / "criu";
       PW_TRY(fs::make_dirs(criu_work, 0700));
       PW_ASSIGN(UniqueFd log, open_log(dir));
+      fault_point("run.after_rootfs");
       lap.to(t.prepare_ms);
       rec.state = InstanceState::kRestoring;
       PW_TRY(save_record(dir, rec));
@@ -335,6 +340,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       ro.stdio_fd = log.get();
       // The restored tasks are stopped here (direct CRIU): the app never sees the baked name.
       ro.before_resume = [&](pid_t p) {
+        fault_point("run.before_resume");
         Stopwatch sw;
         Status st = identity->apply(p);
         t.identity_ms += sw.millis();
@@ -347,6 +353,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
     };
     auto r = restore();
     if (r.ok()) {
+      fault_point("run.after_restore");
       pid = r->pid;
       restored = true;
       for (const auto& [k, v] : r->phases) t.runtime_phases[k] = v;
@@ -385,6 +392,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
     }
     lap.to(t.prepare_ms);
     PW_TRY(rt.run(id, dir, opts.stdio_fd >= 0 ? opts.stdio_fd : log.get()));
+    fault_point("run.after_cold_start");
     PW_ASSIGN(oci::ContainerState s, rt.state(id));
     pid = s.pid;
     lap.to(t.runtime_ms);

@@ -98,9 +98,21 @@ Status remove_bridge_if_unused(const Config& cfg) {
   PW_ASSIGN(UniqueFd lock, lock_bridge(cfg, true));
   PW_ASSIGN(nl::Socket sock, nl::Socket::open());
   auto fail = [&](const std::string& what) { return "remove bridge " + cfg.bridge + ": " + what; };
+  // The bridge's allocation directory goes with it when no lease is left (removing a
+  // non-empty directory fails, which is the check).
+  auto forget_leases = [&] {
+    std::error_code ec;
+    std::filesystem::remove(cfg.state_dir / "ips", ec);
+    if (std::filesystem::exists(cfg.state_dir / "ips", ec)) return;
+    std::filesystem::remove(cfg.state_dir / ("bridge-" + cfg.bridge + ".lock"), ec);
+    std::filesystem::remove(cfg.state_dir, ec);
+  };
   auto found = link::get(sock, cfg.bridge);
   if (!found.ok()) return std::move(found).error().with_context(fail("look up"));
-  if (!*found) return {};
+  if (!*found) {
+    forget_leases();
+    return {};
+  }
   if (found->value().kind != "bridge")
     return Error(fail("it is not a bridge; leaving it alone"), EINVAL);
   auto ports = link::ports_of(sock, found->value().index);
@@ -113,6 +125,7 @@ Status remove_bridge_if_unused(const Config& cfg) {
   Status st = link::remove(sock, cfg.bridge);
   if (!st.ok() && st.error().errno_value() != ENODEV)
     return std::move(st).error().with_context(fail("delete"));
+  forget_leases();
   return {};
 }
 

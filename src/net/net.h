@@ -12,8 +12,17 @@ namespace prewarm::net {
 struct Config {
   std::string bridge = "prewarm0";
   std::string subnet = "10.89.0.0/16";  // the bridge takes the first address
-  std::filesystem::path state_dir = "/var/lib/prewarm/net";  // IP allocations live here
+  // IP allocations and the bridge's lock: one directory per bridge, host-wide
+  // (net_state_dir(bridge)), so that every state dir on a bridge draws from one pool.
+  std::filesystem::path state_dir = "/run/prewarm/net/prewarm0";
 };
+
+// Where a bridge's allocations live: /run/prewarm/net/<bridge>. Under /run: instances, veths
+// and bridges do not survive a reboot, and neither do their leases.
+inline constexpr const char* kNetStateRoot = "/run/prewarm/net";
+inline std::filesystem::path net_state_dir(const std::string& bridge) {
+  return std::filesystem::path(kNetStateRoot) / bridge;
+}
 
 // (The CLI's environment overrides, PREWARM_BRIDGE and PREWARM_SUBNET, are read by
 // engine::config_from_env.)

@@ -26,7 +26,9 @@
 #include <thread>
 
 #include "base/clock.h"
+#include "base/fault.h"
 #include "base/fs.h"
+#include "base/log.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
 #include "criu/criu.h"
@@ -223,6 +225,46 @@ struct OwnState {
   stdfs::path bundle;
   std::string cgroup;  // relative path below each hierarchy
   std::string created;
+};
+
+// CRIU makes its mount scratch directory in the host's /tmp (/tmp/.criu.mntns.XXXXXX, a fixed
+// path) and leaves it there when it is killed. So criu is spawned from a thread that has a
+// mount namespace of its own, a copy of the host's (a slave: nothing mounted in it reaches the
+// host) with a fresh tmpfs on /tmp, which goes away with criu. The guard puts the thread back.
+class PrivateTmpForThread {
+ public:
+  static Result<std::unique_ptr<PrivateTmpForThread>> enter() {
+    auto g = std::unique_ptr<PrivateTmpForThread>(new PrivateTmpForThread);
+    g->host_ns_.reset(::open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC));
+    g->cwd_.reset(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!g->host_ns_.valid() || !g->cwd_.valid())
+      return Error::sys("open mount namespace", errno, "/proc/thread-self/ns/mnt");
+    // The thread's filesystem context becomes its own (and stays so): the process's other
+    // threads keep the host's namespace throughout.
+    if (::unshare(CLONE_FS | CLONE_NEWNS) != 0) return Error::sys("unshare(CLONE_NEWNS)", errno);
+    g->entered_ = true;
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0)
+      return Error::sys("mount --make-rslave /", errno);
+    if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=4m") != 0)
+      return Error::sys("mount tmpfs", errno, "/tmp");
+    return g;
+  }
+  ~PrivateTmpForThread() {
+    if (!entered_) return;
+    if (::setns(host_ns_.get(), CLONE_NEWNS) != 0) {
+      log::warn("criu restore: could not return to the host's mount namespace: " +
+                std::string(std::strerror(errno)));
+      return;
+    }
+    (void)::fchdir(cwd_.get());  // setns moved the thread to the namespace's root
+  }
+  PrivateTmpForThread(const PrivateTmpForThread&) = delete;
+  PrivateTmpForThread& operator=(const PrivateTmpForThread&) = delete;
+
+ private:
+  PrivateTmpForThread() = default;
+  UniqueFd host_ns_, cwd_;
+  bool entered_ = false;
 };
 
 class CriuDirect final : public Runtime {
@@ -565,10 +607,14 @@ class CriuDirect final : public Runtime {
       PW_ASSIGN(auto in, cg.enter_this_thread());
       joined_v1 = in->joined() > 0;
       join_ms = ms_since(t);
-      return std::shared_ptr<void>(std::move(in));
+      PW_ASSIGN(auto tmp, PrivateTmpForThread::enter());
+      using Both = std::pair<std::unique_ptr<ThreadInCgroups>, std::unique_ptr<PrivateTmpForThread>>;
+      return std::shared_ptr<void>(std::make_shared<Both>(std::move(in), std::move(tmp)));
     };
     // With cgroup v2 alone a thread cannot move by itself: move criu, before it forks.
+    pid_t criu_pid_seen = 0;
     req.before_request = [&](pid_t criu_pid) -> Status {
+      criu_pid_seen = criu_pid;
       if (joined_v1) return {};
       auto t = steady_clock::now();
       Status st = cg.add(criu_pid);
@@ -578,6 +624,8 @@ class CriuDirect final : public Runtime {
     double before_resume_ms = 0;
     req.on_notify["post-restore"] = [&](pid_t pid) -> Status {
       undo.pid = pid;
+      // The fault suite: CRIU dies with the tasks restored and stopped.
+      if (fault_armed("criu.kill_at_post_restore")) ::kill(criu_pid_seen, SIGKILL);
       if (!o.before_resume) return {};
       auto t = steady_clock::now();
       Status s = o.before_resume(pid);

@@ -4,13 +4,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <thread>
 #include <nlohmann/json.hpp>
 
+#include "base/fault.h"
 #include "base/fs.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
 #include "criu/criu.h"
+#include "oci/cgroup.h"
 #include "oci/runtime.h"
 
 namespace prewarm::oci {
@@ -151,8 +155,25 @@ class Runc final : public Runtime {
     o.argv = {binary_, "delete", "--force", id};
     o.env = {path_env()};
     PW_ASSIGN(RunResult r, run_capture(o, kRuncTimeout));
-    if (r.success() || r.err.find("does not exist") != std::string::npos) return {};
+    // runc 1.1 answers 0 (or "does not exist") for a state dir without state.json, and
+    // leaves it: what is left goes here either way.
+    if (r.success() || r.err.find("does not exist") != std::string::npos) return remove_orphan(id);
     return Error("runc delete " + id + " " + r.describe() + ": " + r.err);
+  }
+
+  // What a runc killed mid-restore leaves for an id it no longer knows (no state.json): its
+  // state dir with CRIU's root bind-mounted inside, and the cgroups CRIU restored into
+  // (named as prewarm names them, /prewarm-<id>), with whatever CRIU left running.
+  static Status remove_orphan(const std::string& id) {
+    if (id.empty() || id[0] == '.' || id.find('/') != std::string::npos)
+      return Error(ErrorKind::kInvalidInput, "invalid container id '" + id + "'");
+    // runc's default state root for root, which prewarm does not change.
+    const std::filesystem::path dir = std::filesystem::path("/run/runc") / id;
+    PW_TRY(CgroupSet("prewarm-" + id).destroy());
+    std::error_code ec;
+    if (!std::filesystem::exists(dir, ec)) return {};
+    PW_TRY(fs::unmount_under(dir));
+    return fs::remove_all(dir);
   }
 
   Result<std::vector<ContainerState>> list() override {
@@ -220,6 +241,12 @@ class Runc final : public Runtime {
     o.stdout_fd = stdio_fd;
     o.stderr_fd = stdio_fd;
     PW_ASSIGN(Child child, spawn(o));
+    // The fault suite: runc dies while it restores (CRIU, its child, runs on).
+    if (fault_armed("runc.kill_in_restore") &&
+        std::find(args.begin(), args.end(), "restore") != args.end()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      child.kill(SIGKILL);
+    }
     PW_ASSIGN(int status, child.wait(kRuncTimeout));
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
     RunResult r{status, {}, {}};

@@ -48,47 +48,6 @@ Status check_option_path(const std::filesystem::path& p) {
   return {};
 }
 
-// Mount points from /proc/self/mountinfo (field 5), with its octal escapes (\040) undone.
-std::vector<std::string> mount_points() {
-  std::vector<std::string> out;
-  auto text = fs::read_file("/proc/self/mountinfo", 16 << 20);
-  if (!text.ok()) return out;
-  size_t start = 0;
-  while (start < text->size()) {
-    size_t nl = text->find('\n', start);
-    if (nl == std::string::npos) nl = text->size();
-    std::string_view line(text->data() + start, nl - start);
-    start = nl + 1;
-    size_t pos = 0;
-    for (int field = 0; field < 4 && pos != std::string_view::npos; ++field) {
-      pos = line.find(' ', pos);
-      if (pos != std::string_view::npos) ++pos;
-    }
-    if (pos == std::string_view::npos) continue;
-    std::string_view raw = line.substr(pos, line.find(' ', pos) - pos);
-    std::string mp;
-    for (size_t i = 0; i < raw.size(); ++i) {
-      if (raw[i] == '\\' && i + 3 < raw.size()) {
-        int v = 0;
-        bool octal = true;
-        for (size_t j = 1; j <= 3; ++j) {
-          char c = raw[i + j];
-          if (c < '0' || c > '7') octal = false;
-          v = v * 8 + (c - '0');
-        }
-        if (octal) {
-          mp += static_cast<char>(v);
-          i += 3;
-          continue;
-        }
-      }
-      mp += raw[i];
-    }
-    out.push_back(std::move(mp));
-  }
-  return out;
-}
-
 // An image names its base rootfs by host path, and images come from other nodes (pulls,
 // imported archives): a crafted one must not get the host's own files as a container's root.
 Status check_lower_is_a_rootfs(const std::filesystem::path& lower,
@@ -217,7 +176,7 @@ Status unmount_all_under(const std::filesystem::path& dir) {
   const std::string root = canon.string();
   auto under = [&] {
     std::vector<std::string> hits;
-    for (auto& mp : mount_points()) {
+    for (auto& mp : fs::mount_points()) {
       if (mp == root || mp.starts_with(root + "/")) hits.push_back(mp);
     }
     // Deepest first.

@@ -33,16 +33,17 @@ class CliTest : public ::testing::Test {
     auto rm = prewarm({"rm", "--all"});
     EXPECT_EQ(rm.status, 0) << rm.err;
     EXPECT_EQ(bridge_ports("pwbr" + tag_), "") << "veths left on the bridge";
-    (void)run_checked({"ip", "link", "del", "pwbr" + tag_});
+    remove_test_bridge("pwbr" + tag_);
     EXPECT_EQ(leftovers(name_ + "-"), "");
     if (!HasFailure()) (void)fs::remove_all(state_);
   }
 
-  RunResult prewarm(std::vector<std::string> args) {
+  // The CLI with this test's environment, or `env` instead.
+  RunResult prewarm(std::vector<std::string> args, const std::vector<std::string>* env = nullptr) {
     SpawnOptions o;
     o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm"};
     o.argv.insert(o.argv.end(), args.begin(), args.end());
-    o.env = env_;
+    o.env = env != nullptr ? *env : env_;
     auto r = run_capture(o, std::chrono::minutes(5));
     EXPECT_TRUE(r.ok()) << r.error().message();
     return r.ok() ? *r : RunResult{};
@@ -99,6 +100,43 @@ TEST_F(CliTest, BakeRunPsRmRoundTrip) {
   EXPECT_EQ(code(rm_all), 0) << rm_all.err;
   EXPECT_EQ(json::parse(prewarm({"ps", "--json"}).out).size(), 0u);
   EXPECT_EQ(leftovers(name_ + "-"), "");
+}
+
+// Two state dirs on one bridge draw addresses from one pool (issue 8): distinct IPs and MACs,
+// and removing everything in one leaves the other's instance and lease alone.
+TEST_F(CliTest, TwoStateDirsOnOneBridgeGetDistinctAddresses) {
+  name_ = "counter-" + tag_;
+  const stdfs::path state2 = state_.string() + "-2";
+  std::vector<std::string> env2 = env_;
+  env2[0] = "PREWARM_STATE_DIR=" + state2.string();
+  auto prewarm_in = [&](const std::vector<std::string>& env, std::vector<std::string> args) {
+    return prewarm(std::move(args), &env);
+  };
+  std::vector<std::string> ips, macs;
+  for (const auto* env : {&env_, &env2}) {
+    auto bake = prewarm_in(*env, {"bake", PREWARM_EXAMPLE_TINY_SPEC, "--name", name_});
+    ASSERT_EQ(code(bake), 0) << bake.err;
+    auto run = prewarm_in(*env, {"run", name_, "--json"});
+    ASSERT_EQ(code(run), 0) << run.err;
+    auto started = json::parse(run.out);
+    ips.push_back(started[0]["ip"]);
+    auto link = run_checked({"ip", "-n", "pw-" + started[0]["id"].get<std::string>(), "-o",
+                             "link", "show", "eth0"});
+    ASSERT_TRUE(link.ok()) << link.error().message();
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(*link, m, std::regex("link/ether ([0-9a-f:]+)"))) << *link;
+    macs.push_back(m[1]);
+  }
+  EXPECT_NE(ips[0], ips[1]);
+  EXPECT_NE(macs[0], macs[1]);
+  auto rm2 = prewarm_in(env2, {"rm", "--all"});
+  EXPECT_EQ(code(rm2), 0) << rm2.err;
+  auto ps = json::parse(prewarm({"ps", "--json"}).out);
+  ASSERT_EQ(ps.size(), 1u);
+  EXPECT_EQ(ps[0]["ip"], ips[0]);
+  EXPECT_EQ(ps[0]["runtimeState"], "running");
+  EXPECT_TRUE(stdfs::exists(net::net_state_dir("pwbr" + tag_) / "ips" / ips[0]));
+  (void)fs::remove_all(state2);
 }
 
 TEST_F(CliTest, MalformedSpecNamesTheField) {

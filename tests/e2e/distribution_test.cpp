@@ -105,7 +105,7 @@ class DistributionTest : public ::testing::Test {
       auto rm = prewarm(*n, {"rm", "--all"});
       EXPECT_EQ(code(rm), 0) << rm.err;
       EXPECT_EQ(bridge_ports(n->bridge()), "") << "veths left on " << n->bridge();
-      (void)run_checked({"ip", "link", "del", n->bridge()});
+      remove_test_bridge(n->bridge());
       EXPECT_EQ(leftovers(n->state.filename().string()), "");
     }
     EXPECT_EQ(leftovers(name_ + "-"), "") << "left behind by instances of " << name_;

@@ -49,6 +49,12 @@ inline std::string leftovers(const std::string& marker) {
   return found;
 }
 
+// Deletes a test's bridge and its allocation directory (/run/prewarm/net/<bridge>).
+inline void remove_test_bridge(const std::string& bridge) {
+  (void)run_checked({"ip", "link", "del", bridge});
+  (void)fs::remove_all(net::net_state_dir(bridge));
+}
+
 // Ports still attached to a bridge (each one an instance's veth that was not cleaned up).
 inline std::string bridge_ports(const std::string& bridge) {
   std::string found;
@@ -83,6 +89,7 @@ class EngineTest : public ::testing::Test {
     ASSERT_TRUE(ctx.ok()) << ctx.error().to_string();
     ctx_ = std::move(ctx).value();
     ctx_.net.bridge = "pwbr" + tag_;
+    ctx_.net.state_dir = net::net_state_dir(ctx_.net.bridge);
     // A subnet of its own per test, inside the project's range, so concurrent runs can't clash.
     unsigned third = 100 + (std::stoul(tag_.substr(1), nullptr, 16) % 150);
     ctx_.net.subnet = "10.89." + std::to_string(third) + ".0/24";
