@@ -224,6 +224,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   res.stored_bytes_new = put.new_compressed_bytes;
   res.stored_bytes_total = put.total_compressed_bytes;
   res.dedup_ratio = put.dedup_ratio();
+  PW_TRY(images::record_store_digest(staged, put.manifest_digest));
   PW_TRY(install_image(ctx, staged, spec.name));
   staging.release();
   phase("seal", sw);

@@ -27,6 +27,11 @@ Config config_from_env() {
   c.registry_user = env_or("PREWARM_REGISTRY_USER", "");
   c.registry_password = env_or("PREWARM_REGISTRY_PASSWORD", "");
   c.huge_pages = env_or("PREWARM_HUGE_PAGES", "0") == "1";
+  // Whole seconds, at least 1; anything else keeps the default.
+  const std::string timeout = env_or("PREWARM_REGISTRY_TIMEOUT", "");
+  if (unsigned long s = std::strtoul(timeout.c_str(), nullptr, 10);
+      s > 0 && s <= 86400 && timeout.find_first_not_of("0123456789") == std::string::npos)
+    c.registry_timeout = std::chrono::seconds(s);
   return c;
 }
 

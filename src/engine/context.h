@@ -2,6 +2,7 @@
 // the configuration, read from the environment once (make_context) and nowhere else.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -28,6 +29,8 @@ struct Config {
   // --runtime.
   std::string runtime;
   std::string registry_user, registry_password;  // PREWARM_REGISTRY_USER / _PASSWORD
+  // A registry transfer moving under 1 KiB/s this long fails: PREWARM_REGISTRY_TIMEOUT (seconds).
+  std::chrono::seconds registry_timeout{30};
   // Restores fill large memory areas with transparent huge pages (RestoreOptions::huge_pages):
   // PREWARM_HUGE_PAGES=1. Off by default: on a VM that hands free memory back to its host
   // (free page reporting), idle memory goes back in huge-page-sized blocks and a huge-page fill

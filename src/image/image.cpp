@@ -35,7 +35,7 @@ Result<Walked> walk(const stdfs::path& dir) {
     // Lexically: the iterator's paths all start with dir (relative() would resolve every
     // component of both paths, ~20 readlinks a file, on every start).
     std::string rel = p.lexically_relative(dir).string();
-    if (rel == kManifestFile || rel == kCriuRestoreStats) continue;
+    if (rel == kManifestFile || rel == kCriuRestoreStats || rel == kStoreDigestFile) continue;
     if (!S_ISREG(st.st_mode))
       return Error("image " + dir.string() + ": " + rel +
                    " is not a regular file (images hold only regular files)");

@@ -20,6 +20,10 @@ inline constexpr const char* kHostDir = "host";
 // sealed nor verified. (Symlinked per-restore views don't work: CRIU opens images after it
 // has moved into the restored mount namespace, where absolute links dangle.)
 inline constexpr const char* kCriuRestoreStats = "checkpoint/stats-restore";
+// In an image directory that is a copy of a stored image: the store's manifest digest of what
+// it holds ("sha256:<hex>"), written when it was unpacked (or stored, for a bake), in the same
+// rename that puts the files in place. Not sealed: the store, not the manifest, vouches for it.
+inline constexpr const char* kStoreDigestFile = ".store-digest";
 
 // Digests every regular file under dir (except the manifest), fills m.files and writes
 // manifest.json (0600). The directory is made 0700: checkpoints hold the app's memory.

@@ -167,7 +167,11 @@ Status write_archive(tar::Sink sink, const stdfs::path& image_dir, const Manifes
     return {};
   };
   // CRI-O's order: checkpoint/ first (checkpointctl needs its directory entry), then metadata.
+  // prewarm's manifest comes right after that entry: an importer that has read it knows every
+  // file's size before the file's bytes arrive, and refuses any other size at once.
   PW_TRY(parents(ckpt));
+  PW_TRY(parents(own));
+  PW_TRY(w.bytes(own + kManifestFile, manifest_text, meta));
   const FileDigest* stats = nullptr;
   for (const auto& f : m.files) {
     if (!starts_with(f.path, ckpt)) continue;
@@ -183,8 +187,6 @@ Status write_archive(tar::Sink sink, const stdfs::path& image_dir, const Manifes
   for (const auto& f : m.files)
     if (f.path == kRootfsDiff) PW_TRY(w.file(kRootfsDiff, image_dir / f.path, f.size, meta));
 
-  PW_TRY(parents(own));
-  PW_TRY(w.bytes(own + kManifestFile, manifest_text, meta));
   for (const auto& f : m.files) {
     std::string name = archive_name(f.path);
     if (!starts_with(name, own)) continue;

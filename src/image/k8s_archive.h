@@ -48,7 +48,10 @@ struct ImportOptions {
   // image; prewarm needs that image's files as a directory). Ignored for prewarm exports.
   std::filesystem::path rootfs_dir;
   // Caps on what an archive may unpack to (file bytes, entries), checked before writing.
+  // import_archive lowers max_bytes to the free space where it unpacks, less a margin; a prewarm
+  // export is held to the sizes its manifest declares from the moment that is read.
   uint64_t max_bytes = uint64_t{64} << 30;
+  std::string max_bytes_reason;  // why max_bytes is what it is, for the error
   uint64_t max_entries = 100000;
   // Cap on what a gzip/zstd archive may decompress to (the tar with its headers and padding);
   // beyond it the import fails naming the archive.

@@ -3,11 +3,14 @@
 // archive is converted by k8s_foreign.cpp), and the finished image is renamed into place.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <initializer_list>
+#include <map>
+#include <optional>
 
 #include "base/fs.h"
 #include "base/unique_fd.h"
@@ -61,12 +64,61 @@ std::string entry_kind(char type) {
   }
 }
 
+// What a prewarm export's manifest (prewarm/manifest.json, which exports write before any
+// file) says the rest of the archive holds: each listed file's exact size. Top-level files
+// it does not list (config.dump, spec.dump, stats-dump) are metadata, kMaxDumpJson each.
+struct Declared {
+  std::map<std::string, uint64_t> sizes;  // archive name -> bytes
+};
+
+// Checks an entry against the manifest read before it, before a byte of it is written.
+Status check_declared(const Declared& d, const std::string& name, uint64_t size,
+                      const std::string& where) {
+  const std::string manifest = std::string(kArchivePrewarmDir) + "/" + kManifestFile;
+  if (auto it = d.sizes.find(name); it != d.sizes.end()) {
+    if (size != it->second)
+      return Error(ErrorKind::kInvalidInput,
+                   where + ": entry " + name + " has " + std::to_string(size) + " bytes, " +
+                       manifest + " declares " + std::to_string(it->second) +
+                       "; refusing it before unpacking it");
+    return {};
+  }
+  if (starts_with(name, std::string(kCheckpointDir) + "/") ||
+      starts_with(name, std::string(kArchivePrewarmDir) + "/"))
+    return Error(ErrorKind::kInvalidInput,
+                 where + ": " + name + " is not listed in " + manifest +
+                     " (the archive was modified)");
+  if (size > kMaxDumpJson)
+    return Error(ErrorKind::kInvalidInput,
+                 where + ": entry " + name + " has " + std::to_string(size) + " bytes, more than " +
+                     std::to_string(kMaxDumpJson) + " for a file " + manifest +
+                     " does not list; refusing it before unpacking it");
+  return {};
+}
+
+// Reads the manifest entry (when it is a manifest): what the entries after it may be.
+Result<std::optional<Declared>> read_declared(tar::Reader& r, const stdfs::path& dest) {
+  PW_ASSIGN(std::string text, r.read_data(kMaxManifestBytes));
+  PW_TRY(fs::write_file(dest, text, 0600));
+  auto m = parse_manifest(text);
+  if (!m.ok()) return std::optional<Declared>();  // assemble_prewarm says what is wrong
+  Declared d;
+  d.sizes[std::string(kArchivePrewarmDir) + "/" + kManifestFile] = text.size();
+  for (const auto& f : m->files) d.sizes[archive_name(f.path)] = f.size;
+  // Exports also carry checkpoint/stats-dump at the top level, where checkpointctl looks.
+  for (const auto& f : m->files)
+    if (f.path == std::string(kCheckpointDir) + "/" + kStatsDump) d.sizes[kStatsDump] = f.size;
+  return std::optional<Declared>(std::move(d));
+}
+
 // Unpacks only directories and regular files with plain relative names, counting entries and
 // bytes against the caps before anything is written.
 Result<Extracted> unpack(tar::Reader r, const stdfs::path& into, const ImportOptions& opts,
                          const std::string& where) {
   Extracted ex;
   uint64_t entries = 0;
+  std::optional<Declared> declared;
+  const std::string manifest_name = std::string(kArchivePrewarmDir) + "/" + kManifestFile;
   for (;;) {
     PW_ASSIGN(std::optional<tar::Entry> e, r.next());
     if (!e) break;
@@ -91,10 +143,14 @@ Result<Extracted> unpack(tar::Reader r, const stdfs::path& into, const ImportOpt
                    "; checkpoint archives hold only regular files and directories, refusing it");
     }
     if (name.empty()) return Error(where + ": a file entry has an empty name");
+    if (declared) PW_TRY(check_declared(*declared, name, e->size, where));
     if (e->size > opts.max_bytes || ex.bytes + e->size > opts.max_bytes)
-      return Error(where + ": unpacks to more than " + std::to_string(opts.max_bytes) +
-                   " bytes (entry " + e->name + " has " + std::to_string(e->size) +
-                   "); refusing it");
+      return Error(ErrorKind::kInvalidInput,
+                   where + ": unpacks to more than " + std::to_string(opts.max_bytes) +
+                       " bytes (entry " + e->name + " has " + std::to_string(e->size) + "; " +
+                       (opts.max_bytes_reason.empty() ? "the import limit"
+                                                      : opts.max_bytes_reason) +
+                       "); refusing it");
     ex.bytes += e->size;
     stdfs::path rel(name);
     if (rel.has_parent_path()) PW_TRY(make_tree(into, rel.parent_path().string(), where));
@@ -105,7 +161,12 @@ Result<Extracted> unpack(tar::Reader r, const stdfs::path& into, const ImportOpt
         return Error(where + ": entry " + e->name + " appears twice; refusing an ambiguous archive");
       return Error::sys("create", errno, dest.string());
     }
-    PW_TRY(r.copy_to(out.get(), dest.string()));
+    if (name == manifest_name && !declared && e->size <= kMaxManifestBytes) {
+      out.reset();
+      PW_ASSIGN(declared, read_declared(r, dest));
+    } else {
+      PW_TRY(r.copy_to(out.get(), dest.string()));
+    }
     ex.files.insert(name);
   }
   return ex;
@@ -179,6 +240,27 @@ Result<ImportedImage> assemble_prewarm(const stdfs::path& x, const Extracted& ex
 }
 
 
+// The caps, lowered to the free space where the archive unpacks, less a margin (5%, at most
+// 1 GiB): an archive too large for the disk is refused before it fills it.
+ImportOptions bounded(ImportOptions opts, const stdfs::path& dir) {
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) != 0) return opts;
+  const uint64_t avail = uint64_t{vfs.f_bavail} * vfs.f_frsize;
+  const uint64_t margin =
+      std::min<uint64_t>(uint64_t{vfs.f_blocks} * vfs.f_frsize / 20, uint64_t{1} << 30);
+  const uint64_t room = avail > margin ? avail - margin : 0;
+  if (room < opts.max_bytes) {
+    opts.max_bytes = room;
+    opts.max_bytes_reason = dir.string() + " has " + std::to_string(avail) +
+                            " bytes free, and an import leaves " + std::to_string(margin);
+  }
+  // Headers and padding: 1.5 KiB an entry at the most (a pax header, the header, padding).
+  const uint64_t framing = opts.max_entries * 1536 + (1 << 20);
+  if (opts.max_bytes + framing < opts.max_decompressed_bytes)
+    opts.max_decompressed_bytes = opts.max_bytes + framing;
+  return opts;
+}
+
 }  // namespace
 
 Result<ImportedImage> import_archive(const stdfs::path& archive, const stdfs::path& dest_image_dir,
@@ -201,7 +283,7 @@ Result<ImportedImage> import_archive(const stdfs::path& archive, const stdfs::pa
   const stdfs::path x = scratch.path() / "archive";
   const stdfs::path img = scratch.path() / "image";
 
-  PW_ASSIGN(Extracted ex, extract(archive, x, opts, where));
+  PW_ASSIGN(Extracted ex, extract(archive, x, bounded(opts, parent), where));
   if (::mkdir(img.c_str(), 0700) != 0) return Error::sys("mkdir", errno, img.string());
 
   ImportedImage out;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "base/fault.h"
 #include "base/fs.h"
 #include "base/sha256.h"
 #include "images/checkpoint_image.h"
@@ -31,6 +32,58 @@ Status stamp_unpacked(const Context& ctx, const std::string& name) {
   return {};
 }
 
+enum class UnpackedState { kCurrent, kStale, kEdited };
+
+std::string read_store_digest(const stdfs::path& dir) {
+  auto text = fs::read_file(dir / image::kStoreDigestFile, 256);
+  if (!text.ok()) return "";
+  std::string d = *text;
+  while (!d.empty() && (d.back() == '\n' || d.back() == ' ')) d.pop_back();
+  return d;
+}
+
+// Whether the unpacked copy at dir is the image the store holds: the store digest it records
+// must be the stored one (else it is stale: a crash between the index update of a pull or bake
+// and the unpacking), and its manifest.json, which vouches for every other file, must be the
+// stored one byte for byte (else it was edited). A copy without a record (a bake's, stored
+// before the record existed) is current when its manifest.json matches.
+Result<UnpackedState> check_unpacked(const stdfs::path& dir, const store::StoredImage& stored) {
+  const std::string recorded = read_store_digest(dir);
+  if (!recorded.empty() && recorded != stored.manifest_digest) return UnpackedState::kStale;
+  PW_ASSIGN(std::string sha, sha256_file(dir / image::kManifestFile));
+  if (sha == stored.manifest_json_sha256) return UnpackedState::kCurrent;
+  return recorded.empty() ? UnpackedState::kStale : UnpackedState::kEdited;
+}
+
+std::string describe_unpacked(const std::string& name, const stdfs::path& dir,
+                              const store::StoredImage& stored, UnpackedState state) {
+  if (state == UnpackedState::kEdited)
+    return "unpacked " + name + ": " + (dir / image::kManifestFile).string() +
+           " is not the manifest.json the store holds for " + stored.manifest_digest +
+           " (it was edited)";
+  std::string recorded = read_store_digest(dir);
+  return "unpacked " + name + ": " + dir.string() + " is stale (unpacked from " +
+         (recorded.empty() ? std::string("an older version") : recorded) +
+         ", the store now holds " + stored.manifest_digest + ")";
+}
+
+// Unpacked copies under images/ whose image the store no longer has (an interrupted rmi).
+// Only copies that record a store digest: a bake or import writes its copy before storing it.
+std::vector<std::string> orphaned_copies(const Context& ctx,
+                                         const std::vector<store::ListEntry>& stored) {
+  std::set<std::string> names;
+  for (const auto& e : stored) names.insert(e.name);
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(ctx.images_dir(), ec)) {
+    std::string n = e.path().filename().string();
+    if (n.empty() || n[0] == '.' || names.count(n) || !spec::check_name(n, "image name").ok())
+      continue;
+    if (!read_store_digest(e.path()).empty()) out.push_back(n);
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_json) {
@@ -43,6 +96,9 @@ Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_j
       return Error(ErrorKind::kInvalidInput, "manifest descriptor without digest or size");
     registry::Blob b;
     b.digest = d["digest"].get<std::string>();
+    if (!d["size"].is_number_unsigned())
+      return Error(ErrorKind::kInvalidInput,
+                   "manifest descriptor size " + d["size"].dump() + " is not a byte count");
     b.size = d["size"].get<uint64_t>();
     b.media_type = d.value("mediaType", "");
     if (!registry::is_valid_digest(b.digest)) return Error(ErrorKind::kInvalidInput, "bad digest " + b.digest);
@@ -64,7 +120,13 @@ Result<store::Store> open_store(const Context& ctx) {
 
 Result<store::PutResult> store_image(const Context& ctx, const std::string& name) {
   PW_ASSIGN(store::Store st, open_store(ctx));
-  return st.put(ctx.image_dir(name), name);
+  PW_ASSIGN(store::PutResult r, st.put(ctx.image_dir(name), name));
+  PW_TRY(record_store_digest(ctx.image_dir(name), r.manifest_digest));
+  return r;
+}
+
+Status record_store_digest(const stdfs::path& image_dir, const std::string& manifest_digest) {
+  return fs::write_file_atomic(image_dir / image::kStoreDigestFile, manifest_digest + "\n", 0600);
 }
 
 namespace {
@@ -88,23 +150,46 @@ bool made_here(const Context& ctx, const std::filesystem::path& image_dir) {
   return stamp.ok() && std::filesystem::exists(*stamp, ec);
 }
 
-Status ensure_unpacked(const Context& ctx, const std::string& name) {
+Result<std::string> ensure_unpacked(const Context& ctx, const std::string& name) {
   PW_TRY(spec::check_name(name, "image name"));
-  if (stdfs::exists(ctx.image_dir(name) / image::kManifestFile)) return {};
   PW_ASSIGN(store::Store st, open_store(ctx));
-  auto entries = st.list();
-  if (!entries.ok()) return std::move(entries).error();
-  bool known = false;
-  for (const auto& e : *entries) known = known || e.name == name;
-  if (!known)
+  const stdfs::path dir = ctx.image_dir(name);
+  const bool unpacked = stdfs::exists(dir / image::kManifestFile);
+  auto stored = st.stored_image(name);
+  if (!stored.ok()) {
+    if (stored.error().kind() != ErrorKind::kNotFound)
+      return std::move(stored).error().with_context("image " + name);
+    if (unpacked)
+      return Error(ErrorKind::kNotFound,
+                   "image '" + name + "' is not in the store, but its unpacked copy " +
+                       dir.string() + " is (left by an interrupted `prewarm rmi`?); refusing to "
+                       "start it. `prewarm rmi " + name + "` or `prewarm gc` removes the copy");
     return Error(ErrorKind::kNotFound, "no image named '" + name + "' (run `prewarm bake SPEC.yaml` or `prewarm pull "
                  "REGISTRY/REPO:TAG` first; `prewarm images` lists images)");
-  ctx.say("unpacking " + name + " from the store");
+  }
+  if (unpacked) {
+    PW_ASSIGN(UnpackedState state, check_unpacked(dir, *stored));
+    if (state == UnpackedState::kCurrent) return stored->manifest_digest;
+    if (state == UnpackedState::kEdited)
+      return Error(ErrorKind::kInvalidInput,
+                   describe_unpacked(name, dir, *stored, state) +
+                       "; refusing to start it. Remove " + dir.string() +
+                       " and it is unpacked again from the store");
+    ctx.say(describe_unpacked(name, dir, *stored, state) + "; unpacking it again");
+  } else {
+    ctx.say("unpacking " + name + " from the store");
+  }
   store::MaterializeOptions mo;
   mo.replace = true;
-  auto r = st.materialize(name, ctx.image_dir(name), mo);
+  auto r = st.materialize(name, dir, mo);
   if (!r.ok()) return std::move(r).error().with_context("unpacking image " + name);
-  return stamp_unpacked(ctx, name);
+  PW_TRY(stamp_unpacked(ctx, name));
+  // The index may have moved on while we unpacked: check what was unpacked.
+  PW_ASSIGN(UnpackedState state, check_unpacked(dir, *stored));
+  if (state != UnpackedState::kCurrent)
+    return Error(ErrorKind::kConflict, describe_unpacked(name, dir, *stored, state) +
+                                           " (it was replaced while being unpacked); try again");
+  return stored->manifest_digest;
 }
 
 Result<std::vector<ImageInfo>> list_images(const Context& ctx) {
@@ -131,6 +216,7 @@ Status remove_image(const Context& ctx, const std::string& name) {
   bool had_unpacked = stdfs::exists(ctx.image_dir(name));
   Status s = st.remove(name);
   if (!s.ok() && !had_unpacked) return s;
+  fault_point("rmi.after_index_update");
   return fs::remove_all(ctx.image_dir(name));
 }
 
@@ -143,6 +229,12 @@ Result<store::GcResult> collect_garbage(const Context& ctx, const std::set<std::
   go.min_blob_age = std::chrono::seconds(0);
   if (drop_partials) go.temp_file_age = std::chrono::seconds(0);
   PW_ASSIGN(store::GcResult r, st.gc(keep, go));
+  // Unpacked copies of images an interrupted rmi took out of the store.
+  PW_ASSIGN(auto entries, st.list());
+  for (const auto& n : orphaned_copies(ctx, entries)) {
+    ctx.say("removing " + ctx.image_dir(n).string() + ": its image is no longer in the store");
+    PW_TRY(fs::remove_all(ctx.image_dir(n)));
+  }
   // Scratch dirs of checkpoint-image pushes and pulls that were killed. Live ones hold a store
   // lease, so st.gc waited for them; the age check covers one that started since.
   std::error_code ec;
@@ -165,16 +257,39 @@ Result<std::string> verify_images(const Context& ctx, const std::string& name) {
                     std::to_string(report.blobs) + " blob(s), " +
                     std::to_string(report.bytes / 1000000) + " MB checked";
   std::string problems = report.describe();
+  auto problem = [&](const std::string& p) { problems += (problems.empty() ? "" : "\n") + p; };
   PW_ASSIGN(auto images, list_images(ctx));
   for (const auto& i : images) {
     if ((!name.empty() && i.name != name) || !i.unpacked) continue;
+    const stdfs::path dir = ctx.image_dir(i.name);
+    auto stored = st.stored_image(i.name);
+    if (!stored.ok()) {
+      problem(stored.error().message());
+      continue;
+    }
+    auto state = check_unpacked(dir, *stored);
+    if (!state.ok()) {
+      problem(state.error().message());
+      continue;
+    }
+    if (*state != UnpackedState::kCurrent) {
+      problem(describe_unpacked(i.name, dir, *stored, *state) +
+              (*state == UnpackedState::kStale ? " (the next run unpacks it again)" : ""));
+      continue;
+    }
     image::VerifyOptions vo;
     vo.force_full = true;
     vo.stamp_dir = ctx.stamps_dir();
-    auto m = image::open_verified(ctx.image_dir(i.name), vo);
-    if (!m.ok()) problems += (problems.empty() ? "" : "\n") + m.error().message();
+    auto m = image::open_verified(dir, vo);
+    if (!m.ok()) problem(m.error().message());
     else out += "\nunpacked " + i.name + ": ok";
   }
+  PW_ASSIGN(auto entries, st.list());
+  for (const auto& n : orphaned_copies(ctx, entries))
+    if (name.empty() || n == name)
+      problem("unpacked " + n + ": " + ctx.image_dir(n).string() +
+              " has no image in the store (left by an interrupted rmi; `prewarm rmi " + n +
+              "` or `prewarm gc` removes it)");
   if (!problems.empty())
     return Error(ErrorKind::kInvalidInput, "verification failed").with_detail(problems);
   return out;
@@ -185,6 +300,7 @@ registry::Options registry_options(const Context& ctx) {
   o.progress = [&ctx](const std::string& m) { ctx.say(m); };
   o.username = ctx.config.registry_user;
   o.password = ctx.config.registry_password;
+  o.stall_timeout = ctx.config.registry_timeout;
   return o;
 }
 
@@ -230,6 +346,17 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
   if (!blobs.ok())
     return std::move(blobs).error().with_context("pull " + ref.to_string() +
                                                  ": not a prewarm checkpoint image");
+  // What the store would refuse to read, refused before a byte of it is downloaded.
+  for (size_t i = 0; i < blobs->size(); ++i) {
+    const registry::Blob& b = (*blobs)[i];
+    const uint64_t max = i == 0 ? store::kMaxJsonBytes : store::kMaxPackBytes;
+    if (b.size > max)
+      return Error(ErrorKind::kInvalidInput,
+                   "pull " + ref.to_string() + ": its " + (i == 0 ? "config " : "layer ") +
+                       b.digest + " declares " + std::to_string(b.size) + " bytes, more than the " +
+                       std::to_string(max) + " a prewarm image's " +
+                       (i == 0 ? "config" : "pack") + " may have; refusing it before downloading");
+  }
   std::vector<registry::Blob> wanted;
   for (auto& b : *blobs) {
     if (st.has_blob(b.digest)) continue;

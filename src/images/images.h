@@ -20,6 +20,11 @@ Result<store::Store> open_store(const Context& ctx);
 
 // Adds a freshly baked (sealed) images/NAME to the store.
 Result<store::PutResult> store_image(const Context& ctx, const std::string& name);
+// Marks an image directory as the copy of the stored manifest manifest_digest
+// (image::kStoreDigestFile); an image directory stored by hand needs this before it is renamed
+// into images/.
+Status record_store_digest(const std::filesystem::path& image_dir,
+                           const std::string& manifest_digest);
 
 // Images whose manifest this host wrote (baked here, or a foreign checkpoint imported over a
 // rootfs the operator named) may use a host directory as their base; an image from a registry
@@ -28,8 +33,11 @@ Result<store::PutResult> store_image(const Context& ctx, const std::string& name
 Status mark_made_here(const Context& ctx, const std::filesystem::path& image_dir);
 bool made_here(const Context& ctx, const std::filesystem::path& image_dir);
 
-// Makes sure images/NAME exists, unpacking it from the store when missing.
-Status ensure_unpacked(const Context& ctx, const std::string& name);
+// Makes sure images/NAME is an unpacked copy of what the store holds under NAME: unpacks it
+// when missing or stale (a crash between a pull's or bake's index update and the unpacking),
+// refuses a copy whose manifest.json was edited, and refuses NAME when the store no longer has
+// it (a copy an interrupted rmi left). Returns the store's manifest digest of NAME.
+Result<std::string> ensure_unpacked(const Context& ctx, const std::string& name);
 
 struct ImageInfo {
   std::string name;
@@ -45,15 +53,16 @@ Result<std::vector<ImageInfo>> list_images(const Context& ctx);
 // Removes an image: its store entry (blobs go at gc) and its unpacked copy.
 Status remove_image(const Context& ctx, const std::string& name);
 
-// Removes store blobs no image references; blobs of images that instances were started from
-// are kept even when the image itself was removed.
-// With drop_partials, partial downloads kept for resuming pulls go too, whatever their age.
-// Removes blobs no image references, keeping those of `in_use` (manifest digests of images
-// that running instances were started from).
+// Removes store blobs no image references, keeping those of `in_use` (manifest digests of
+// images that running instances were started from), and unpacked copies of images the store
+// no longer has. With drop_partials, partial downloads kept for resuming pulls go too,
+// whatever their age.
 Result<store::GcResult> collect_garbage(const Context& ctx, const std::set<std::string>& in_use,
                                         bool drop_partials = false);
 
-// Re-hashes the store's blobs (one image, or all when name is empty) and the unpacked copies.
+// Re-hashes the store's blobs (one image, or all when name is empty) and the unpacked copies,
+// and checks that each copy is the image the store holds (not stale, manifest.json not edited,
+// not left over from a removed image).
 Result<std::string> verify_images(const Context& ctx, const std::string& name);
 
 registry::Options registry_options(const Context& ctx);

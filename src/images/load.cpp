@@ -79,9 +79,7 @@ Result<LoadedImage> load_image(const Context& ctx, const std::string& name) {
   LoadedImage img;
   img.name = name;
   img.dir = ctx.image_dir(name);
-  PW_TRY(ensure_unpacked(ctx, name));
-  PW_ASSIGN(store::Store st, open_store(ctx));
-  if (auto m = st.read_manifest(name); m.ok()) img.store_digest = m->second;
+  PW_ASSIGN(img.store_digest, ensure_unpacked(ctx, name));
   image::VerifyOptions vo;
   vo.stamp_dir = ctx.stamps_dir();
   PW_ASSIGN(img.manifest, image::open_verified(img.dir, vo));

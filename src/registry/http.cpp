@@ -15,6 +15,8 @@
 namespace prewarm::registry::http {
 namespace {
 
+constexpr long kLowSpeedBytes = 1024;
+
 std::string lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -176,9 +178,11 @@ Result<Response> Client::perform(const Request& req) {
   // flow-control windows to bulk transfers; on loopback TLS it measured slower.
   curl_easy_setopt(h, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(opts_.connect_timeout.count()));
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
-                   std::max(1L, static_cast<long>(opts_.stall_timeout.count() / 1000)));
+  // A registry that accepts and then stalls (or trickles) fails after stall_timeout, not after
+  // the whole request timeout: under kLowSpeedBytes a second for that long is a stall.
+  const long stall_s = std::max(1L, static_cast<long>(opts_.stall_timeout.count() / 1000));
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, kLowSpeedBytes);
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall_s);
   if (!req.streaming)
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(opts_.request_timeout.count()));
   if (!opts_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, opts_.ca_file.c_str());
@@ -213,6 +217,10 @@ Result<Response> Client::perform(const Request& req) {
       why += " (the server's certificate is not trusted: pass its CA certificate as ca_file)";
     else if (rc == CURLE_SSL_CONNECT_ERROR && why.find("wrong version number") != std::string::npos)
       why += " (the server may speak plain HTTP: set insecure_http)";
+    else if (rc == CURLE_OPERATION_TIMEDOUT && t.callback_error.empty())
+      why += " (the registry sent under " + std::to_string(kLowSpeedBytes) + " bytes/s for " +
+             std::to_string(stall_s) + " s, or did not answer in time; PREWARM_REGISTRY_TIMEOUT "
+             "sets the seconds a transfer may stall)";
     int err = rc == CURLE_OPERATION_TIMEDOUT ? ETIMEDOUT
               : rc == CURLE_COULDNT_CONNECT  ? ECONNREFUSED
               : !t.callback_error.empty()    ? EIO

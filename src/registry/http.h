@@ -51,7 +51,7 @@ struct Request {
 struct TransportOptions {
   std::string ca_file;
   std::chrono::milliseconds connect_timeout{10'000};
-  std::chrono::milliseconds stall_timeout{60'000};
+  std::chrono::milliseconds stall_timeout{30'000};  // under 1 KiB/s this long: a stall
   std::chrono::milliseconds request_timeout{120'000};
 };
 

@@ -2,9 +2,11 @@
 // "<path>.partial", resumed with a Range request, verified, then renamed into place.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <vector>
@@ -145,7 +147,8 @@ class BlobDownload {
           }
         }
         if (pos_ + data.size() > b_.size) {
-          rejected = "the registry sent more than the " + std::to_string(b_.size) + " bytes expected";
+          rejected = "the registry sent more than the " + std::to_string(b_.size) +
+                     " bytes the manifest declares for it";
           return false;
         }
         if (auto st = write_all(fd_.get(), data, pos_, partial_); !st.ok()) {
@@ -162,8 +165,8 @@ class BlobDownload {
       if (!write_error.ok()) return fail(std::move(write_error).error());
       if (!rejected.empty()) {
         PW_TRY(truncate());
-        PW_TRY(failed(rejected));
-        return false;
+        // Not retried: the registry serves something other than the manifest describes.
+        return fail(Error(ErrorKind::kInvalidInput, rejected + "; the download was discarded"));
       }
       if (!r.ok()) {
         if (r.error().errno_value() == EACCES) return fail(std::move(r).error());
@@ -209,6 +212,39 @@ class BlobDownload {
   bool fresh_retry_ = false;
 };
 
+// Declared sizes against opts.max_blob_bytes and the free space where the blobs go, so a
+// manifest declaring a huge blob fails before the disk fills, not after.
+Status check_sizes(const Session& s, const std::vector<Blob>& blobs) {
+  std::map<std::filesystem::path, uint64_t> needed;  // destination dir -> bytes still to come
+  for (const auto& b : blobs) {
+    if (b.size > s.opts().max_blob_bytes)
+      return Error(ErrorKind::kInvalidInput,
+                   s.what() + ": blob " + b.digest + " declares " + std::to_string(b.size) +
+                       " bytes, more than the " + std::to_string(s.opts().max_blob_bytes) +
+                       " a pull accepts; refusing it before downloading");
+    std::error_code ec;
+    uint64_t have = std::filesystem::file_size(b.path.string() + ".partial", ec);
+    needed[b.path.parent_path()] += ec || have > b.size ? b.size : b.size - have;
+  }
+  for (const auto& [dir, bytes] : needed) {
+    std::filesystem::path probe = dir;
+    std::error_code ec;
+    while (!probe.empty() && !std::filesystem::exists(probe, ec)) probe = probe.parent_path();
+    struct statvfs vfs {};
+    if (probe.empty() || ::statvfs(probe.c_str(), &vfs) != 0) continue;  // nothing to judge by
+    const uint64_t avail = uint64_t{vfs.f_bavail} * vfs.f_frsize;
+    const uint64_t margin = free_space_margin(uint64_t{vfs.f_blocks} * vfs.f_frsize);
+    if (bytes > avail || avail - bytes < margin)
+      return Error(ErrorKind::kIo,
+                   s.what() + ": its blobs need " + std::to_string(bytes) + " bytes, and " +
+                       probe.string() + " has " + std::to_string(avail) +
+                       " free (a pull leaves " + std::to_string(margin) +
+                       " free); refusing it before downloading. Free space (`prewarm gc`) first",
+                   ENOSPC);
+  }
+  return ok_status();
+}
+
 std::string strip_params(const std::string& content_type) {
   std::string t = content_type.substr(0, content_type.find(';'));
   while (!t.empty() && t.back() == ' ') t.pop_back();
@@ -216,6 +252,10 @@ std::string strip_params(const std::string& content_type) {
 }
 
 }  // namespace
+
+uint64_t free_space_margin(uint64_t filesystem_bytes) {
+  return std::min<uint64_t>(filesystem_bytes / 20, uint64_t{1} << 30);
+}
 
 Result<PulledManifest> get_manifest(const Reference& ref, const Options& opts) {
   Session s(ref, opts, "pull");
@@ -263,6 +303,7 @@ Status pull_blobs(const Reference& ref, const std::vector<Blob>& wanted, const O
     if (b.path.empty()) return Error(s.what() + ": blob " + b.digest + " has no destination", EINVAL);
     if (paths.insert(b.path).second) unique.push_back(b);
   }
+  PW_TRY(check_sizes(s, unique));
   Progress progress(s, unique);
   return s.for_each_parallel(unique.size(), [&](http::Client& c, size_t i) {
     return BlobDownload(s, c, unique[i], i, progress).run();

@@ -24,6 +24,8 @@ inline constexpr std::string_view kDockerManifestList =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 // Registries reject larger manifests; we refuse to read more than this.
 inline constexpr size_t kMaxManifestBytes = 4 << 20;
+// Space a pull leaves free on the filesystem it downloads to: 5% of it, at most 1 GiB.
+uint64_t free_space_margin(uint64_t filesystem_bytes);
 
 // HOST[:PORT]/REPO[/...](:TAG|@sha256:HEX|:TAG@sha256:HEX). The registry host is always
 // explicit: there is no implicit Docker Hub.
@@ -73,9 +75,14 @@ struct Options {
   // Throttled progress lines; called from worker threads, but never concurrently.
   std::function<void(const std::string&)> progress;
   std::chrono::milliseconds connect_timeout{10'000};
-  std::chrono::milliseconds stall_timeout{60'000};   // a transfer moving no bytes this long fails
+  // A transfer moving under 1 KiB/s this long fails (not retried by the request that stalled:
+  // it has waited that long already).
+  std::chrono::milliseconds stall_timeout{30'000};
   std::chrono::milliseconds request_timeout{120'000};  // whole request, except blob bodies
   int retries = 3;                     // per blob / request, on connection errors and 5xx
+  // pull_blobs refuses, before downloading, a blob declaring more than this, or blobs that
+  // would leave less than kFreeSpaceMargin (of the filesystem they go to) free.
+  uint64_t max_blob_bytes = uint64_t{64} << 30;
   std::chrono::milliseconds retry_backoff{200};  // doubled after each retry
   Stats* stats = nullptr;
 };
@@ -103,7 +110,9 @@ Status push(const Reference& ref, const std::vector<Blob>& blobs, const std::str
 Result<PulledManifest> get_manifest(const Reference& ref, const Options& opts);
 
 // Downloads each wanted blob (digest, size) of ref's repository to its path: first into
-// "<path>.partial" (resumed when it exists), then, once size and sha256 match, renamed.
+// "<path>.partial" (resumed when it exists), then, once size and sha256 match, renamed. Sizes
+// are checked against opts.max_blob_bytes and the free space first; a registry that sends more
+// than a blob's declared size is cut off there, and the pull fails.
 Status pull_blobs(const Reference& ref, const std::vector<Blob>& wanted, const Options& opts);
 
 }  // namespace prewarm::registry

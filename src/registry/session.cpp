@@ -77,7 +77,7 @@ Result<http::Response> Session::send(http::Client& client, http::Request req, bo
     count(&Stats::requests);
     auto r = client.perform(req);
     if (!r.ok()) {
-      if (retry && attempt < opts_.retries) {
+      if (retry && attempt < opts_.retries && r.error().errno_value() != ETIMEDOUT) {
         log::debug(what_ + ": retrying after " + r.error().message());
         backoff(++attempt);
         continue;

@@ -29,14 +29,27 @@ json descriptor_json(const Descriptor& d) {
   return {{"mediaType", d.media_type}, {"digest", d.digest}, {"size", d.size}};
 }
 
+}  // namespace
+
+Result<uint64_t> descriptor_size(const json& size, const std::string& where, uint64_t max_size) {
+  // JSON has one number type: -1 would wrap to 2^64-1, 1e3 or 7.5 are no byte counts.
+  if (!size.is_number_unsigned() || size.get<uint64_t>() > max_size)
+    return Error(ErrorKind::kInvalidInput,
+                 where + ".size: " + size.dump() + " is not a byte count from 0 to " +
+                     std::to_string(max_size));
+  return size.get<uint64_t>();
+}
+
+namespace {
+
 Result<Descriptor> parse_descriptor(const json& j, const std::string& where,
-                                    const char* media_type) {
+                                    const char* media_type, uint64_t max_size) {
   if (!j.is_object()) return Error(where + ": not an object");
   Descriptor d;
   try {
     d.media_type = j.at("mediaType").get<std::string>();
     d.digest = j.at("digest").get<std::string>();
-    d.size = j.at("size").get<uint64_t>();
+    PW_ASSIGN(d.size, descriptor_size(j.at("size"), where, max_size));
   } catch (const json::exception&) {
     return Error(where + ": mediaType, digest or size missing or of the wrong type");
   }
@@ -74,7 +87,8 @@ Result<OciManifest> parse_oci_manifest(std::string_view text) {
                  " (not a prewarm checkpoint image)");
   OciManifest m;
   if (!j.contains("config")) return Error("image manifest: config missing");
-  PW_ASSIGN(m.config, parse_descriptor(j["config"], "image manifest: config", kConfigMediaType));
+  PW_ASSIGN(m.config, parse_descriptor(j["config"], "image manifest: config", kConfigMediaType,
+                                       kMaxJsonBytes));
   if (!j.contains("layers") || !j["layers"].is_array())
     return Error("image manifest: layers is not a list");
   for (size_t i = 0; i < j["layers"].size(); ++i) {
@@ -83,7 +97,8 @@ Result<OciManifest> parse_oci_manifest(std::string_view text) {
                            ? kLegacyChunkMediaType
                            : kPackMediaType;
     PW_ASSIGN(Descriptor d,
-              parse_descriptor(l, "image manifest: layers[" + std::to_string(i) + "]", type));
+              parse_descriptor(l, "image manifest: layers[" + std::to_string(i) + "]", type,
+                               kMaxPackBytes));
     m.layers.push_back(std::move(d));
   }
   if (j.contains("annotations")) {
@@ -248,7 +263,8 @@ std::string criu_version_number(const std::string& dotted) {
 }
 
 std::map<std::string, std::string> image_annotations(const std::string& name,
-                                                     const image::Manifest& m, uint64_t raw_bytes) {
+                                                     const image::Manifest& m, uint64_t raw_bytes,
+                                                     const std::string& manifest_sha256) {
   // Go's names for the architecture, as Podman/CRI-O record it.
   std::string arch = m.host.arch == "x86_64"    ? "amd64"
                      : m.host.arch == "aarch64" ? "arm64"
@@ -264,6 +280,7 @@ std::map<std::string, std::string> image_annotations(const std::string& name,
       {kCreatedAnnotation, m.created},
       {"org.prewarm.rootfs.id", m.rootfs_id},
       {kRawSizeAnnotation, std::to_string(raw_bytes)},
+      {kManifestSha256Annotation, manifest_sha256},
   };
   if (!m.host.criu_version.empty())
     a["org.criu.checkpoint.criu.version"] = criu_version_number(m.host.criu_version);

@@ -2,6 +2,7 @@
 // atomically under the exclusive STORE/.lock; list and remove.
 #include <nlohmann/json.hpp>
 
+#include "base/fault.h"
 #include "base/fs.h"
 #include "store/internal.h"
 #include "store/store.h"
@@ -31,7 +32,8 @@ Result<std::vector<IndexEntry>> read_index(const stdfs::path& root) {
     try {
       e.media_type = m.at("mediaType").get<std::string>();
       e.digest = m.at("digest").get<std::string>();
-      e.size = m.at("size").get<uint64_t>();
+      PW_ASSIGN(e.size, descriptor_size(m.at("size"), where + "manifests[" + std::to_string(i) + "]",
+                                        kMaxJsonBytes));
       if (m.contains("artifactType")) e.artifact_type = m["artifactType"].get<std::string>();
       if (m.contains("annotations"))
         e.annotations = m["annotations"].get<std::map<std::string, std::string>>();
@@ -63,7 +65,9 @@ Status index_upsert(const stdfs::path& root, IndexEntry entry) {
   PW_ASSIGN(std::vector<IndexEntry> entries, read_index(root));
   std::erase_if(entries, [&](const IndexEntry& e) { return e.name == entry.name; });
   entries.push_back(std::move(entry));
-  return write_index(root, entries);
+  PW_TRY(write_index(root, entries));
+  fault_point("store.after_index_update");
+  return {};
 }
 
 IndexEntry make_index_entry(const std::string& name, const std::string& digest, uint64_t size,

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "base/result.h"
 #include "base/sha256.h"
 #include "base/unique_fd.h"
@@ -91,6 +93,11 @@ struct Descriptor {
   uint64_t size = 0;
 };
 
+// A descriptor's "size": a non-negative integer no larger than max_size, else an error that
+// names `where`.
+Result<uint64_t> descriptor_size(const nlohmann::json& size, const std::string& where,
+                                 uint64_t max_size);
+
 struct OciManifest {
   Descriptor config;
   std::vector<Descriptor> layers;
@@ -139,7 +146,8 @@ Result<IndexEntry> find_entry(const stdfs::path& root, const std::string& name);
 // CRIU version as checkpointctl/CRI-O/Podman write it: major*10000 + minor*100 + sublevel.
 std::string criu_version_number(const std::string& dotted);
 std::map<std::string, std::string> image_annotations(const std::string& name,
-                                                     const image::Manifest& m, uint64_t raw_bytes);
+                                                     const image::Manifest& m, uint64_t raw_bytes,
+                                                     const std::string& manifest_sha256);
 inline constexpr const char* kRawSizeAnnotation = "org.prewarm.image.raw-size";
 
 // ---- parallelism ----

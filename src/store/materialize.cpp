@@ -26,7 +26,6 @@ using namespace detail;
 // one window may load (bounds memory for images whose chunks are spread over many packs).
 constexpr uint64_t kWindowBytes = 8 << 20;
 constexpr uint64_t kWindowPackBytes = 64 << 20;
-constexpr size_t kMaxPackBytes = 64 << 20;
 
 struct Job {
   size_t file;
@@ -239,6 +238,7 @@ Result<MaterializeResult> Store::materialize(const std::string& name, const stdf
   }
   if (auto s = writer.finish_all(); !s.ok()) return std::move(s).error().with_context(where);
   PW_TRY(fs::write_file_atomic(tmp / image::kManifestFile, img.config.manifest_json, 0600));
+  PW_TRY(fs::write_file_atomic(tmp / image::kStoreDigestFile, entry.digest + "\n", 0600));
   for (const auto& d : writer.dirs()) PW_TRY(fsync_dir(d));
   PW_TRY(fsync_dir(tmp));
   if (auto s = commit(tmp, dest, opts.replace); !s.ok())

@@ -286,7 +286,7 @@ Result<PutResult> Store::put(const stdfs::path& image_dir, const std::string& na
                  "than the 16 MiB a config may have; images of this size are not supported");
   om.config = {kConfigMediaType, digest_of(config_json), config_json.size()};
   PW_TRY(write_blob(root_, om.config.digest, config_json));
-  om.annotations = image_annotations(name, m, r.raw_bytes);
+  om.annotations = image_annotations(name, m, r.raw_bytes, sha256_hex(*manifest_text));
   std::string manifest_json = to_json(om);
   r.manifest_digest = digest_of(manifest_json);
   PW_TRY(write_blob(root_, r.manifest_digest, manifest_json));

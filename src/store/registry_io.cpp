@@ -60,6 +60,23 @@ Result<std::pair<std::string, std::string>> Store::read_manifest(const std::stri
   return std::make_pair(std::move(text), e.digest);
 }
 
+Result<StoredImage> Store::stored_image(const std::string& name) const {
+  PW_ASSIGN(IndexEntry e, find_entry(root_, name));
+  auto text = detail::read_blob(root_, e.digest, static_cast<int64_t>(e.size), kMaxJsonBytes);
+  auto m = text.ok() ? parse_oci_manifest(*text) : Result<OciManifest>(text.error());
+  if (!m.ok()) return std::move(m).error().with_context("stored image " + name);
+  StoredImage out{e.digest, ""};
+  if (auto it = m->annotations.find(kManifestSha256Annotation); it != m->annotations.end()) {
+    out.manifest_json_sha256 = it->second;
+    return out;
+  }
+  // Stored before the annotation existed: from the config, which holds manifest.json.
+  auto loaded = load_image(root_, e.digest, static_cast<int64_t>(e.size));
+  if (!loaded.ok()) return std::move(loaded).error().with_context("stored image " + name);
+  out.manifest_json_sha256 = sha256_hex(loaded->config.manifest_json);
+  return out;
+}
+
 Result<std::string> Store::add_manifest(const std::string& name,
                                         const std::string& manifest_json) const {
   PW_TRY(check_name(name));
@@ -72,6 +89,12 @@ Result<std::string> Store::add_manifest(const std::string& name,
   if (!ctext.ok()) return std::move(ctext).error().with_context(where + ": config");
   auto c = parse_config(*ctext);
   if (!c.ok()) return std::move(c).error().with_context(where + ": config " + m->config.digest);
+  if (auto it = m->annotations.find(kManifestSha256Annotation);
+      it != m->annotations.end() && it->second != sha256_hex(c->manifest_json))
+    return Error(ErrorKind::kInvalidInput,
+                 where + ": its annotation " + kManifestSha256Annotation + " (" + it->second +
+                     ") is not the SHA-256 of the manifest.json its config holds (" +
+                     sha256_hex(c->manifest_json) + "); refusing an inconsistent image");
   std::map<std::string, uint64_t> layers;
   for (const auto& l : m->layers) {
     struct stat st {};

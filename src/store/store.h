@@ -37,8 +37,13 @@ inline constexpr const char* kManifestMediaType = "application/vnd.oci.image.man
 inline constexpr const char* kIndexMediaType = "application/vnd.oci.image.index.v1+json";
 inline constexpr const char* kRefNameAnnotation = "org.opencontainers.image.ref.name";
 inline constexpr const char* kCreatedAnnotation = "org.opencontainers.image.created";
+// SHA-256 (hex) of the image's manifest.json, so an unpacked copy can be checked without
+// reading the config; add_manifest refuses a manifest whose value disagrees with its config.
+inline constexpr const char* kManifestSha256Annotation = "org.prewarm.image.manifest-sha256";
 // Largest JSON document (index, manifest, config) the store parses.
 inline constexpr size_t kMaxJsonBytes = 16 << 20;
+// Largest pack (layer) the store reads; put writes ~2 MiB ones.
+inline constexpr size_t kMaxPackBytes = 64 << 20;
 
 struct PutOptions {
   int zstd_level = 3;    // see compress.cpp for the measurements behind the default
@@ -73,6 +78,12 @@ struct MaterializeResult {
   uint64_t compressed_bytes = 0;
   uint64_t files = 0;
   double seconds = 0;
+};
+
+// An indexed image as an unpacked copy is checked against.
+struct StoredImage {
+  std::string manifest_digest;       // "sha256:<hex>" of its OCI manifest
+  std::string manifest_json_sha256;  // hex SHA-256 of the image's manifest.json, byte for byte
 };
 
 struct BlobProblem {
@@ -145,7 +156,8 @@ class Store {
 
   // Rebuilds the image directory at dest_dir (files 0600, directories 0700): written into a
   // temporary directory beside it, every chunk blob and every file's SHA-256 verified, then
-  // renamed into place. dest_dir must not exist unless opts.replace.
+  // renamed into place. dest_dir must not exist unless opts.replace. The copy records the
+  // manifest digest it was rebuilt from in image::kStoreDigestFile.
   Result<MaterializeResult> materialize(const std::string& name,
                                         const std::filesystem::path& dest_dir,
                                         const MaterializeOptions& opts = {}) const;
@@ -180,6 +192,9 @@ class Store {
   Result<std::string> read_blob(const std::string& digest, size_t max_bytes = kMaxJsonBytes) const;
   // The manifest JSON text of an indexed image and its digest.
   Result<std::pair<std::string, std::string>> read_manifest(const std::string& name) const;
+  // What an unpacked copy of the image must match: an error of kind kNotFound when the store
+  // has no image of that name.
+  Result<StoredImage> stored_image(const std::string& name) const;
   // Checks the manifest (media types, config readable and consistent, every blob present with
   // its size), stores it and indexes it under name. Returns its digest.
   Result<std::string> add_manifest(const std::string& name, const std::string& manifest_json) const;

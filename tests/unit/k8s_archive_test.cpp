@@ -1,7 +1,10 @@
 // Export/import of Kubernetes/CRI-O/Podman checkpoint archives. GNU tar stands in for the other
 // side: it lists and unpacks what prewarm writes, and builds the foreign archives it reads.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+
+#include <csignal>
 
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -641,6 +644,55 @@ TEST_F(K8sArchive, RefusesHugeAndEndlessArchives) {
   auto plain = write_raw("bomb.tar", bomb);
   sh("gzip -k '" + plain.string() + "'");
   expect_refused(tmp_.path() / "bomb.tar.gz", "unpacks to more than", small);
+}
+
+// A 100 KB zstd bomb shaped like a prewarm export: its manifest (first, as exports write it)
+// lists a checkpoint file of 4 KiB, and the entry that follows claims 300 MB of zeros. It is
+// refused from that entry's header; with writes capped at 64 MiB for the import, a refusal
+// after writing would show as "File too large" instead.
+TEST_F(K8sArchive, ZstdBombIsRefusedFromTheSizesItsManifestDeclares) {
+  auto img = make_image(tmp_.path() / "img", "app");
+  const std::string manifest = slurp(img / "manifest.json");
+  auto parsed = nlohmann::json::parse(manifest);
+  std::string victim;
+  uint64_t declared = 0;
+  for (const auto& f : parsed["files"])
+    if (f["path"].get<std::string>().rfind("checkpoint/", 0) == 0) {
+      victim = f["path"];
+      declared = f["size"];
+      break;
+    }
+  ASSERT_FALSE(victim.empty()) << manifest;
+  const uint64_t claimed = uint64_t{300} << 20;
+  write_raw("head.tar", raw_entry("checkpoint/", '5', "") + raw_entry("prewarm/", '5', "") +
+                            raw_entry("prewarm/manifest.json", '0', manifest) +
+                            raw_entry(victim, '0', "", "", claimed));
+  write_raw("end.tar", raw_end());
+  const stdfs::path bomb = tmp_.path() / "bomb.tar.zst";
+  ASSERT_EQ(sh("cd '" + tmp_.path().string() + "' && { cat head.tar; head -c " +
+               std::to_string(claimed) + " /dev/zero; cat end.tar; } | zstd -q -c > bomb.tar.zst")
+                .status,
+            0);
+  EXPECT_LT(stdfs::file_size(bomb), 200u << 10);
+
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  struct rlimit capped = old;
+  capped.rlim_cur = 64 << 20;
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &capped), 0);
+  auto r = import_archive(bomb, store() / "evil", {});
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  ::signal(SIGXFSZ, old_handler);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("entry " + victim + " has " + std::to_string(claimed) +
+                                     " bytes, prewarm/manifest.json declares " +
+                                     std::to_string(declared)),
+            std::string::npos) << r.error().to_string();
+  EXPECT_EQ(r.error().kind(), ErrorKind::kInvalidInput);
+  EXPECT_FALSE(stdfs::exists(store() / "evil"));
+  if (stdfs::exists(store()))
+    for (const auto& e : stdfs::directory_iterator(store())) ADD_FAILURE() << "left: " << e.path();
 }
 
 TEST_F(K8sArchive, RefusesMalformedArchives) {

@@ -76,10 +76,12 @@ std::string flip_pages(std::string data, double share, uint64_t seed) {
 }
 
 // Files of an image directory, relative path -> content.
+// The image's files; not the store digest a materialized copy records beside them.
 std::map<std::string, std::string> contents(const stdfs::path& dir) {
   std::map<std::string, std::string> out;
   for (auto& e : stdfs::recursive_directory_iterator(dir))
-    if (e.is_regular_file()) out[stdfs::relative(e.path(), dir).string()] = slurp(e.path());
+    if (e.is_regular_file() && e.path().filename() != image::kStoreDigestFile)
+      out[stdfs::relative(e.path(), dir).string()] = slurp(e.path());
   return out;
 }
 
@@ -178,6 +180,7 @@ TEST_F(StoreTest, PutAndMaterializeRoundTripIsByteExact) {
   auto m = store().materialize("app-a", path("out/a"));
   ASSERT_TRUE(m.ok()) << m.error().to_string();
   EXPECT_EQ(contents(path("out/a")), contents(path("img-a")));
+  EXPECT_EQ(slurp(path("out/a") / image::kStoreDigestFile), r->manifest_digest + "\n");
   struct stat st {};
   ASSERT_EQ(::stat(path("out/a").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
@@ -397,6 +400,35 @@ TEST_F(StoreTest, ConfigThatDisagreesWithItsManifestIsRefused) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message().find("does not match the embedded manifest"), std::string::npos)
       << r.error().message();
+}
+
+// JSON has one number type: a size of -1 must not wrap to 2^64-1, nor may a size exceed what
+// the store reads of such a blob.
+TEST_F(StoreTest, DescriptorSizesMustBeByteCountsWithinLimits) {
+  ASSERT_TRUE(store().put(path("img-a"), "app-a").ok());
+  auto [text, digest] = *store().read_manifest("app-a");
+  const json good = json::parse(text);
+  for (auto [field, size, expected] :
+       {std::tuple<const char*, json, std::string>{"layer", -1, "size: -1 is not a byte count"},
+        {"layer", 1.5, "size: 1.5 is not a byte count"},
+        {"layer", uint64_t{1} << 30, "size: 1073741824 is not a byte count from 0 to 67108864"},
+        {"config", uint64_t{17} << 20, "size: 17825792 is not a byte count from 0 to 16777216"}}) {
+    json m = good;
+    (std::string(field) == "layer" ? m["layers"][0] : m["config"])["size"] = size;
+    auto r = store().add_manifest("app-bad", m.dump());
+    ASSERT_FALSE(r.ok()) << field << " " << size.dump();
+    EXPECT_NE(r.error().message().find(expected), std::string::npos) << r.error().message();
+    EXPECT_EQ(r.error().kind(), ErrorKind::kInvalidInput);
+  }
+  // The index's own descriptors.
+  stdfs::path index = store().root() / "index.json";
+  json j = json::parse(slurp(index));
+  j["manifests"][0]["size"] = -1;
+  spit(index, j.dump());
+  auto l = store().list();
+  ASSERT_FALSE(l.ok());
+  EXPECT_NE(l.error().message().find("manifests[0].size: -1 is not a byte count"),
+            std::string::npos) << l.error().message();
 }
 
 TEST_F(StoreTest, GcRemovesOnlyUnreferencedBlobsAndKeepsProtectedOnes) {
