@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fs.h"
 #include "base/result.h"
 #include "engine/context.h"
 #include "registry/registry.h"
@@ -38,13 +39,18 @@ Result<std::vector<ImageInfo>> list_images(const Context& ctx);
 // Removes an image: its store entry (blobs go at gc) and its unpacked copy.
 Status remove_image(const Context& ctx, const std::string& name);
 
-// Removes store blobs no image references; blobs of images that instances were started from
-// are kept even when the image itself was removed.
-// With drop_partials, partial downloads kept for resuming pulls go too, whatever their age.
-// Removes blobs no image references, keeping those of `in_use` (manifest digests of images
-// that running instances were started from).
-Result<store::GcResult> collect_garbage(const Context& ctx, const std::set<std::string>& in_use,
-                                        bool drop_partials = false);
+struct GcReport {
+  store::GcResult store;
+  // Staging dirs no live prewarm owns: left by bakes, imports, unpackings and checkpoint-image
+  // transfers that were killed.
+  fs::StaleStaging staging;
+};
+// Removes store blobs no image references, keeping those of `in_use` (manifest digests of
+// images that running instances were started from, even when the image itself was removed),
+// and the staging dirs of killed operations. With drop_partials, partial downloads kept for
+// resuming pulls go too, whatever their age.
+Result<GcReport> collect_garbage(const Context& ctx, const std::set<std::string>& in_use,
+                                 bool drop_partials = false);
 
 // Re-hashes the store's blobs (one image, or all when name is empty) and the unpacked copies.
 Result<std::string> verify_images(const Context& ctx, const std::string& name);

@@ -123,6 +123,29 @@ TEST_F(CliTest, UnknownImageAndInstanceAreClearErrors) {
   EXPECT_NE(missing_spec.err.find("/nonexistent/spec.yaml"), std::string::npos) << missing_spec.err;
 }
 
+// What killed bakes, imports and unpackings left in images/ (a bake's holds a whole checkpoint)
+// goes at gc, and gc says how much; a staging dir a live operation holds stays.
+TEST_F(CliTest, GcRemovesStagingDirsOfKilledOperations) {
+  ASSERT_EQ(code(prewarm({"images"})), 0);
+  const stdfs::path images = state_ / "images";
+  std::vector<stdfs::path> stale{images / ".bake-app-dead0001", images / ".old-app-dead0001",
+                                 images / ".import-app-dead01"};
+  for (const auto& d : stale) {
+    ASSERT_TRUE(fs::make_dirs(d / "checkpoint", 0700).ok());
+    ASSERT_TRUE(fs::write_file(d / "checkpoint" / "pages-1.img", std::string(1000, 's')).ok());
+  }
+  auto live = fs::StagingDir::create(images, ".bake-app-");
+  ASSERT_TRUE(live.ok()) << live.error().message();
+  ASSERT_TRUE(fs::write_file(live->path() / "pages-1.img", "live").ok());
+
+  auto gc = prewarm({"gc"});
+  ASSERT_EQ(code(gc), 0) << gc.err;
+  EXPECT_NE(gc.out.find("removed 3 staging dir(s)"), std::string::npos) << gc.out;
+  EXPECT_NE(gc.out.find("(3000 bytes) freed"), std::string::npos) << gc.out;
+  for (const auto& d : stale) EXPECT_FALSE(stdfs::exists(d)) << d;
+  EXPECT_TRUE(stdfs::exists(live->path() / "pages-1.img"));
+}
+
 TEST_F(CliTest, DoctorPassesOnAPreparedHost) {
   auto r = prewarm({"doctor"});
   EXPECT_EQ(code(r), 0) << r.out;
