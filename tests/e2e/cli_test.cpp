@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <csignal>
+#include <unistd.h>
 #include <thread>
 
 #include "base/fs.h"
@@ -47,6 +48,20 @@ class CliTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.error().message();
     return r.ok() ? *r : RunResult{};
   }
+
+  // prewarm as the unprivileged user nobody.
+  RunResult prewarm_as_nobody(std::vector<std::string> args) {
+    std::vector<std::string> argv{kSetpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  PREWARM_BINARY_DIR "/cmd/prewarm/prewarm"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    SpawnOptions o;
+    o.argv = std::move(argv);
+    o.env = env_;
+    auto r = run_capture(o, std::chrono::minutes(1));
+    EXPECT_TRUE(r.ok()) << r.error().message();
+    return r.ok() ? *r : RunResult{};
+  }
+  static constexpr const char* kSetpriv = "/usr/bin/setpriv";
 
   static int code(const RunResult& r) { return WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1; }
 
@@ -144,6 +159,58 @@ TEST_F(CliTest, GcRemovesStagingDirsOfKilledOperations) {
   EXPECT_NE(gc.out.find("(3000 bytes) freed"), std::string::npos) << gc.out;
   for (const auto& d : stale) EXPECT_FALSE(stdfs::exists(d)) << d;
   EXPECT_TRUE(stdfs::exists(live->path() / "pages-1.img"));
+}
+
+// Not root: the verbs that run containers say so up front and make nothing; the others say
+// the state dir is root-only, and work on a state dir of the user's own.
+TEST_F(CliTest, NonRootIsToldToRunAsRoot) {
+  if (::access(kSetpriv, X_OK) != 0) GTEST_SKIP() << kSetpriv << " is missing: cannot drop root";
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"bake", PREWARM_EXAMPLE_TINY_SPEC}, {"run", "counter"}, {"ps"},
+        {"rm", "--all"}, {"gc"}}) {
+    auto r = prewarm_as_nobody(args);
+    EXPECT_EQ(code(r), 1) << args[0];
+    EXPECT_NE(r.err.find("this command must run as root (it uses CRIU, namespaces and mounts)"),
+              std::string::npos) << args[0] << ": " << r.err;
+    EXPECT_EQ(r.err.find("chmod"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(stdfs::exists(state_)) << "made before refusing";
+
+  ASSERT_EQ(code(prewarm({"images"})), 0);  // root makes the (root-only) state dir
+  auto images = prewarm_as_nobody({"images"});
+  EXPECT_EQ(code(images), 1);
+  EXPECT_NE(images.err.find("state dir " + state_.string() + " is not accessible to uid 65534"),
+            std::string::npos) << images.err;
+  EXPECT_NE(images.err.find("run prewarm as root"), std::string::npos) << images.err;
+
+  const stdfs::path own = state_.string() + "-nobody";
+  ASSERT_TRUE(fs::make_dirs(own, 0700).ok());
+  ASSERT_EQ(::chown(own.c_str(), 65534, 65534), 0);
+  auto mine = prewarm_as_nobody({"--state-dir", own.string(), "images"});
+  EXPECT_EQ(code(mine), 0) << mine.err;
+  (void)fs::remove_all(own);
+}
+
+// A bake whose app dies before it is ready leaves nothing of its instance behind.
+TEST_F(CliTest, FailedBakeLeavesNoInstanceBehind) {
+  name_ = "dies-" + tag_;
+  ASSERT_TRUE(fs::make_dirs(state_).ok());
+  const auto rootfs = stdfs::path(PREWARM_EXAMPLE_TINY_SPEC).parent_path() / "rootfs";
+  auto spec = state_ / "dies.yaml";
+  ASSERT_TRUE(fs::write_file(spec, "name: " + name_ + "\nrootfs: {directory: \"" +
+                                       rootfs.string() +
+                                       "\"}\ncommand: [\"/bin/sh\", \"-c\", \"exit 3\"]\n"
+                                       "readinessProbe:\n  tcpSocket: {port: 8080}\n"
+                                       "  periodMilliseconds: 10\n  failureThreshold: 50\n")
+                  .ok());
+  auto bake = prewarm({"bake", spec.string()});
+  EXPECT_EQ(code(bake), 1) << bake.out;
+  std::string left;
+  for (const auto& e : stdfs::directory_iterator(state_ / "instances"))
+    left += e.path().filename().string() + " ";
+  EXPECT_EQ(left, "") << bake.err;
+  for (const auto& e : stdfs::directory_iterator(state_ / "images"))
+    ADD_FAILURE() << "left in images/: " << e.path();
 }
 
 TEST_F(CliTest, DoctorPassesOnAPreparedHost) {
