@@ -133,6 +133,7 @@ Result<GcReport> collect_garbage(const Context& ctx, const std::set<std::string>
 }
 
 Result<std::string> verify_images(const Context& ctx, const std::string& name) {
+  if (!name.empty()) PW_TRY(spec::check_name(name, "image name"));
   PW_ASSIGN(store::Store st, open_store(ctx));
   PW_ASSIGN(store::VerifyReport report, name.empty() ? st.verify_all() : st.verify(name));
   std::string out = "store: " + std::to_string(report.images) + " image(s), " +
@@ -164,6 +165,7 @@ registry::Options registry_options(const Context& ctx) {
 
 Status push_image(const Context& ctx, const std::string& name, const std::string& ref_text,
                   const registry::Options& opts) {
+  PW_TRY(spec::check_name(name, "image name"));
   PW_ASSIGN(registry::Reference ref, registry::parse_reference(ref_text));
   PW_ASSIGN(store::Store st, open_store(ctx));
   PW_ASSIGN(store::Lease lease, st.lease());

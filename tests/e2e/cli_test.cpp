@@ -213,6 +213,31 @@ TEST_F(CliTest, FailedBakeLeavesNoInstanceBehind) {
     ADD_FAILURE() << "left in images/: " << e.path();
 }
 
+// Image names are checked before any path is made of them.
+TEST_F(CliTest, InvalidImageNamesAreRefusedBeforeAnyPathIsBuilt) {
+  ASSERT_TRUE(fs::make_dirs(state_ / "images").ok());
+  // Bait a path escape would find: a manifest one level above images/.
+  ASSERT_TRUE(fs::write_file(state_ / "manifest.json", "{}").ok());
+  for (const std::string bad : {"../x", "/etc", "a/b", "..", "../../../../etc"}) {
+    const std::string out = (state_ / "out.tar").string();
+    for (std::vector<std::string> args :
+         {std::vector<std::string>{"inspect", bad}, {"rmi", bad}, {"run", bad},
+          {"export", bad, "-o", out}, {"push", bad, "localhost:1/x:y", "--plain-http"},
+          {"verify", bad}}) {
+      auto r = prewarm(args);
+      SCOPED_TRACE(args[0] + " " + bad);
+      EXPECT_EQ(code(r), 1);
+      EXPECT_NE(r.err.find("image name must be lowercase letters, digits and '-'"),
+                std::string::npos) << r.err;
+      EXPECT_NE(r.err.find("'" + bad + "'"), std::string::npos) << r.err;
+      EXPECT_FALSE(stdfs::exists(out));
+    }
+  }
+  EXPECT_TRUE(stdfs::exists(state_ / "manifest.json"));
+  EXPECT_FALSE(stdfs::exists(state_ / "x"));
+  EXPECT_FALSE(stdfs::exists(state_ / "images" / "a"));
+}
+
 TEST_F(CliTest, DoctorPassesOnAPreparedHost) {
   auto r = prewarm({"doctor"});
   EXPECT_EQ(code(r), 0) << r.out;
