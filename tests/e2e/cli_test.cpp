@@ -1,11 +1,13 @@
 // The prewarm CLI as a user runs it: bake, run, ps, rm, images, inspect, doctor, and its
 // errors. Each test has its own state dir, bridge and subnet.
 #include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
+#include <csignal>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <regex>
-#include <csignal>
-#include <unistd.h>
 #include <thread>
 
 #include "base/fs.h"
@@ -236,6 +238,46 @@ TEST_F(CliTest, InvalidImageNamesAreRefusedBeforeAnyPathIsBuilt) {
   EXPECT_TRUE(stdfs::exists(state_ / "manifest.json"));
   EXPECT_FALSE(stdfs::exists(state_ / "x"));
   EXPECT_FALSE(stdfs::exists(state_ / "images" / "a"));
+}
+
+// The disk fills up while CRIU dumps: the error carries CRIU's reason and log lines, and names no
+// file the failed bake's cleanup deleted; nothing of the bake is left.
+TEST_F(CliTest, DumpOnAFullDiskSaysWhyAndPointsToNoDeletedLog) {
+  name_ = "full-" + tag_;
+  ASSERT_TRUE(fs::make_dirs(state_, 0700).ok());
+  ASSERT_EQ(::mount("pwfull", state_.c_str(), "tmpfs", 0, "size=16m,mode=0700"), 0)
+      << std::strerror(errno);
+  struct Unmount {
+    stdfs::path dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{state_};
+  const auto rootfs = stdfs::path(PREWARM_EXAMPLE_TINY_SPEC).parent_path() / "rootfs";
+  auto spec = stdfs::path("/var/tmp") / (name_ + ".yaml");
+  // The warm-up fills the state dir through the app's overlay (it is on the tmpfs) but for
+  // 64 KiB, more than CRIU's log needs and less than the app's pages.
+  ASSERT_TRUE(fs::write_file(spec, "name: " + name_ + "\nrootfs: {directory: \"" + rootfs.string() +
+                                       "\"}\ncommand: [\"/bin/counter\"]\n"
+                                       "ports: [{name: http, containerPort: 8080}]\n"
+                                       "readinessProbe:\n  httpGet: {path: /healthz, port: http}\n"
+                                       "  periodMilliseconds: 10\n  failureThreshold: 500\n"
+                                       "warmup:\n  - exec:\n      command: [\"/bin/sh\", \"-c\", "
+                                       "\"head -c 65536 /dev/zero > /tmp/slack; dd if=/dev/zero "
+                                       "of=/tmp/fill bs=65536 2>/dev/null; rm /tmp/slack; true\"]\n")
+                  .ok());
+  fs::RemoveOnExit spec_guard(spec);
+  auto bake = prewarm({"bake", spec.string()});
+  EXPECT_EQ(code(bake), 1) << bake.out;
+  EXPECT_NE(bake.err.find("checkpoint of " + name_), std::string::npos) << bake.err;
+  EXPECT_NE(bake.err.find("No space left on device"), std::string::npos) << bake.err;
+  EXPECT_NE(bake.err.find("dump.log"), std::string::npos) << bake.err;
+  // Every path under the state dir the error names must still be there.
+  std::regex path_re(std::regex_replace(state_.string(), std::regex("[.]"), "\\.") +
+                     "/[^ :\n]*");
+  for (std::sregex_iterator it(bake.err.begin(), bake.err.end(), path_re), end; it != end; ++it)
+    EXPECT_TRUE(stdfs::exists(it->str())) << "the error points to " << it->str()
+                                          << ", which is gone:\n" << bake.err;
+  EXPECT_TRUE(stdfs::is_empty(state_ / "instances")) << bake.err;
+  EXPECT_TRUE(stdfs::is_empty(state_ / "images")) << bake.err;
 }
 
 TEST_F(CliTest, DoctorPassesOnAPreparedHost) {
