@@ -71,7 +71,8 @@ class StagingDir {
   void release() { remove_ = false; }
 
  private:
-  StagingDir(std::filesystem::path path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+  StagingDir(std::filesystem::path path, UniqueFd fd)
+      : path_(std::move(path)), fd_(std::move(fd)) {}
   std::filesystem::path path_;
   UniqueFd fd_;  // holds the flock
   bool remove_ = true;

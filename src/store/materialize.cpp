@@ -162,8 +162,8 @@ Result<MaterializeResult> Store::materialize(const std::string& name, const stdf
   if (std::error_code ec; !stdfs::exists(dest.parent_path(), ec))
     PW_TRY(fs::make_dirs(dest.parent_path(), 0700));
   // Locked while this lives (a gc of images/ leaves it alone), removed unless renamed into place.
-  PW_ASSIGN(fs::StagingDir guard,
-            fs::StagingDir::create(dest.parent_path(), "." + dest.filename().string() + kTempPrefix));
+  const std::string prefix = "." + dest.filename().string() + kTempPrefix;
+  PW_ASSIGN(fs::StagingDir guard, fs::StagingDir::create(dest.parent_path(), prefix));
   const stdfs::path tmp = guard.path();
 
   std::vector<Job> jobs;

@@ -56,7 +56,8 @@ std::vector<stdfs::path> staging_of_a_killed_process(const Context& ctx, size_t 
   ::close(pipefd[1]);
   std::string out;
   char buf[4096];
-  for (ssize_t n; (n = ::read(pipefd[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = ::read(pipefd[0], buf, sizeof buf)) > 0;)
+    out.append(buf, static_cast<size_t>(n));
   ::close(pipefd[0]);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -73,7 +74,8 @@ TEST_F(ImagesGcTest, RemovesStagingDirsOfKilledOperationsAndKeepsLiveOnes) {
   for (const auto& d : stale) ASSERT_TRUE(stdfs::exists(d / "pages-1.img")) << d;
   // A bake and an import in progress (this process holds their locks), and an installed image.
   std::optional<fs::StagingDir> live_bake, live_import;
-  for (auto [held, prefix] : {std::pair{&live_bake, ".bake-app-"}, {&live_import, ".import-app-"}}) {
+  for (auto [held, prefix] :
+       {std::pair{&live_bake, ".bake-app-"}, {&live_import, ".import-app-"}}) {
     auto d = fs::StagingDir::create(ctx_->images_dir(), prefix);
     ASSERT_TRUE(d.ok()) << d.error().message();
     ASSERT_TRUE(fs::write_file(d->path() / "pages-1.img", "live").ok());

@@ -9,7 +9,8 @@ namespace prewarm::cli {
 
 void add_gc(CLI::App& app, Globals& g) {
   auto partials = std::make_shared<bool>(false);
-  auto* c = app.add_subcommand("gc", "remove store blobs no image references, and what killed operations left");
+  auto* c = app.add_subcommand(
+      "gc", "remove store blobs no image references, and what killed operations left");
   c->add_flag("--partials", *partials,
               "also remove partial downloads kept for resuming interrupted pulls");
   c->callback([&g, partials] {
