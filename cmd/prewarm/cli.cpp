@@ -1,6 +1,8 @@
 // Shared CLI plumbing.
 #include "cli.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 
 #include "base/log.h"
@@ -15,6 +17,10 @@ int fail(const Error& e) {
 }
 
 Result<engine::Context> open_context(const Globals& g, bool quiet, Recover recover) {
+  // Said before anything is made: otherwise the first chmod or mount would fail obscurely.
+  if (recover == Recover::kYes && ::geteuid() != 0)
+    return Error(ErrorKind::kPermissionDenied,
+                 "this command must run as root (it uses CRIU, namespaces and mounts)");
   engine::Config config = engine::config_from_env();
   if (!g.runtime.empty()) config.runtime = g.runtime;
   PW_ASSIGN(engine::Context ctx, engine::make_context(std::move(config), g.state_dir));

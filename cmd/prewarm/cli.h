@@ -23,7 +23,8 @@ int fail(const Error& e);
 
 enum class Recover { kNo, kYes };
 // The context from the environment and the global flags. With Recover::kYes, instances a
-// crashed prewarm left half-made are undone first (a note on stderr says which).
+// crashed prewarm left half-made are undone first (a note on stderr says which); the verbs that
+// ask for it run containers, so they need root, and a non-root user is refused up front.
 Result<engine::Context> open_context(const Globals& g, bool quiet = false,
                                      Recover recover = Recover::kNo);
 

@@ -40,18 +40,22 @@ uint64_t tree_bytes(const stdfs::path& dir) {
 // Moves a finished image into place; an existing image of that name is replaced.
 Status install_image(const Context& ctx, const stdfs::path& staged, const std::string& name) {
   auto final_dir = ctx.image_dir(name);
-  stdfs::path old;
+  // Locked while it is moved aside and deleted, so gc leaves it to us.
+  std::optional<fs::StagingDir> old;
   if (stdfs::exists(final_dir)) {
-    old = ctx.images_dir() / (".old-" + name + "-" + fs::random_hex(4));
-    if (::rename(final_dir.c_str(), old.c_str()) != 0)
-      return Error::sys("rename", errno, final_dir.string());
+    PW_ASSIGN(fs::StagingDir aside,
+              fs::StagingDir::move_aside(
+                  final_dir, ctx.images_dir() / (".old-" + name + "-" + fs::random_hex(4))));
+    old.emplace(std::move(aside));
   }
   if (::rename(staged.c_str(), final_dir.c_str()) != 0) {
     int err = errno;
-    if (!old.empty()) (void)::rename(old.c_str(), final_dir.c_str());
+    if (old) {
+      (void)old->rename_to(final_dir);
+      old->release();
+    }
     return Error::sys("rename", err, staged.string());
   }
-  if (!old.empty()) (void)fs::remove_all(old);
   return {};
 }
 
@@ -183,9 +187,10 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   }
   phase("quiesce", sw);
 
-  auto staged = ctx.images_dir() / (".bake-" + spec.name + "-" + fs::random_hex(4));
-  PW_TRY(fs::make_dirs(staged, 0700));
-  fs::RemoveOnExit staging(staged);
+  // Locked while this bake lives: gc removes it only once the bake is gone.
+  PW_ASSIGN(fs::StagingDir staging,
+            fs::StagingDir::create(ctx.images_dir(), ".bake-" + spec.name + "-"));
+  const stdfs::path staged = staging.path();
   PW_TRY(fs::make_dirs(staged / image::kCheckpointDir, 0700));
   PW_TRY(fs::make_dirs(staged / image::kHostDir, 0700));
   PW_TRY(criu::cpuinfo_dump(staged / image::kHostDir));

@@ -2,6 +2,7 @@
 #include "base/fs.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -150,6 +151,102 @@ Status unmount_under(const std::filesystem::path& dir) {
     if (::umount2(it->c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
       return Error::sys("unmount", errno, *it);
   return {};
+}
+
+namespace {
+
+// Locks an open directory; then checks that `path` still names it, since whoever held the lock
+// may have removed or renamed it meanwhile (kNotFound). kUnavailable: another holds it (only
+// without wait).
+Result<UniqueFd> lock_dir(UniqueFd fd, const std::filesystem::path& path, bool wait) {
+  while (::flock(fd.get(), LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+    if (errno == EWOULDBLOCK && !wait)
+      return Error(ErrorKind::kUnavailable, path.string() + " is locked by a live operation");
+    if (errno != EINTR) return Error::sys("flock", errno, path.string());
+  }
+  struct stat held {}, now {};
+  if (::fstat(fd.get(), &held) != 0) return Error::sys("fstat", errno, path.string());
+  if (::lstat(path.c_str(), &now) != 0 || held.st_ino != now.st_ino ||
+      held.st_dev != now.st_dev || held.st_nlink == 0)
+    return Error(ErrorKind::kNotFound, path.string() + " was removed or moved meanwhile");
+  return fd;
+}
+
+Result<UniqueFd> open_dir(const std::filesystem::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) return Error::sys("open", errno, path.string());
+  return fd;
+}
+
+uint64_t tree_bytes(const std::filesystem::path& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (std::filesystem::recursive_directory_iterator it(dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode))
+      total += static_cast<uint64_t>(st.st_size);
+  }
+  return total;
+}
+
+}  // namespace
+
+Result<StagingDir> StagingDir::create(const std::filesystem::path& dir, const std::string& prefix) {
+  // A gc may take the lock of the fresh, empty directory before its maker does and remove it:
+  // then the maker finds it gone and tries another name.
+  for (int attempt = 0;; ++attempt) {
+    std::filesystem::path path = dir / (prefix + random_hex(4));
+    if (::mkdir(path.c_str(), 0700) != 0) {
+      if (errno == EEXIST && attempt < 3) continue;
+      return Error::sys("mkdir", errno, path.string());
+    }
+    auto fd = open_dir(path);
+    if (!fd.ok() && fd.error().errno_value() == ENOENT && attempt < 3) continue;
+    if (!fd.ok()) return std::move(fd).error();
+    auto locked = lock_dir(std::move(fd).value(), path, true);
+    if (!locked.ok() && locked.error().kind() == ErrorKind::kNotFound && attempt < 3) continue;
+    if (!locked.ok()) return std::move(locked).error();
+    return StagingDir(std::move(path), std::move(locked).value());
+  }
+}
+
+Result<StagingDir> StagingDir::move_aside(const std::filesystem::path& from,
+                                          const std::filesystem::path& to) {
+  PW_ASSIGN(UniqueFd fd, open_dir(from));
+  PW_ASSIGN(UniqueFd locked, lock_dir(std::move(fd), from, true));
+  if (::rename(from.c_str(), to.c_str()) != 0) return Error::sys("rename", errno, from.string());
+  return StagingDir(to, std::move(locked));
+}
+
+Status StagingDir::rename_to(const std::filesystem::path& to) {
+  if (::rename(path_.c_str(), to.c_str()) != 0) return Error::sys("rename", errno, path_.string());
+  path_ = to;
+  return {};
+}
+
+Result<StaleStaging> remove_stale_staging(const std::filesystem::path& dir,
+                                          const std::vector<std::string>& prefixes) {
+  StaleStaging out;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::filesystem::path& p = it->path();
+    std::string name = p.filename().string();
+    bool staging = false;
+    for (const auto& prefix : prefixes) staging = staging || name.rfind(prefix, 0) == 0;
+    struct stat st {};
+    if (!staging || ::lstat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+    auto fd = open_dir(p);
+    if (!fd.ok()) continue;  // gone meanwhile
+    auto locked = lock_dir(std::move(fd).value(), p, false);
+    if (!locked.ok()) continue;  // a live operation's, or gone meanwhile
+    uint64_t bytes = tree_bytes(p);
+    PW_TRY(fs::remove_all(p));  // under the lock
+    ++out.dirs;
+    out.bytes += bytes;
+  }
+  if (ec && ec.value() != ENOENT) return Error::sys("read", ec.value(), dir.string());
+  return out;
 }
 
 }  // namespace prewarm::fs

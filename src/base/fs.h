@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/unique_fd.h"
 
 namespace prewarm::fs {
 
@@ -46,5 +47,50 @@ class RemoveOnExit {
  private:
   std::filesystem::path path_;
 };
+
+// A staging directory (a bake's checkpoint before it is installed, an import's scratch, an image
+// being unpacked, an image moved aside to be deleted): flock'ed by its maker for as long as
+// this object lives. The kernel drops the lock when the maker dies, so a staging directory
+// whose lock can be taken belongs to no live operation: remove_stale_staging clears exactly
+// those. The lock follows the directory through renames. The tree is removed when the object
+// goes (still under the lock), unless released.
+class StagingDir {
+ public:
+  // A new directory dir/(prefix + random hex), 0700, locked before anything is put in it.
+  static Result<StagingDir> create(const std::filesystem::path& dir, const std::string& prefix);
+  // Locks an existing directory (waiting while another holds it) and renames it to `to`, where
+  // it is removed when the object goes; on failure it stays where it was.
+  static Result<StagingDir> move_aside(const std::filesystem::path& from,
+                                       const std::filesystem::path& to);
+
+  StagingDir(StagingDir&& o) noexcept
+      : path_(std::exchange(o.path_, {})), fd_(std::move(o.fd_)),
+        remove_(std::exchange(o.remove_, false)) {}
+  StagingDir& operator=(StagingDir&&) = delete;
+  ~StagingDir() {
+    if (remove_ && !path_.empty()) (void)prewarm::fs::remove_all(path_);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  // Renames the directory; it stays locked and owned under its new name.
+  Status rename_to(const std::filesystem::path& to);
+  // The tree stays (it was renamed into place); the lock is held until this object goes.
+  void release() { remove_ = false; }
+
+ private:
+  StagingDir(std::filesystem::path path, UniqueFd fd)
+      : path_(std::move(path)), fd_(std::move(fd)) {}
+  std::filesystem::path path_;
+  UniqueFd fd_;  // holds the flock
+  bool remove_ = true;
+};
+
+struct StaleStaging {
+  uint64_t dirs = 0;
+  uint64_t bytes = 0;
+};
+// Removes the directories directly in `dir` whose names start with one of `prefixes` and whose
+// lock no one holds (see StagingDir): what killed bakes, imports and unpackings left.
+Result<StaleStaging> remove_stale_staging(const std::filesystem::path& dir,
+                                          const std::vector<std::string>& prefixes);
 
 }  // namespace prewarm::fs

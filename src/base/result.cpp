@@ -27,6 +27,7 @@ const char* error_kind_name(ErrorKind kind) {
     case ErrorKind::kRuntime: return "runtime failure";
     case ErrorKind::kIo: return "I/O";
     case ErrorKind::kUnavailable: return "unavailable";
+    case ErrorKind::kPermissionDenied: return "permission denied";
   }
   return "internal";
 }
@@ -41,6 +42,8 @@ ErrorKind Error::kind() const {
     case EEXIST:
     case EBUSY: return ErrorKind::kConflict;
     case EINVAL: return ErrorKind::kInvalidInput;
+    case EACCES:
+    case EPERM: return ErrorKind::kPermissionDenied;
     default: return ErrorKind::kIo;
   }
 }

@@ -22,6 +22,7 @@ enum class ErrorKind {
   kRuntime,           // runc or CRIU failed (500, with their log lines in the detail)
   kIo,                // the filesystem or network failed (500/503)
   kUnavailable,       // timed out or busy; may work when retried (503)
+  kPermissionDenied,  // this user may not: not root, or a file it may not touch (403)
 };
 
 // "not found", "invalid input", ... (lowercase, for messages and JSON).
@@ -48,8 +49,8 @@ class Error {
   const std::string& message() const { return message_; }
   int errno_value() const { return errno_; }
   // The kind given at construction; else derived from errno (ENOENT: not found, ETIMEDOUT:
-  // unavailable, EEXIST/EBUSY: conflict, EINVAL: invalid input, other errnos: I/O), else
-  // internal.
+  // unavailable, EEXIST/EBUSY: conflict, EINVAL: invalid input, EACCES/EPERM: permission
+  // denied, other errnos: I/O), else internal.
   ErrorKind kind() const;
   const std::string& detail() const { return detail_; }
   // Message, and the detail indented below it when there is one.

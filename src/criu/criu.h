@@ -70,6 +70,10 @@ Status cpuinfo_check(const std::filesystem::path& dir);
 std::vector<std::string> relevant_log_lines(std::string_view log_text, size_t max_lines = 12);
 // Reads a log file and returns relevant_log_lines joined with '\n' ("" if unreadable).
 std::string relevant_log_tail(const std::filesystem::path& log_file, size_t max_lines = 12);
+// The line above such lines in an error: "CRIU's dump.log:". The log lives in the instance's
+// work dir, which goes when the failed bake or restore is undone, so the lines travel in the
+// error and no path to the file is given.
+std::string criu_log_heading(const std::filesystem::path& log_file);
 // True for an error message CRIU prints on every call on this kind of host, which never
 // explains a failure (e.g. "Can't setup RLIMIT_NOFILE for self").
 bool is_benign_error(std::string_view message);

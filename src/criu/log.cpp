@@ -111,6 +111,10 @@ std::vector<std::string> relevant_log_lines(std::string_view log_text, size_t ma
   return out;
 }
 
+std::string criu_log_heading(const std::filesystem::path& log_file) {
+  return "CRIU's " + log_file.filename().string() + ":\n";
+}
+
 std::string relevant_log_tail(const std::filesystem::path& log_file, size_t max_lines) {
   UniqueFd fd(::open(log_file.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return {};

@@ -54,8 +54,7 @@ Error runtime_error(Error e, const std::filesystem::path& log) {
   if (e.detail().empty()) {
     std::string tail = relevant_log_tail(log);
     if (!tail.empty())
-      return std::move(e).with_kind(ErrorKind::kRuntime).with_detail("CRIU log " + log.string() +
-                                                                     ":\n" + tail);
+      return std::move(e).with_kind(ErrorKind::kRuntime).with_detail(criu_log_heading(log) + tail);
   }
   return std::move(e).with_kind(ErrorKind::kRuntime);
 }

@@ -1,6 +1,8 @@
 // Context construction: the environment is read here, once.
 #include "engine/context.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 
 #include "base/fs.h"
@@ -12,6 +14,21 @@ namespace {
 std::string env_or(const char* name, std::string fallback) {
   const char* v = std::getenv(name);
   return (v != nullptr && *v != '\0') ? std::string(v) : std::move(fallback);
+}
+
+// Checkpoints hold application memory (secrets), so the state dir is root-only: a user who
+// cannot enter it is told that, not "mkdir …: Permission denied".
+Status check_state_dir_access(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (::geteuid() == 0 || !std::filesystem::exists(dir, ec)) return {};
+  if (::access(dir.c_str(), R_OK | W_OK | X_OK) == 0) return {};
+  return Error(ErrorKind::kPermissionDenied,
+               "state dir " + dir.string() + " is not accessible to uid " +
+                   std::to_string(::geteuid()) +
+                   " (it is root-only: checkpoints hold application memory); run prewarm as "
+                   "root, or give it a state dir of your own with --state-dir or "
+                   "PREWARM_STATE_DIR",
+               errno);
 }
 
 }  // namespace
@@ -58,7 +75,7 @@ Result<Context> make_context(Config config, const std::filesystem::path& state_d
   if (!state_dir_override.empty()) config.state_dir = state_dir_override;
   ctx.state_dir = std::filesystem::absolute(config.state_dir);
   ctx.cache_dir = config.cache_dir;
-  // Checkpoints hold application memory (secrets): the state dir is root-only.
+  PW_TRY(check_state_dir_access(ctx.state_dir));
   for (const auto& d : {ctx.state_dir, ctx.images_dir(), ctx.instances_dir(), ctx.stamps_dir(),
                         ctx.layers_dir()})
     PW_TRY(fs::make_dirs(d, 0700));

@@ -21,8 +21,22 @@ struct Walked {
   std::map<std::string, struct stat> files;  // relative path -> stat
 };
 
+// A link anywhere in an image would have restores read what it points to, outside the image.
+Error not_a_plain_file(const stdfs::path& dir, const std::string& rel, const struct stat& st) {
+  return Error(ErrorKind::kInvalidInput,
+               "image " + dir.string() + ": " + rel +
+                   (S_ISLNK(st.st_mode) ? " is a symbolic link" : " is not a regular file") +
+                   " (images hold only regular files and directories); refusing it");
+}
+
 Result<Walked> walk(const stdfs::path& dir) {
   Walked w;
+  struct stat top {};
+  if (::lstat(dir.c_str(), &top) != 0) return Error::sys("stat", errno, dir.string());
+  if (S_ISLNK(top.st_mode))
+    return Error(ErrorKind::kInvalidInput, "image " + dir.string() +
+                                               " is a symbolic link; an image is a directory of "
+                                               "its own, refusing it");
   std::error_code ec;
   stdfs::recursive_directory_iterator it(dir, ec), end;
   if (ec) return Error::sys("read image directory", ec.value(), dir.string());
@@ -36,9 +50,7 @@ Result<Walked> walk(const stdfs::path& dir) {
     // component of both paths, ~20 readlinks a file, on every start).
     std::string rel = p.lexically_relative(dir).string();
     if (rel == kManifestFile || rel == kCriuRestoreStats || rel == kStoreDigestFile) continue;
-    if (!S_ISREG(st.st_mode))
-      return Error("image " + dir.string() + ": " + rel +
-                   " is not a regular file (images hold only regular files)");
+    if (!S_ISREG(st.st_mode)) return not_a_plain_file(dir, rel, st);
     w.files[rel] = st;
   }
   return w;

@@ -276,10 +276,9 @@ Result<ImportedImage> import_archive(const stdfs::path& archive, const stdfs::pa
   if (ec) return Error::sys("mkdir", ec.value(), parent.string());
 
   // Scratch space next to the destination, so the finished image is renamed into place.
-  std::string tmpl =
-      (parent / (".import-" + dest_image_dir.filename().string() + "-XXXXXX")).string();
-  if (::mkdtemp(tmpl.data()) == nullptr) return Error::sys("mkdtemp", errno, tmpl);
-  fs::RemoveOnExit scratch(tmpl);  // however the import ends
+  // Locked while the import lives, removed however it ends; gc removes it if the import dies.
+  PW_ASSIGN(fs::StagingDir scratch,
+            fs::StagingDir::create(parent, ".import-" + dest_image_dir.filename().string() + "-"));
   const stdfs::path x = scratch.path() / "archive";
   const stdfs::path img = scratch.path() / "image";
 

@@ -15,11 +15,9 @@ namespace {
 namespace stdfs = std::filesystem;
 
 // A private scratch directory under the state dir (same filesystem as the store), removed
-// with everything in it.
-Result<fs::RemoveOnExit> scratch_dir(const Context& ctx, const std::string& what) {
-  fs::RemoveOnExit d(ctx.state_dir / (".tmp-" + what + "-" + fs::random_hex(4)));
-  PW_TRY(fs::make_dirs(d.path(), 0700));
-  return d;
+// with everything in it; gc removes it if this process dies.
+Result<fs::StagingDir> scratch_dir(const Context& ctx, const std::string& what) {
+  return fs::StagingDir::create(ctx.state_dir, ".tmp-" + what + "-");
 }
 
 Result<registry::Blob> file_blob(const stdfs::path& path, const std::string& media_type) {
@@ -36,12 +34,12 @@ Status push_checkpoint_image(const Context& ctx, const std::string& name, const 
                              const registry::Options& opts) {
   PW_ASSIGN(registry::Reference ref, registry::parse_reference(ref_text));
   PW_ASSIGN(store::Store st, open_store(ctx));
-  PW_ASSIGN(store::Lease lease, st.lease());  // gc leaves this push's scratch dir alone
+  PW_ASSIGN(store::Lease lease, st.lease());
   PW_TRY(ensure_unpacked(ctx, name));
   image::VerifyOptions vo;
   vo.stamp_dir = ctx.stamps_dir();
   PW_ASSIGN(image::Manifest m, image::open_verified(ctx.image_dir(name), vo));
-  PW_ASSIGN(fs::RemoveOnExit tmp, scratch_dir(ctx, "push"));
+  PW_ASSIGN(fs::StagingDir tmp, scratch_dir(ctx, "push"));
 
   ctx.say("packing " + name + " as a checkpoint image (one archive layer, zstd)");
   const stdfs::path zst = tmp.path() / "layer.tar.zst";
@@ -70,7 +68,7 @@ Result<std::string> pull_checkpoint_image(const Context& ctx, const registry::Re
                                           const registry::Options& opts) {
   ctx.say("pulling " + ref.to_string() + ": a " + info.engine + " checkpoint image of '" +
           info.container_name + "' (" + std::to_string(info.layer.size / 1000000) + " MB)");
-  PW_ASSIGN(fs::RemoveOnExit tmp, scratch_dir(ctx, "pull"));
+  PW_ASSIGN(fs::StagingDir tmp, scratch_dir(ctx, "pull"));
   registry::Blob layer{info.layer.digest, info.layer.size, info.layer.media_type,
                        tmp.path() / "layer"};
   PW_TRY(registry::pull_blobs(ref, {layer}, opts));

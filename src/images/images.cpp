@@ -1,9 +1,6 @@
 // Store, unpacked copies and registry transfers, glued together.
 #include "images/images.h"
 
-#include <sys/stat.h>
-
-#include <ctime>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -220,37 +217,37 @@ Status remove_image(const Context& ctx, const std::string& name) {
   return fs::remove_all(ctx.image_dir(name));
 }
 
-Result<store::GcResult> collect_garbage(const Context& ctx, const std::set<std::string>& keep,
-                                        bool drop_partials) {
+Result<GcReport> collect_garbage(const Context& ctx, const std::set<std::string>& keep,
+                                 bool drop_partials) {
   PW_ASSIGN(store::Store st, open_store(ctx));
   // No grace period: every prewarm writer (bake's put, pull, import) holds a store lease while
   // its blobs are not yet referenced, and gc waits for leases.
   store::GcOptions go;
   go.min_blob_age = std::chrono::seconds(0);
   if (drop_partials) go.temp_file_age = std::chrono::seconds(0);
-  PW_ASSIGN(store::GcResult r, st.gc(keep, go));
+  GcReport r;
+  PW_ASSIGN(r.store, st.gc(keep, go));
   // Unpacked copies of images an interrupted rmi took out of the store.
   PW_ASSIGN(auto entries, st.list());
   for (const auto& n : orphaned_copies(ctx, entries)) {
     ctx.say("removing " + ctx.image_dir(n).string() + ": its image is no longer in the store");
     PW_TRY(fs::remove_all(ctx.image_dir(n)));
   }
-  // Scratch dirs of checkpoint-image pushes and pulls that were killed. Live ones hold a store
-  // lease, so st.gc waited for them; the age check covers one that started since.
-  std::error_code ec;
-  for (const auto& e : stdfs::directory_iterator(ctx.state_dir, ec)) {
-    std::string n = e.path().filename().string();
-    if (n.rfind(".tmp-push-", 0) != 0 && n.rfind(".tmp-pull-", 0) != 0) continue;
-    struct stat sb {};
-    if (::lstat(e.path().c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode) ||
-        std::time(nullptr) - sb.st_mtime < 3600)
-      continue;
-    if (fs::remove_all(e.path()).ok()) ++r.removed_temp_files;
+  // Staging dirs of bakes, imports, unpackings and checkpoint-image transfers that were killed
+  // (a bake's holds a whole checkpoint). Live ones are locked by their maker. Image names never
+  // start with '.', so every dot-directory in images/ is one.
+  for (const auto& [dir, prefixes] :
+       {std::pair<stdfs::path, std::vector<std::string>>{ctx.images_dir(), {"."}},
+        {ctx.state_dir, {".tmp-push-", ".tmp-pull-"}}}) {
+    PW_ASSIGN(fs::StaleStaging swept, fs::remove_stale_staging(dir, prefixes));
+    r.staging.dirs += swept.dirs;
+    r.staging.bytes += swept.bytes;
   }
   return r;
 }
 
 Result<std::string> verify_images(const Context& ctx, const std::string& name) {
+  if (!name.empty()) PW_TRY(spec::check_name(name, "image name"));
   PW_ASSIGN(store::Store st, open_store(ctx));
   PW_ASSIGN(store::VerifyReport report, name.empty() ? st.verify_all() : st.verify(name));
   std::string out = "store: " + std::to_string(report.images) + " image(s), " +
@@ -306,6 +303,7 @@ registry::Options registry_options(const Context& ctx) {
 
 Status push_image(const Context& ctx, const std::string& name, const std::string& ref_text,
                   const registry::Options& opts) {
+  PW_TRY(spec::check_name(name, "image name"));
   PW_ASSIGN(registry::Reference ref, registry::parse_reference(ref_text));
   PW_ASSIGN(store::Store st, open_store(ctx));
   PW_ASSIGN(store::Lease lease, st.lease());

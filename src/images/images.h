@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fs.h"
 #include "base/result.h"
 #include "engine/context.h"
 #include "registry/registry.h"
@@ -53,12 +54,19 @@ Result<std::vector<ImageInfo>> list_images(const Context& ctx);
 // Removes an image: its store entry (blobs go at gc) and its unpacked copy.
 Status remove_image(const Context& ctx, const std::string& name);
 
+struct GcReport {
+  store::GcResult store;
+  // Staging dirs no live prewarm owns: left by bakes, imports, unpackings and checkpoint-image
+  // transfers that were killed.
+  fs::StaleStaging staging;
+};
 // Removes store blobs no image references, keeping those of `in_use` (manifest digests of
-// images that running instances were started from), and unpacked copies of images the store
-// no longer has. With drop_partials, partial downloads kept for resuming pulls go too,
-// whatever their age.
-Result<store::GcResult> collect_garbage(const Context& ctx, const std::set<std::string>& in_use,
-                                        bool drop_partials = false);
+// images that running instances were started from, even when the image itself was removed),
+// unpacked copies of images the store no longer has (an interrupted rmi), and the staging dirs
+// of killed operations. With drop_partials, partial downloads kept for
+// resuming pulls go too, whatever their age.
+Result<GcReport> collect_garbage(const Context& ctx, const std::set<std::string>& in_use,
+                                 bool drop_partials = false);
 
 // Re-hashes the store's blobs (one image, or all when name is empty) and the unpacked copies,
 // and checks that each copy is the image the store holds (not stale, manifest.json not edited,

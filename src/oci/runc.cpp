@@ -256,7 +256,7 @@ class Runc final : public Runtime {
     if (!criu_log.empty()) {
       std::string tail = criu::relevant_log_tail(criu_log);
       if (!tail.empty())
-        return std::move(e).with_detail("CRIU log " + criu_log.string() + ":\n" + tail);
+        return std::move(e).with_detail(criu::criu_log_heading(criu_log) + tail);
     }
     return e;
   }

@@ -160,10 +160,10 @@ Result<MaterializeResult> Store::materialize(const std::string& name, const stdf
   if (dest.filename().empty()) dest = dest.parent_path();
   if (std::error_code ec; !stdfs::exists(dest.parent_path(), ec))
     PW_TRY(fs::make_dirs(dest.parent_path(), 0700));
-  stdfs::path tmp =
-      dest.parent_path() / ("." + dest.filename().string() + kTempPrefix + fs::random_hex(6));
-  if (::mkdir(tmp.c_str(), 0700) != 0) return Error::sys("mkdir", errno, tmp.string());
-  fs::RemoveOnExit guard(tmp);  // unless the result was renamed into place
+  // Locked while this lives (a gc of images/ leaves it alone), removed unless renamed into place.
+  const std::string prefix = "." + dest.filename().string() + kTempPrefix;
+  PW_ASSIGN(fs::StagingDir guard, fs::StagingDir::create(dest.parent_path(), prefix));
+  const stdfs::path tmp = guard.path();
 
   std::vector<Job> jobs;
   for (size_t i = 0; i < img.config.files.size(); ++i)

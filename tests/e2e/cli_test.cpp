@@ -1,10 +1,13 @@
 // The prewarm CLI as a user runs it: bake, run, ps, rm, images, inspect, doctor, and its
 // errors. Each test has its own state dir, bridge and subnet.
 #include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
+#include <csignal>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <regex>
-#include <csignal>
 #include <thread>
 
 #include "base/fs.h"
@@ -48,6 +51,20 @@ class CliTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.error().message();
     return r.ok() ? *r : RunResult{};
   }
+
+  // prewarm as the unprivileged user nobody.
+  RunResult prewarm_as_nobody(std::vector<std::string> args) {
+    std::vector<std::string> argv{kSetpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  PREWARM_BINARY_DIR "/cmd/prewarm/prewarm"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    SpawnOptions o;
+    o.argv = std::move(argv);
+    o.env = env_;
+    auto r = run_capture(o, std::chrono::minutes(1));
+    EXPECT_TRUE(r.ok()) << r.error().message();
+    return r.ok() ? *r : RunResult{};
+  }
+  static constexpr const char* kSetpriv = "/usr/bin/setpriv";
 
   static int code(const RunResult& r) { return WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1; }
 
@@ -159,6 +176,146 @@ TEST_F(CliTest, UnknownImageAndInstanceAreClearErrors) {
   auto missing_spec = prewarm({"bake", "/nonexistent/spec.yaml"});
   EXPECT_EQ(code(missing_spec), 1);
   EXPECT_NE(missing_spec.err.find("/nonexistent/spec.yaml"), std::string::npos) << missing_spec.err;
+}
+
+// What killed bakes, imports and unpackings left in images/ (a bake's holds a whole checkpoint)
+// goes at gc, and gc says how much; a staging dir a live operation holds stays.
+TEST_F(CliTest, GcRemovesStagingDirsOfKilledOperations) {
+  ASSERT_EQ(code(prewarm({"images"})), 0);
+  const stdfs::path images = state_ / "images";
+  std::vector<stdfs::path> stale{images / ".bake-app-dead0001", images / ".old-app-dead0001",
+                                 images / ".import-app-dead01"};
+  for (const auto& d : stale) {
+    ASSERT_TRUE(fs::make_dirs(d / "checkpoint", 0700).ok());
+    ASSERT_TRUE(fs::write_file(d / "checkpoint" / "pages-1.img", std::string(1000, 's')).ok());
+  }
+  auto live = fs::StagingDir::create(images, ".bake-app-");
+  ASSERT_TRUE(live.ok()) << live.error().message();
+  ASSERT_TRUE(fs::write_file(live->path() / "pages-1.img", "live").ok());
+
+  auto gc = prewarm({"gc"});
+  ASSERT_EQ(code(gc), 0) << gc.err;
+  EXPECT_NE(gc.out.find("removed 3 staging dir(s)"), std::string::npos) << gc.out;
+  EXPECT_NE(gc.out.find("(3000 bytes) freed"), std::string::npos) << gc.out;
+  for (const auto& d : stale) EXPECT_FALSE(stdfs::exists(d)) << d;
+  EXPECT_TRUE(stdfs::exists(live->path() / "pages-1.img"));
+}
+
+// Not root: the verbs that run containers say so up front and make nothing; the others say
+// the state dir is root-only, and work on a state dir of the user's own.
+TEST_F(CliTest, NonRootIsToldToRunAsRoot) {
+  if (::access(kSetpriv, X_OK) != 0) GTEST_SKIP() << kSetpriv << " is missing: cannot drop root";
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"bake", PREWARM_EXAMPLE_TINY_SPEC}, {"run", "counter"}, {"ps"},
+        {"rm", "--all"}, {"gc"}}) {
+    auto r = prewarm_as_nobody(args);
+    EXPECT_EQ(code(r), 1) << args[0];
+    EXPECT_NE(r.err.find("this command must run as root (it uses CRIU, namespaces and mounts)"),
+              std::string::npos) << args[0] << ": " << r.err;
+    EXPECT_EQ(r.err.find("chmod"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(stdfs::exists(state_)) << "made before refusing";
+
+  ASSERT_EQ(code(prewarm({"images"})), 0);  // root makes the (root-only) state dir
+  auto images = prewarm_as_nobody({"images"});
+  EXPECT_EQ(code(images), 1);
+  EXPECT_NE(images.err.find("state dir " + state_.string() + " is not accessible to uid 65534"),
+            std::string::npos) << images.err;
+  EXPECT_NE(images.err.find("run prewarm as root"), std::string::npos) << images.err;
+
+  const stdfs::path own = state_.string() + "-nobody";
+  ASSERT_TRUE(fs::make_dirs(own, 0700).ok());
+  ASSERT_EQ(::chown(own.c_str(), 65534, 65534), 0);
+  auto mine = prewarm_as_nobody({"--state-dir", own.string(), "images"});
+  EXPECT_EQ(code(mine), 0) << mine.err;
+  (void)fs::remove_all(own);
+}
+
+// A bake whose app dies before it is ready leaves nothing of its instance behind.
+TEST_F(CliTest, FailedBakeLeavesNoInstanceBehind) {
+  name_ = "dies-" + tag_;
+  ASSERT_TRUE(fs::make_dirs(state_).ok());
+  const auto rootfs = stdfs::path(PREWARM_EXAMPLE_TINY_SPEC).parent_path() / "rootfs";
+  auto spec = state_ / "dies.yaml";
+  ASSERT_TRUE(fs::write_file(spec, "name: " + name_ + "\nrootfs: {directory: \"" +
+                                       rootfs.string() +
+                                       "\"}\ncommand: [\"/bin/sh\", \"-c\", \"exit 3\"]\n"
+                                       "readinessProbe:\n  tcpSocket: {port: 8080}\n"
+                                       "  periodMilliseconds: 10\n  failureThreshold: 50\n")
+                  .ok());
+  auto bake = prewarm({"bake", spec.string()});
+  EXPECT_EQ(code(bake), 1) << bake.out;
+  std::string left;
+  for (const auto& e : stdfs::directory_iterator(state_ / "instances"))
+    left += e.path().filename().string() + " ";
+  EXPECT_EQ(left, "") << bake.err;
+  for (const auto& e : stdfs::directory_iterator(state_ / "images"))
+    ADD_FAILURE() << "left in images/: " << e.path();
+}
+
+// Image names are checked before any path is made of them.
+TEST_F(CliTest, InvalidImageNamesAreRefusedBeforeAnyPathIsBuilt) {
+  ASSERT_TRUE(fs::make_dirs(state_ / "images").ok());
+  // Bait a path escape would find: a manifest one level above images/.
+  ASSERT_TRUE(fs::write_file(state_ / "manifest.json", "{}").ok());
+  for (const std::string bad : {"../x", "/etc", "a/b", "..", "../../../../etc"}) {
+    const std::string out = (state_ / "out.tar").string();
+    for (std::vector<std::string> args :
+         {std::vector<std::string>{"inspect", bad}, {"rmi", bad}, {"run", bad},
+          {"export", bad, "-o", out}, {"push", bad, "localhost:1/x:y", "--plain-http"},
+          {"verify", bad}}) {
+      auto r = prewarm(args);
+      SCOPED_TRACE(args[0] + " " + bad);
+      EXPECT_EQ(code(r), 1);
+      EXPECT_NE(r.err.find("image name must be lowercase letters, digits and '-'"),
+                std::string::npos) << r.err;
+      EXPECT_NE(r.err.find("'" + bad + "'"), std::string::npos) << r.err;
+      EXPECT_FALSE(stdfs::exists(out));
+    }
+  }
+  EXPECT_TRUE(stdfs::exists(state_ / "manifest.json"));
+  EXPECT_FALSE(stdfs::exists(state_ / "x"));
+  EXPECT_FALSE(stdfs::exists(state_ / "images" / "a"));
+}
+
+// The disk fills up while CRIU dumps: the error carries CRIU's reason and log lines, and names no
+// file the failed bake's cleanup deleted; nothing of the bake is left.
+TEST_F(CliTest, DumpOnAFullDiskSaysWhyAndPointsToNoDeletedLog) {
+  name_ = "full-" + tag_;
+  ASSERT_TRUE(fs::make_dirs(state_, 0700).ok());
+  ASSERT_EQ(::mount("pwfull", state_.c_str(), "tmpfs", 0, "size=16m,mode=0700"), 0)
+      << std::strerror(errno);
+  struct Unmount {
+    stdfs::path dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{state_};
+  const auto rootfs = stdfs::path(PREWARM_EXAMPLE_TINY_SPEC).parent_path() / "rootfs";
+  auto spec = stdfs::path("/var/tmp") / (name_ + ".yaml");
+  // The warm-up fills the state dir through the app's overlay (it is on the tmpfs) but for
+  // 64 KiB, more than CRIU's log needs and less than the app's pages.
+  ASSERT_TRUE(fs::write_file(spec, "name: " + name_ + "\nrootfs: {directory: \"" + rootfs.string() +
+                                       "\"}\ncommand: [\"/bin/counter\"]\n"
+                                       "ports: [{name: http, containerPort: 8080}]\n"
+                                       "readinessProbe:\n  httpGet: {path: /healthz, port: http}\n"
+                                       "  periodMilliseconds: 10\n  failureThreshold: 500\n"
+                                       "warmup:\n  - exec:\n      command: [\"/bin/sh\", \"-c\", "
+                                       "\"head -c 65536 /dev/zero > /tmp/slack; dd if=/dev/zero "
+                                       "of=/tmp/fill bs=65536 2>/dev/null; rm /tmp/slack; true\"]\n")
+                  .ok());
+  fs::RemoveOnExit spec_guard(spec);
+  auto bake = prewarm({"bake", spec.string()});
+  EXPECT_EQ(code(bake), 1) << bake.out;
+  EXPECT_NE(bake.err.find("checkpoint of " + name_), std::string::npos) << bake.err;
+  EXPECT_NE(bake.err.find("No space left on device"), std::string::npos) << bake.err;
+  EXPECT_NE(bake.err.find("dump.log"), std::string::npos) << bake.err;
+  // Every path under the state dir the error names must still be there.
+  std::regex path_re(std::regex_replace(state_.string(), std::regex("[.]"), "\\.") +
+                     "/[^ :\n]*");
+  for (std::sregex_iterator it(bake.err.begin(), bake.err.end(), path_re), end; it != end; ++it)
+    EXPECT_TRUE(stdfs::exists(it->str())) << "the error points to " << it->str()
+                                          << ", which is gone:\n" << bake.err;
+  EXPECT_TRUE(stdfs::is_empty(state_ / "instances")) << bake.err;
+  EXPECT_TRUE(stdfs::is_empty(state_ / "images")) << bake.err;
 }
 
 TEST_F(CliTest, DoctorPassesOnAPreparedHost) {

@@ -528,17 +528,16 @@ TEST_F(DistributionTest, RmiThenGcFreesTheImagesBlobs) {
   EXPECT_EQ(again, 0u);
   EXPECT_EQ(none, 0u);
 
-  // Scratch dirs of killed checkpoint-image transfers go once they are stale, not before.
-  const stdfs::path stale = a_.state / ".tmp-pull-dead0001", fresh = a_.state / ".tmp-push-live0001";
-  for (const auto& d : {stale, fresh}) {
-    ASSERT_TRUE(fs::make_dirs(d, 0700).ok());
+  // Scratch dirs of killed checkpoint-image transfers go; one a live transfer holds stays.
+  const stdfs::path stale = a_.state / ".tmp-pull-dead0001";
+  ASSERT_TRUE(fs::make_dirs(stale, 0700).ok());
+  auto live = fs::StagingDir::create(a_.state, ".tmp-push-");
+  ASSERT_TRUE(live.ok()) << live.error().message();
+  for (const auto& d : {stale, live->path()})
     ASSERT_TRUE(fs::write_file(d / "layer", "partial").ok());
-  }
-  struct timespec old[2] = {{::time(nullptr) - 7200, 0}, {::time(nullptr) - 7200, 0}};
-  ASSERT_EQ(::utimensat(AT_FDCWD, stale.c_str(), old, 0), 0);
   gc();
   EXPECT_FALSE(stdfs::exists(stale));
-  EXPECT_TRUE(stdfs::exists(fresh / "layer"));
+  EXPECT_TRUE(stdfs::exists(live->path() / "layer"));
 }
 
 TEST_F(DistributionTest, TamperedBlobIsNamedByVerifyAndRefusedByRun) {

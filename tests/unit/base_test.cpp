@@ -110,6 +110,7 @@ TEST(ErrorKind, GivenOrDerivedFromErrnoAndKeptThroughContext) {
   EXPECT_EQ(Error::sys("open", ENOENT, "/x").kind(), ErrorKind::kNotFound);
   EXPECT_EQ(Error::sys("write", ENOSPC, "/x").kind(), ErrorKind::kIo);
   EXPECT_EQ(Error::sys("connect", ETIMEDOUT).kind(), ErrorKind::kUnavailable);
+  EXPECT_EQ(Error::sys("chmod", EPERM, "/x").kind(), ErrorKind::kPermissionDenied);
   Error e = Error(ErrorKind::kIncompatibleHost, "cpu", ENOENT).with_context("restore");
   EXPECT_EQ(e.kind(), ErrorKind::kIncompatibleHost) << "a given kind wins over errno";
   EXPECT_EQ(e.message(), "restore: cpu");

@@ -347,6 +347,43 @@ TEST_F(K8sArchive, ExportRefusesAModifiedImageAndLeavesNothing) {
   EXPECT_TRUE(stdfs::is_empty(out.parent_path()));
 }
 
+// A symbolic link in an image (a file, the checkpoint dir, or the image dir itself) would make
+// a restore read whatever it points to: refused, and named by its path inside the image.
+TEST_F(K8sArchive, SymlinksInAnImageAreRefusedByTheirPathInTheImage) {
+  auto img = make_image(tmp_.path() / "img", "app");
+  auto outside = tmp_.path() / "outside-target.img";
+  stdfs::rename(img / "checkpoint/pages-1.img", outside);
+  stdfs::create_symlink(outside, img / "checkpoint/pages-1.img");
+  auto file = open_verified(img, {});
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.error().kind(), ErrorKind::kInvalidInput);
+  EXPECT_NE(file.error().message().find("checkpoint/pages-1.img is a symbolic link"),
+            std::string::npos) << file.error().message();
+  EXPECT_EQ(file.error().message().find("outside-target"), std::string::npos)
+      << file.error().message();
+  stdfs::remove(img / "checkpoint/pages-1.img");
+  stdfs::rename(outside, img / "checkpoint/pages-1.img");
+  ASSERT_TRUE(open_verified(img, {}).ok());
+
+  auto moved = tmp_.path() / "elsewhere";
+  stdfs::rename(img / "checkpoint", moved);
+  stdfs::create_symlink(moved, img / "checkpoint");
+  auto dir = open_verified(img, {});
+  ASSERT_FALSE(dir.ok());
+  EXPECT_EQ(dir.error().kind(), ErrorKind::kInvalidInput);
+  EXPECT_NE(dir.error().message().find(": checkpoint is a symbolic link"), std::string::npos)
+      << dir.error().message();
+  stdfs::remove(img / "checkpoint");
+  stdfs::rename(moved, img / "checkpoint");
+
+  stdfs::create_symlink(img, tmp_.path() / "img-link");
+  auto whole = open_verified(tmp_.path() / "img-link", {});
+  ASSERT_FALSE(whole.ok());
+  EXPECT_EQ(whole.error().kind(), ErrorKind::kInvalidInput);
+  EXPECT_NE(whole.error().message().find("img-link is a symbolic link"), std::string::npos)
+      << whole.error().message();
+}
+
 TEST_F(K8sArchive, ExportRefusesToWriteIntoTheImage) {
   auto img = make_image(tmp_.path() / "img", "app");
   auto st = export_archive(img, img / "checkpoint/x.tar", {});
