@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "base/clock.h"
+#include "base/fault.h"
 #include "base/fs.h"
 #include "base/log.h"
 #include "criu/criu.h"
@@ -170,6 +171,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
     Status w = probe::run_warmup(spec.warmup, lifecycle::probe_target(ctx, inst.record));
     if (!w.ok()) return std::move(w).error().with_context("warm-up of " + spec.name);
     phase("warmup", sw);
+    fault_point("bake.after_warmup");
   }
 
   // Quiesce: connections from probes/warm-up must be gone, or CRIU needs --tcp-established.
@@ -203,6 +205,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   ctx.say("[bake " + spec.name + "] checkpointing");
   PW_TRY(ctx.runtime->checkpoint(id, co));
   phase("checkpoint", sw);
+  fault_point("bake.after_checkpoint");
 
   // The app's rootfs changes up to the checkpoint (the overlay's upper dir) travel with it.
   PW_TRY(rootfs::capture_diff(inst_dir / "upper", staged / image::kRootfsDiff));

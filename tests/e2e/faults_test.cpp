@@ -21,7 +21,7 @@ namespace {
 namespace stdfs = std::filesystem;
 using nlohmann::json;
 
-enum class Verb { kRun, kRunCold, kRunRunc, kRm };
+enum class Verb { kRun, kRunCold, kRunRunc, kRm, kBake };
 
 struct Fault {
   const char* point;
@@ -121,6 +121,9 @@ class FaultsTest : public ::testing::TestWithParam<Fault> {
     if (auto i = entries(state_ / "instances"); !i.empty()) left += "instances/: " + joined(i) + "\n";
     if (auto ips = entries(net::net_state_dir("pwbr" + tag_) / "ips"); !ips.empty()) left += "IP leases: " + joined(ips) + "\n";
     if (auto runc = entries("/run/runc", image_); !runc.empty()) left += "runc state: " + joined(runc) + "\n";
+    // Staging dirs (a killed bake's holds a whole checkpoint) and the half-made image.
+    if (auto staged = entries(state_ / "images", "."); !staged.empty()) left += "staging: " + joined(staged) + "\n";
+    if (stdfs::exists(state_ / "images" / (image_ + "-b"))) left += "a half-made image\n";
     return left;
   }
 
@@ -140,6 +143,9 @@ TEST_P(FaultsTest, RecoversWithNothingLeftAndRunsAgain) {
     case Verb::kRun: hit = prewarm({"run", image_}, f.point); break;
     case Verb::kRunCold: hit = prewarm({"run", image_, "--cold"}, f.point); break;
     case Verb::kRunRunc: hit = prewarm({"--runtime", "runc", "run", image_}, f.point); break;
+    case Verb::kBake:
+      hit = prewarm({"bake", PREWARM_EXAMPLE_TINY_SPEC, "--name", image_ + "-b"}, f.point);
+      break;
     case Verb::kRm: {
       auto run = prewarm({"run", image_});
       ASSERT_EQ(code(run), 0) << run.err;
@@ -156,9 +162,12 @@ TEST_P(FaultsTest, RecoversWithNothingLeftAndRunsAgain) {
     EXPECT_NE(hit.out.find("restore was not possible"), std::string::npos) << hit.out;
   }
 
-  auto recover = prewarm({"rm", "--all"});
+  // A killed bake is recovered by gc (its staging dir and its instance); the rest by rm --all.
+  const std::vector<std::string> recovery =
+      f.verb == Verb::kBake ? std::vector<std::string>{"gc"} : std::vector<std::string>{"rm", "--all"};
+  auto recover = prewarm(recovery);
   EXPECT_EQ(code(recover), 0) << recover.err;
-  EXPECT_EQ(left_behind(), "") << "after the fault at " << f.point << " and `rm --all`";
+  EXPECT_EQ(left_behind(), "") << "after the fault at " << f.point << " and `" << recovery[0] << "`";
   EXPECT_EQ(joined(added(mntns_before, entries("/tmp", ".criu.mntns."))), "")
       << "CRIU's temporary mount directories left in the host's /tmp";
 
@@ -211,6 +220,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Fault{"run.after_cold_start", Verb::kRunCold, true},
                       Fault{"criu.kill_at_post_restore", Verb::kRun, false},
                       Fault{"runc.kill_in_restore", Verb::kRunRunc, false},
+                      Fault{"bake.after_warmup", Verb::kBake, true},
+                      Fault{"bake.after_checkpoint", Verb::kBake, true},
                       Fault{"rm.after_runtime", Verb::kRm, true},
                       Fault{"rm.after_sandbox", Verb::kRm, true}),
     [](const ::testing::TestParamInfo<Fault>& i) {
