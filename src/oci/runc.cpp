@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <sstream>
 #include <thread>
 #include <nlohmann/json.hpp>
 
@@ -221,6 +222,33 @@ class Runc final : public Runtime {
     return std::move(r.out);
   }
 
+  // The fault suite: SIGKILLs the first child of `parent` whose comm is `name`, once it appears.
+  static void kill_child_named(pid_t parent, const std::string& name,
+                               std::chrono::milliseconds within) {
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::error_code ec;
+      for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string pid = e.path().filename().string();
+        if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+        auto stat = fs::read_file(e.path() / "stat", 4096);
+        if (!stat.ok()) continue;
+        const auto open = stat->find('('), close = stat->rfind(')');
+        if (open == std::string::npos || close == std::string::npos) continue;
+        const std::string comm = stat->substr(open + 1, close - open - 1);
+        std::istringstream rest(stat->substr(close + 2));
+        std::string state;
+        pid_t ppid = 0;
+        rest >> state >> ppid;
+        if (comm == name && ppid == parent) {
+          ::kill(std::stoi(pid), SIGKILL);
+          return;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+
   // Runs runc with the instance's stdio on `stdio_fd`. runc's own complaints go to its --log
   // file; when CRIU was involved, the relevant lines of its log are attached to the error.
   Status invoke_detached(std::vector<std::string> args, const std::filesystem::path& log,
@@ -241,11 +269,15 @@ class Runc final : public Runtime {
     o.stdout_fd = stdio_fd;
     o.stderr_fd = stdio_fd;
     PW_ASSIGN(Child child, spawn(o));
-    // The fault suite: runc dies while it restores (CRIU, its child, runs on).
-    if (fault_armed("runc.kill_in_restore") &&
-        std::find(args.begin(), args.end(), "restore") != args.end()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(30));
-      child.kill(SIGKILL);
+    // The fault suite: runc dies while it restores (CRIU, its child, runs on), or the CRIU
+    // runc started dies under it.
+    if (std::find(args.begin(), args.end(), "restore") != args.end()) {
+      if (fault_armed("runc.kill_in_restore")) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        child.kill(SIGKILL);
+      } else if (fault_armed("criu.kill_under_runc")) {
+        kill_child_named(child.pid(), "criu", std::chrono::seconds(10));
+      }
     }
     PW_ASSIGN(int status, child.wait(kRuncTimeout));
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};

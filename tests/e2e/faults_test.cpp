@@ -220,6 +220,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Fault{"run.after_cold_start", Verb::kRunCold, true},
                       Fault{"criu.kill_at_post_restore", Verb::kRun, false},
                       Fault{"runc.kill_in_restore", Verb::kRunRunc, false},
+                      Fault{"criu.kill_under_runc", Verb::kRunRunc, false},
                       Fault{"bake.after_warmup", Verb::kBake, true},
                       Fault{"bake.after_checkpoint", Verb::kBake, true},
                       Fault{"rm.after_runtime", Verb::kRm, true},
