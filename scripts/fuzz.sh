@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/, clang, ASan+UBSan) into build-fuzz/ and runs each for
-# SECONDS (default 20) from its seed corpus fuzz/corpus/<target>/. Fails on any crash, leak,
-# sanitizer report or timeout, naming the input that caused it (build-fuzz/artifacts/). Prints
-# one JSON object: executions, new corpus inputs and seconds per target.
+# SECONDS (default 20) from its seed corpus fuzz/corpus/<target>/, with fuzz/dict/<target>.dict
+# where there is one. Fails on any crash, leak, sanitizer report or timeout, naming the input
+# that caused it (build-fuzz/artifacts/). Prints one JSON object: executions, new corpus inputs
+# and seconds per target.
 set -euo pipefail
 secs=${1:-20}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,8 +29,10 @@ for seeds in "$root"/fuzz/corpus/*/; do
   log="$build/fuzz-$t.log"
   start=$(date +%s)
   rc=0
+  dict=()
+  [ -f "$root/fuzz/dict/$t.dict" ] && dict=(-dict="$root/fuzz/dict/$t.dict")
   # The outer timeout: libFuzzer's own -timeout can deadlock inside ASan's allocator.
-  timeout -k 10 $((secs + 300)) "$bin" -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
+  timeout -k 10 $((secs + 300)) "$bin" -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \
     -artifact_prefix="$art" "$work" "$seeds" >"$log" 2>&1 || rc=$?
   took=$(( $(date +%s) - start ))
   execs=$(awk '/stat::number_of_executed_units/ {print $NF}' "$log")

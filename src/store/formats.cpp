@@ -66,10 +66,12 @@ Result<OciManifest> parse_oci_manifest(std::string_view text) {
   if (text.size() > kMaxJsonBytes) return Error("image manifest: larger than 16 MiB");
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Error("image manifest: not valid JSON");
-  if (j.value("schemaVersion", 0) != 2) return Error("image manifest: schemaVersion is not 2");
-  if (j.value("mediaType", "") != kManifestMediaType)
+  // value() with a default of another type throws when a key holds the wrong type; comparing
+  // as json never does (found by fuzz/oci_manifest.cpp).
+  if (j.value("schemaVersion", json()) != 2) return Error("image manifest: schemaVersion is not 2");
+  if (j.value("mediaType", json()) != kManifestMediaType)
     return Error("image manifest: mediaType is not " + std::string(kManifestMediaType));
-  if (j.value("artifactType", "") != kArtifactType)
+  if (j.value("artifactType", json()) != kArtifactType)
     return Error("image manifest: artifactType is not " + std::string(kArtifactType) +
                  " (not a prewarm checkpoint image)");
   OciManifest m;
@@ -79,7 +81,7 @@ Result<OciManifest> parse_oci_manifest(std::string_view text) {
     return Error("image manifest: layers is not a list");
   for (size_t i = 0; i < j["layers"].size(); ++i) {
     const json& l = j["layers"][i];
-    const char* type = l.is_object() && l.value("mediaType", "") == kLegacyChunkMediaType
+    const char* type = l.is_object() && l.value("mediaType", json()) == kLegacyChunkMediaType
                            ? kLegacyChunkMediaType
                            : kPackMediaType;
     PW_ASSIGN(Descriptor d,
@@ -127,8 +129,9 @@ Result<ImageConfig> parse_config(std::string_view text) {
   if (text.size() > kMaxJsonBytes) return Error(where + "larger than 16 MiB");
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Error(where + "not valid JSON");
-  if (j.value("magic", "") != kConfigMagic) return Error(where + "magic is not " + kConfigMagic);
-  const int version = j.value("formatVersion", 0);
+  if (j.value("magic", json()) != kConfigMagic) return Error(where + "magic is not " + kConfigMagic);
+  const json version_j = j.value("formatVersion", json());
+  const int version = version_j.is_number_integer() ? version_j.get<int>() : 0;
   if (version != kConfigVersion && version != 1)
     return Error(where + "formatVersion is not 1 or " + std::to_string(kConfigVersion) +
                  " (stored by a newer prewarm?)");

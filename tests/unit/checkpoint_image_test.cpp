@@ -115,5 +115,18 @@ TEST(CheckpointImage, MarkedButUnreadableImagesAreErrorsThatSayWhy) {
   EXPECT_FALSE(checkpoint_image_info("not json").ok());
 }
 
+// Fields of the wrong type are errors, not exceptions (found by fuzz/oci_manifest.cpp).
+TEST(CheckpointImage, FieldsOfTheWrongTypeAreErrors) {
+  const json ann = {{"io.podman.annotations.checkpoint.name", "ctr"}};
+  json m = manifest_with(ann, json::array({layer("application/vnd.oci.image.layer.v1.tar")}));
+  m["artifactType"] = 5;
+  m["config"]["mediaType"] = json::array();
+  m["layers"][0]["mediaType"] = 7;
+  auto r = checkpoint_image_info(m.dump());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("layer media type ''"), std::string::npos)
+      << r.error().message();
+}
+
 }  // namespace
 }  // namespace prewarm::image
