@@ -84,8 +84,13 @@ std::optional<TokenAnswer> parse_token_answer(std::string_view body) {
     if (a.token.empty() && j.contains(k) && j[k].is_string()) a.token = j[k].get<std::string>();
   if (a.token.empty()) return std::nullopt;
   int64_t expires_in = 60;  // the distribution spec's default
+  // At most a day: a token server's number must not overflow the clock arithmetic (it did).
+  constexpr int64_t kMaxExpiresIn = 24 * 60 * 60;
   if (j.contains("expires_in") && j["expires_in"].is_number_integer())
-    expires_in = std::max<int64_t>(j["expires_in"].get<int64_t>(), 1);
+    expires_in = j["expires_in"].is_number_unsigned()  // how json holds any number >= 0
+                     ? static_cast<int64_t>(std::clamp<uint64_t>(
+                           j["expires_in"].get<uint64_t>(), 1, kMaxExpiresIn))
+                     : 1;
   a.refresh_after = std::chrono::seconds(expires_in) * 9 / 10;
   return a;
 }
