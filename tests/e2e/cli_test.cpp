@@ -9,6 +9,7 @@
 
 #include "base/fs.h"
 #include "base/subprocess.h"
+#include "support/cli.h"
 #include "support/engine_fixture.h"
 
 namespace prewarm::testing {
@@ -38,15 +39,7 @@ class CliTest : public ::testing::Test {
     if (!HasFailure()) (void)fs::remove_all(state_);
   }
 
-  RunResult prewarm(std::vector<std::string> args) {
-    SpawnOptions o;
-    o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm"};
-    o.argv.insert(o.argv.end(), args.begin(), args.end());
-    o.env = env_;
-    auto r = run_capture(o, std::chrono::minutes(5));
-    EXPECT_TRUE(r.ok()) << r.error().message();
-    return r.ok() ? *r : RunResult{};
-  }
+  RunResult prewarm(const std::vector<std::string>& args) { return run_prewarm(args, env_); }
 
   static int code(const RunResult& r) { return WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1; }
 

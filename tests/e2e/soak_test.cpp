@@ -17,6 +17,7 @@
 
 #include "base/fs.h"
 #include "base/subprocess.h"
+#include "support/cli.h"
 #include "support/engine_fixture.h"
 
 namespace prewarm::testing {
@@ -109,15 +110,7 @@ class SoakTest : public ::testing::Test {
     if (!HasFailure()) (void)fs::remove_all(state_);
   }
 
-  RunResult prewarm(std::vector<std::string> args) {
-    SpawnOptions o;
-    o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm"};
-    o.argv.insert(o.argv.end(), args.begin(), args.end());
-    o.env = env_;
-    auto r = run_capture(o, std::chrono::minutes(5));
-    EXPECT_TRUE(r.ok()) << r.error().message();
-    return r.ok() ? *r : RunResult{};
-  }
+  RunResult prewarm(const std::vector<std::string>& args) { return run_prewarm(args, env_); }
 
   // Live processes of prewarm's making: the CLI passes our PREWARM_STATE_DIR on to whatever
   // it spawns (runc, CRIU), and an instance's processes live in a cgroup named after it.
