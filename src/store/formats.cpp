@@ -29,6 +29,16 @@ json descriptor_json(const Descriptor& d) {
   return {{"mediaType", d.media_type}, {"digest", d.digest}, {"size", d.size}};
 }
 
+}  // namespace
+
+uint64_t json_unsigned(const json& j, uint64_t max) {
+  if (!j.is_number_unsigned() || j.get<uint64_t>() > max)
+    throw json::type_error::create(302, "expected an unsigned integer", &j);
+  return j.get<uint64_t>();
+}
+
+namespace {
+
 Result<Descriptor> parse_descriptor(const json& j, const std::string& where,
                                     const char* media_type) {
   if (!j.is_object()) return Error(where + ": not an object");
@@ -36,7 +46,7 @@ Result<Descriptor> parse_descriptor(const json& j, const std::string& where,
   try {
     d.media_type = j.at("mediaType").get<std::string>();
     d.digest = j.at("digest").get<std::string>();
-    d.size = j.at("size").get<uint64_t>();
+    d.size = json_unsigned(j.at("size"));
   } catch (const json::exception&) {
     return Error(where + ": mediaType, digest or size missing or of the wrong type");
   }
@@ -138,10 +148,12 @@ Result<ImageConfig> parse_config(std::string_view text) {
   ImageConfig c;
   try {
     const json& ch = j.at("chunker");
-    c.chunker.min_size = ch.at("minSize").get<uint32_t>();
-    c.chunker.avg_size = ch.at("avgSize").get<uint32_t>();
-    c.chunker.max_size = ch.at("maxSize").get<uint32_t>();
-    c.zstd_level = j.at("compression").at("level").get<int>();
+    c.chunker.min_size = static_cast<uint32_t>(json_unsigned(ch.at("minSize"), UINT32_MAX));
+    c.chunker.avg_size = static_cast<uint32_t>(json_unsigned(ch.at("avgSize"), UINT32_MAX));
+    c.chunker.max_size = static_cast<uint32_t>(json_unsigned(ch.at("maxSize"), UINT32_MAX));
+    const json& level = j.at("compression").at("level");
+    if (!level.is_number_integer()) return Error(where + "compression.level is not an integer");
+    c.zstd_level = level.get<int>();
     c.manifest_json = j.at("manifest").get<std::string>();
   } catch (const json::exception&) {
     return Error(where + "chunker, compression or manifest missing or of the wrong type");
@@ -159,19 +171,19 @@ Result<ImageConfig> parse_config(std::string_view text) {
     FileEntry f;
     try {
       f.path = files[i].at("path").get<std::string>();
-      f.size = files[i].at("size").get<uint64_t>();
+      f.size = json_unsigned(files[i].at("size"));
       f.sha256 = files[i].at("sha256").get<std::string>();
       const json& chunks = files[i].at("chunks");
       if (!chunks.is_array()) return Error(at + ".chunks: not a list");
       for (const json& cj : chunks) {
         ChunkRef r;
         r.digest = cj.at("digest").get<std::string>();
-        r.offset = cj.at("offset").get<uint64_t>();
-        r.length = cj.at("length").get<uint64_t>();
+        r.offset = json_unsigned(cj.at("offset"));
+        r.length = json_unsigned(cj.at("length"));
         r.sha256 = cj.at("sha256").get<std::string>();
         if (version >= 2) {
-          r.pack_offset = cj.at("packOffset").get<uint64_t>();
-          r.pack_length = cj.at("packLength").get<uint64_t>();
+          r.pack_offset = json_unsigned(cj.at("packOffset"));
+          r.pack_length = json_unsigned(cj.at("packLength"));
         }  // else the whole blob, once its size is known (load_image)
         f.chunks.push_back(std::move(r));
       }

@@ -31,7 +31,7 @@ Result<std::vector<IndexEntry>> read_index(const stdfs::path& root) {
     try {
       e.media_type = m.at("mediaType").get<std::string>();
       e.digest = m.at("digest").get<std::string>();
-      e.size = m.at("size").get<uint64_t>();
+      e.size = json_unsigned(m.at("size"));
       if (m.contains("artifactType")) e.artifact_type = m["artifactType"].get<std::string>();
       if (m.contains("annotations"))
         e.annotations = m["annotations"].get<std::map<std::string, std::string>>();

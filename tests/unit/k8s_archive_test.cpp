@@ -587,7 +587,7 @@ TEST_F(K8sArchive, ForeignArchiveWithoutCriuFilesOrMetadataIsRefused) {
   expect_refused(pod, "pod checkpoint archive", opts);
 }
 
-// A spec.dump field of an unexpected type is ignored, not thrown (found by fuzz/archive_dumps.cpp).
+// A spec.dump field of an unexpected type is ignored, not thrown (seen writing fuzz/archive_dumps.cpp).
 TEST_F(K8sArchive, ForeignSpecDumpWithOddTypesImports) {
   auto f = make_foreign(tmp_.path());
   json spec = json::parse(slurp(f.dir / "spec.dump"));
