@@ -108,9 +108,11 @@ Result<std::optional<CheckpointImageInfo>> checkpoint_image_info(const std::stri
   if (auto it = ann->find("org.criu.checkpoint.engine.name"); it != ann->end() && it->is_string())
     info.engine = it->get<std::string>();
   // prewarm's own chunked images carry the CRI-O name too; they are not archives in a layer.
-  if (m.value("artifactType", "") == "application/vnd.prewarm.checkpoint.v1" ||
-      (m.contains("config") && m["config"].is_object() &&
-       m["config"].value("mediaType", "").find("prewarm") != std::string::npos))
+  json config_type =
+      m.contains("config") && m["config"].is_object() ? m["config"].value("mediaType", json()) : json();
+  if (m.value("artifactType", json()) == "application/vnd.prewarm.checkpoint.v1" ||
+      (config_type.is_string() &&
+       config_type.get<std::string>().find("prewarm") != std::string::npos))
     return std::optional<CheckpointImageInfo>{};
 
   const std::string what = "checkpoint image (" + info.engine + " annotations)";
@@ -125,7 +127,7 @@ Result<std::optional<CheckpointImageInfo>> checkpoint_image_info(const std::stri
     return Error(what + ": its layer descriptor has no digest or size");
   info.layer.digest = l["digest"].get<std::string>();
   info.layer.size = l["size"].get<uint64_t>();
-  info.layer.media_type = l.value("mediaType", "");
+  if (json t = l.value("mediaType", json()); t.is_string()) info.layer.media_type = t.get<std::string>();
   bool known = info.layer.media_type == kDockerLayerMediaType;
   for (const char* t : kLayerMediaTypes) known = known || info.layer.media_type == t;
   if (!known)

@@ -367,7 +367,7 @@ Result<spec::AppSpec> app_from_spec_dump(const json& runtime_spec, const std::st
       if (eq != std::string::npos && eq > 0) app.env.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
     }
   if (std::string cwd = string_at(*process, "cwd"); !cwd.empty()) app.working_dir = cwd;
-  if (process->value("terminal", false))
+  if (process->value("terminal", json()) == true)
     warnings.push_back("the container ran with a terminal; prewarm restores without one, so "
                        "CRIU may refuse to restore it");
   ParsedMounts mounts = parse_mounts(runtime_spec);

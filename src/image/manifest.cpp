@@ -24,7 +24,12 @@ template <class T>
 Result<T> field(const json& j, const char* name, const std::string& where) {
   if (!j.contains(name)) return Error(where + name + ": missing");
   try {
-    return j.at(name).get<T>();
+    const json& v = j.at(name);
+    // json's get<integer>() of a float beyond the integer's range is undefined behaviour.
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+      if (!v.is_number_integer() || (std::is_unsigned_v<T> && !v.is_number_unsigned()))
+        return Error(where + name + ": wrong type");
+    return v.get<T>();
   } catch (const json::exception&) {
     return Error(where + name + ": wrong type");
   }

@@ -89,7 +89,8 @@ Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_j
     return Error(ErrorKind::kInvalidInput, "not an OCI image manifest");
   std::vector<registry::Blob> blobs;
   auto add = [&](const json& d) -> Status {
-    if (!d.is_object() || !d.contains("digest") || !d.contains("size"))
+    if (!d.is_object() || !d.contains("digest") || !d.contains("size") ||
+        !d["size"].is_number_unsigned())
       return Error(ErrorKind::kInvalidInput, "manifest descriptor without digest or size");
     registry::Blob b;
     b.digest = d["digest"].get<std::string>();
@@ -334,7 +335,7 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
     return pull_checkpoint_image(ctx, ref, **checkpoint_image, name, rootfs, opts);
   // Anything else must be prewarm's own format; say so before downloading a byte of it.
   if (json m = json::parse(pm.json, nullptr, false);
-      !m.is_object() || m.value("artifactType", "") != store::kArtifactType)
+      !m.is_object() || m.value("artifactType", json()) != store::kArtifactType)
     return Error(ErrorKind::kInvalidInput, "pull " + ref.to_string() + ": not a checkpoint image (" +
                  (m.is_object() ? "media type " + pm.media_type : std::string("not JSON")) +
                  ", neither prewarm's artifactType " + store::kArtifactType +

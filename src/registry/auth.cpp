@@ -76,6 +76,25 @@ std::vector<Challenge> parse_www_authenticate(std::string_view h) {
   return out;
 }
 
+std::optional<TokenAnswer> parse_token_answer(std::string_view body) {
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  TokenAnswer a;
+  for (const char* k : {"token", "access_token"})
+    if (a.token.empty() && j.contains(k) && j[k].is_string()) a.token = j[k].get<std::string>();
+  if (a.token.empty()) return std::nullopt;
+  int64_t expires_in = 60;  // the distribution spec's default
+  // At most a day: a token server's number must not overflow the clock arithmetic (it did).
+  constexpr int64_t kMaxExpiresIn = 24 * 60 * 60;
+  if (j.contains("expires_in") && j["expires_in"].is_number_integer())
+    expires_in = j["expires_in"].is_number_unsigned()  // how json holds any number >= 0
+                     ? static_cast<int64_t>(std::clamp<uint64_t>(
+                           j["expires_in"].get<uint64_t>(), 1, kMaxExpiresIn))
+                     : 1;
+  a.refresh_after = std::chrono::seconds(expires_in) * 9 / 10;
+  return a;
+}
+
 std::string token_scope(const std::string& challenge_scope, const std::string& repository,
                         const std::vector<std::string>& actions) {
   if (challenge_scope.empty()) return "repository:" + repository + ":" + join(actions, ',');
@@ -196,26 +215,16 @@ Status Authorizer::fetch_token(http::Client& client, const Challenge& c, const s
   }
   if (r->status != 200)
     return Error("token server " + realm + " for " + registry_ + ": " + http::describe(*r), EPROTO);
-  auto j = nlohmann::json::parse(r->body, nullptr, false);
-  std::string token;
-  if (j.is_object()) {
-    for (const char* k : {"token", "access_token"})
-      if (token.empty() && j.contains(k) && j[k].is_string()) token = j[k].get<std::string>();
-  }
-  if (token.empty())
-    return Error("token server " + realm + " answered without a token", EPROTO);
-  int64_t expires_in = 60;  // the distribution spec's default
-  if (j.contains("expires_in") && j["expires_in"].is_number_integer())
-    expires_in = std::max<int64_t>(j["expires_in"].get<int64_t>(), 1);
-  std::string header = "Authorization: Bearer " + token;
+  auto answer = parse_token_answer(r->body);
+  if (!answer) return Error("token server " + realm + " answered without a token", EPROTO);
+  std::string header = "Authorization: Bearer " + answer->token;
   if (header == sent) {
     http::Response refused;
     refused.status = 401;
     refused.reason = "Unauthorized (the token for scope '" + scope + "' is not enough)";
     return denied(refused);
   }
-  // Refresh a little early so a token does not expire between check and use.
-  tokens_[key] = {header, now + std::chrono::seconds(expires_in) * 9 / 10};
+  tokens_[key] = {header, now + answer->refresh_after};
   current_ = header;
   return ok_status();
 }

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +23,16 @@ struct Challenge {
 
 // Parses one or more challenges ("Basic realm=x, Bearer realm="y",scope="a,b"").
 std::vector<Challenge> parse_www_authenticate(std::string_view header);
+
+// A token server's answer: the token, and how long to use it before fetching a new one (a
+// little under its lifetime, so it does not expire between check and use).
+struct TokenAnswer {
+  std::string token;
+  std::chrono::seconds refresh_after{};
+};
+// Parses a token server's JSON body ("token" or "access_token", "expires_in"); nullopt when it
+// holds no token.
+std::optional<TokenAnswer> parse_token_answer(std::string_view body);
 
 // The scope to ask a token server for: the challenge's scope, widened to the actions this
 // operation needs when it names the same repository ("pull" → "pull,push" for a push).

@@ -3,6 +3,7 @@
 #include "spec/app_spec.h"
 
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <exception>
 #include <map>
+#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -28,6 +30,36 @@ std::vector<std::string> AppSpec::argv() const {
 }
 
 namespace {
+
+// Whether a YAML document has a root node, from the parser's events. The documents are counted
+// this way, never past the second, because yaml-cpp 0.7's LoadAll never returns on some invalid
+// input: for a stray "," it yields an empty document forever without consuming anything
+// (jbeder/yaml-cpp#1040, fixed upstream in #1319; found by fuzz/spec.cpp).
+class RootProbe : public YAML::EventHandler {
+ public:
+  bool has_root() const { return has_root_; }
+  void OnDocumentStart(const YAML::Mark&) override { has_root_ = false; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override { has_root_ = true; }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    has_root_ = true;
+  }
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    has_root_ = true;
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    has_root_ = true;
+  }
+  void OnMapEnd() override {}
+
+ private:
+  bool has_root_ = false;
+};
 
 using namespace detail;
 namespace stdfs = std::filesystem;
@@ -340,9 +372,17 @@ Result<AppSpec> parse_spec(std::string_view yaml_text, const std::filesystem::pa
   if (ec) return Error::sys("resolve spec base directory", ec.value(), base_dir.string());
   base = base.lexically_normal();
 
-  std::vector<YAML::Node> docs;
+  YAML::Node doc;
   try {
-    docs = YAML::LoadAll(std::string(yaml_text));
+    std::istringstream in{std::string(yaml_text)};
+    YAML::Parser parser(in);
+    RootProbe probe;
+    if (!parser.HandleNextDocument(probe) || !probe.has_root())
+      return Error("spec: the document is empty; expected a mapping with name, rootfs and command",
+                   EINVAL);
+    if (parser.HandleNextDocument(probe))
+      return Error("spec: expected one YAML document, found more", EINVAL);
+    doc = YAML::Load(std::string(yaml_text));
   } catch (const YAML::DeepRecursion& e) {
     return Error("spec: invalid YAML at line " + std::to_string(e.mark.line + 1) +
                      ": nested more deeply than the parser allows",
@@ -352,16 +392,11 @@ Result<AppSpec> parse_spec(std::string_view yaml_text, const std::filesystem::pa
   } catch (const std::exception& e) {
     return Error(std::string("spec: cannot parse YAML: ") + e.what(), EINVAL);
   }
-  if (docs.size() > 1)
-    return Error("spec: expected one YAML document, found " + std::to_string(docs.size()), EINVAL);
-  if (docs.empty() || docs[0].IsNull())
-    return Error("spec: the document is empty; expected a mapping with name, rootfs and command",
-                 EINVAL);
   // The parser checks every type before converting, so yaml-cpp should not throw past here; the
   // catch keeps a missed case an error value rather than a crash.
   try {
     YamlReader reader(std::move(base));
-    return parse_app(reader, docs[0]);
+    return parse_app(reader, doc);
   } catch (const YAML::Exception& e) {
     return Error(yaml_error(e), EINVAL);
   } catch (const std::exception& e) {

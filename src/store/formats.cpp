@@ -40,6 +40,12 @@ Result<uint64_t> descriptor_size(const json& size, const std::string& where, uin
   return size.get<uint64_t>();
 }
 
+uint64_t json_unsigned(const json& j, uint64_t max) {
+  if (!j.is_number_unsigned() || j.get<uint64_t>() > max)
+    throw json::type_error::create(302, "expected an unsigned integer", &j);
+  return j.get<uint64_t>();
+}
+
 namespace {
 
 Result<Descriptor> parse_descriptor(const json& j, const std::string& where,
@@ -79,10 +85,12 @@ Result<OciManifest> parse_oci_manifest(std::string_view text) {
   if (text.size() > kMaxJsonBytes) return Error("image manifest: larger than 16 MiB");
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Error("image manifest: not valid JSON");
-  if (j.value("schemaVersion", 0) != 2) return Error("image manifest: schemaVersion is not 2");
-  if (j.value("mediaType", "") != kManifestMediaType)
+  // value() with a default of another type throws when a key holds the wrong type; comparing
+  // as json never does (found by fuzz/oci_manifest.cpp).
+  if (j.value("schemaVersion", json()) != 2) return Error("image manifest: schemaVersion is not 2");
+  if (j.value("mediaType", json()) != kManifestMediaType)
     return Error("image manifest: mediaType is not " + std::string(kManifestMediaType));
-  if (j.value("artifactType", "") != kArtifactType)
+  if (j.value("artifactType", json()) != kArtifactType)
     return Error("image manifest: artifactType is not " + std::string(kArtifactType) +
                  " (not a prewarm checkpoint image)");
   OciManifest m;
@@ -93,7 +101,7 @@ Result<OciManifest> parse_oci_manifest(std::string_view text) {
     return Error("image manifest: layers is not a list");
   for (size_t i = 0; i < j["layers"].size(); ++i) {
     const json& l = j["layers"][i];
-    const char* type = l.is_object() && l.value("mediaType", "") == kLegacyChunkMediaType
+    const char* type = l.is_object() && l.value("mediaType", json()) == kLegacyChunkMediaType
                            ? kLegacyChunkMediaType
                            : kPackMediaType;
     PW_ASSIGN(Descriptor d,
@@ -142,18 +150,21 @@ Result<ImageConfig> parse_config(std::string_view text) {
   if (text.size() > kMaxJsonBytes) return Error(where + "larger than 16 MiB");
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Error(where + "not valid JSON");
-  if (j.value("magic", "") != kConfigMagic) return Error(where + "magic is not " + kConfigMagic);
-  const int version = j.value("formatVersion", 0);
+  if (j.value("magic", json()) != kConfigMagic) return Error(where + "magic is not " + kConfigMagic);
+  const json version_j = j.value("formatVersion", json());
+  const int version = version_j.is_number_integer() ? version_j.get<int>() : 0;
   if (version != kConfigVersion && version != 1)
     return Error(where + "formatVersion is not 1 or " + std::to_string(kConfigVersion) +
                  " (stored by a newer prewarm?)");
   ImageConfig c;
   try {
     const json& ch = j.at("chunker");
-    c.chunker.min_size = ch.at("minSize").get<uint32_t>();
-    c.chunker.avg_size = ch.at("avgSize").get<uint32_t>();
-    c.chunker.max_size = ch.at("maxSize").get<uint32_t>();
-    c.zstd_level = j.at("compression").at("level").get<int>();
+    c.chunker.min_size = static_cast<uint32_t>(json_unsigned(ch.at("minSize"), UINT32_MAX));
+    c.chunker.avg_size = static_cast<uint32_t>(json_unsigned(ch.at("avgSize"), UINT32_MAX));
+    c.chunker.max_size = static_cast<uint32_t>(json_unsigned(ch.at("maxSize"), UINT32_MAX));
+    const json& level = j.at("compression").at("level");
+    if (!level.is_number_integer()) return Error(where + "compression.level is not an integer");
+    c.zstd_level = level.get<int>();
     c.manifest_json = j.at("manifest").get<std::string>();
   } catch (const json::exception&) {
     return Error(where + "chunker, compression or manifest missing or of the wrong type");
@@ -171,19 +182,19 @@ Result<ImageConfig> parse_config(std::string_view text) {
     FileEntry f;
     try {
       f.path = files[i].at("path").get<std::string>();
-      f.size = files[i].at("size").get<uint64_t>();
+      f.size = json_unsigned(files[i].at("size"));
       f.sha256 = files[i].at("sha256").get<std::string>();
       const json& chunks = files[i].at("chunks");
       if (!chunks.is_array()) return Error(at + ".chunks: not a list");
       for (const json& cj : chunks) {
         ChunkRef r;
         r.digest = cj.at("digest").get<std::string>();
-        r.offset = cj.at("offset").get<uint64_t>();
-        r.length = cj.at("length").get<uint64_t>();
+        r.offset = json_unsigned(cj.at("offset"));
+        r.length = json_unsigned(cj.at("length"));
         r.sha256 = cj.at("sha256").get<std::string>();
         if (version >= 2) {
-          r.pack_offset = cj.at("packOffset").get<uint64_t>();
-          r.pack_length = cj.at("packLength").get<uint64_t>();
+          r.pack_offset = json_unsigned(cj.at("packOffset"));
+          r.pack_length = json_unsigned(cj.at("packLength"));
         }  // else the whole blob, once its size is known (load_image)
         f.chunks.push_back(std::move(r));
       }

@@ -65,6 +65,11 @@ Result<std::string> read_blob(const stdfs::path& root, const std::string& digest
 std::string check_blob(const stdfs::path& root, const std::string& digest, int64_t expected_size);
 Status fsync_dir(const stdfs::path& dir);
 
+// A non-negative integer from JSON, at most max; anything else throws json's type_error, as
+// get() does for other types (its get<uint64_t>() of a float beyond the range is undefined
+// behaviour, found by fuzz/oci_manifest.cpp).
+uint64_t json_unsigned(const nlohmann::json& j, uint64_t max = UINT64_MAX);
+
 // ---- index.json ----
 struct IndexEntry {
   std::string name;  // the ref.name annotation ("" for entries other tools added)

@@ -219,7 +219,7 @@ Result<Store> Store::open(const stdfs::path& root) {
                  "); pick an empty or new directory for the store");
   PW_ASSIGN(std::string text, fs::read_file(layout, 4096));
   auto j = nlohmann::json::parse(text, nullptr, false);
-  if (!j.is_object() || j.value("imageLayoutVersion", "") != "1.0.0")
+  if (!j.is_object() || j.value("imageLayoutVersion", nlohmann::json()) != "1.0.0")
     return Error(
         "store " + root.string() + ": " + kLayoutFile +
         " is not {\"imageLayoutVersion\":\"1.0.0\"}; this prewarm reads only that version");

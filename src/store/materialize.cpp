@@ -190,7 +190,9 @@ Result<MaterializeResult> Store::materialize(const std::string& name, const stdf
   unsigned workers = worker_count(opts.threads);
   auto decode = [&](size_t w) {
     Window win;
-    auto [b, e] = windows[w];
+    // Plain variables, not a structured binding: clang before 16 (the fuzz and sanitizer
+    // builds) cannot capture bindings in the lambdas below.
+    const size_t b = windows[w].first, e = windows[w].second;
     uint64_t total = 0;
     for (size_t k = b; k < e; ++k) {
       win.offsets.push_back(total);

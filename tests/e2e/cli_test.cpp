@@ -12,6 +12,7 @@
 
 #include "base/fs.h"
 #include "base/subprocess.h"
+#include "support/cli.h"
 #include "support/engine_fixture.h"
 
 namespace prewarm::testing {
@@ -42,14 +43,9 @@ class CliTest : public ::testing::Test {
   }
 
   // The CLI with this test's environment, or `env` instead.
-  RunResult prewarm(std::vector<std::string> args, const std::vector<std::string>* env = nullptr) {
-    SpawnOptions o;
-    o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm"};
-    o.argv.insert(o.argv.end(), args.begin(), args.end());
-    o.env = env != nullptr ? *env : env_;
-    auto r = run_capture(o, std::chrono::minutes(5));
-    EXPECT_TRUE(r.ok()) << r.error().message();
-    return r.ok() ? *r : RunResult{};
+  RunResult prewarm(const std::vector<std::string>& args,
+                    const std::vector<std::string>* env = nullptr) {
+    return run_prewarm(args, env != nullptr ? *env : env_);
   }
 
   // prewarm as the unprivileged user nobody.

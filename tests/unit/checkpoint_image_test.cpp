@@ -115,5 +115,30 @@ TEST(CheckpointImage, MarkedButUnreadableImagesAreErrorsThatSayWhy) {
   EXPECT_FALSE(checkpoint_image_info("not json").ok());
 }
 
+// Fields of the wrong type are errors, not exceptions (seen writing fuzz/oci_manifest.cpp).
+TEST(CheckpointImage, FieldsOfTheWrongTypeAreErrors) {
+  const json ann = {{"io.podman.annotations.checkpoint.name", "ctr"}};
+  json m = manifest_with(ann, json::array({layer("application/vnd.oci.image.layer.v1.tar")}));
+  m["artifactType"] = 5;
+  m["config"]["mediaType"] = json::array();
+  m["layers"][0]["mediaType"] = 7;
+  auto r = checkpoint_image_info(m.dump());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("layer media type ''"), std::string::npos)
+      << r.error().message();
+}
+
+// A number too large for its integer is the wrong type, not undefined behaviour.
+TEST(CheckpointImage, ManifestNumbersOutOfRangeAreWrongTypes) {
+  json m = json::parse(to_json(sample_manifest()));
+  m["formatVersion"] = 1e30;
+  auto r = parse_manifest(m.dump());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message(), "manifest.formatVersion: wrong type");
+  m = json::parse(to_json(sample_manifest()));
+  m["files"] = json::array({{{"path", "a"}, {"size", -1}, {"sha256", std::string(64, 'a')}}});
+  EXPECT_FALSE(parse_manifest(m.dump()).ok());
+}
+
 }  // namespace
 }  // namespace prewarm::image

@@ -627,6 +627,21 @@ TEST_F(K8sArchive, ForeignArchiveWithoutCriuFilesOrMetadataIsRefused) {
   expect_refused(pod, "pod checkpoint archive", opts);
 }
 
+// A spec.dump field of an unexpected type is ignored, not thrown (seen writing fuzz/archive_dumps.cpp).
+TEST_F(K8sArchive, ForeignSpecDumpWithOddTypesImports) {
+  auto f = make_foreign(tmp_.path());
+  json spec = json::parse(slurp(f.dir / "spec.dump"));
+  spec["process"]["terminal"] = "yes";
+  spit(f.dir / "spec.dump", spec.dump());
+  auto tar = tmp_.path() / "odd.tar";
+  sh("tar -cf '" + tar.string() + "' -C '" + f.dir.string() + "' .");
+  ImportOptions opts;
+  opts.rootfs_dir = f.rootfs;
+  auto r = import_archive(tar, store() / "odd", opts);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  for (const auto& w : r->warnings) EXPECT_EQ(w.find("terminal"), std::string::npos) << w;
+}
+
 // ------------------------------------------------------------------------------------------
 // Malicious archives: refused before anything reaches the destination.
 

@@ -134,6 +134,23 @@ TEST(WwwAuthenticate, TokenScopeWidensOnlyOurRepository) {
             "repository:host:5000/app:pull,push");
 }
 
+TEST(TokenAnswer, TokenAndLifetime) {
+  using std::chrono::seconds;
+  auto a = auth::parse_token_answer(R"({"token":"t1","expires_in":300})");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->token, "t1");
+  EXPECT_EQ(a->refresh_after, seconds(270));
+  EXPECT_EQ(auth::parse_token_answer(R"({"access_token":"t2"})")->refresh_after, seconds(54));
+  EXPECT_FALSE(auth::parse_token_answer(R"({"expires_in":300})"));
+  EXPECT_FALSE(auth::parse_token_answer("[1]"));
+  // A huge lifetime is capped at a day (it overflowed the clock; found by fuzz/registry.cpp).
+  EXPECT_EQ(auth::parse_token_answer(R"({"token":"t","expires_in":9223372036854775807})")
+                ->refresh_after,
+            seconds(86400 * 9 / 10));
+  EXPECT_EQ(auth::parse_token_answer(R"({"token":"t","expires_in":-5})")->refresh_after,
+            seconds(0));
+}
+
 TEST(Credentials, ComeFromTheOptionsNeverTheEnvironment) {
   // The environment is read once, into the caller's context (engine::config_from_env).
   ::setenv("PREWARM_REGISTRY_USER", "env-user", 1);
