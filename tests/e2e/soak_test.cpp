@@ -105,7 +105,7 @@ class SoakTest : public ::testing::Test {
     if (state_.empty()) return;
     auto rm = prewarm({"rm", "--all"});
     EXPECT_EQ(rm.status, 0) << rm.err;
-    (void)run_checked({"ip", "link", "del", bridge_});
+    remove_test_bridge(bridge_);
     EXPECT_EQ(leftovers(name_ + "-"), "");
     if (!HasFailure()) (void)fs::remove_all(state_);
   }
