@@ -30,14 +30,6 @@ namespace {
 
 namespace stdfs = std::filesystem;
 
-uint64_t tree_bytes(const stdfs::path& dir) {
-  uint64_t total = 0;
-  std::error_code ec;
-  for (const auto& e : stdfs::recursive_directory_iterator(dir, ec))
-    if (e.is_regular_file(ec)) total += e.file_size(ec);
-  return total;
-}
-
 // Moves a finished image into place; an existing image of that name is replaced.
 Status install_image(const Context& ctx, const stdfs::path& staged, const std::string& name) {
   auto final_dir = ctx.image_dir(name);
@@ -237,7 +229,7 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   staging.release();
   phase("seal", sw);
   res.dir = ctx.image_dir(spec.name);
-  res.image_bytes = tree_bytes(res.dir);
+  res.image_bytes = fs::tree_bytes(res.dir);
   res.timings_s["total"] = total.seconds();
   return res;
 }

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "base/unique_fd.h"
 
 namespace prewarm::fs {
@@ -15,10 +17,14 @@ namespace prewarm::fs {
 Result<std::string> read_file(const std::filesystem::path& path, size_t max_bytes) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return Error::sys("open", errno, path.string());
+  return read_fd(fd.get(), path, max_bytes);
+}
+
+Result<std::string> read_fd(int fd, const std::filesystem::path& path, size_t max_bytes) {
   std::string out;
   char buf[65536];
   for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Error::sys("read", errno, path.string());
@@ -140,16 +146,26 @@ std::vector<std::string> mount_points() {
 }
 
 Status unmount_under(const std::filesystem::path& dir) {
-  const std::string prefix = dir.lexically_normal().string();
-  std::vector<std::string> below;
-  for (auto& mp : mount_points())
-    if (mp == prefix || (mp.size() > prefix.size() && mp.compare(0, prefix.size(), prefix) == 0 &&
-                         mp[prefix.size()] == '/'))
-      below.push_back(std::move(mp));
-  // Later mounts sit on top of earlier ones: undo them in reverse.
-  for (auto it = below.rbegin(); it != below.rend(); ++it)
-    if (::umount2(it->c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
-      return Error::sys("unmount", errno, *it);
+  std::error_code ec;
+  std::filesystem::path canon = std::filesystem::weakly_canonical(dir, ec);
+  if (ec) canon = dir;
+  const std::string root = canon.string();
+  auto under = [&] {
+    std::vector<std::string> hits;
+    for (auto& mp : mount_points()) {
+      if (mp == root || mp.starts_with(root + "/")) hits.push_back(mp);
+    }
+    // Deepest first.
+    std::sort(hits.begin(), hits.end(),
+              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    return hits;
+  };
+  for (const auto& mp : under()) (void)::umount2(mp.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+  auto left = under();
+  if (!left.empty())
+    return Error("could not unmount " + left.front() + " (and " + std::to_string(left.size() - 1) +
+                     " more under " + root + ")",
+                 EBUSY);
   return {};
 }
 
@@ -178,6 +194,8 @@ Result<UniqueFd> open_dir(const std::filesystem::path& path) {
   return fd;
 }
 
+}  // namespace
+
 uint64_t tree_bytes(const std::filesystem::path& dir) {
   uint64_t total = 0;
   std::error_code ec;
@@ -189,8 +207,6 @@ uint64_t tree_bytes(const std::filesystem::path& dir) {
   }
   return total;
 }
-
-}  // namespace
 
 Result<StagingDir> StagingDir::create(const std::filesystem::path& dir, const std::string& prefix) {
   // A gc may take the lock of the fresh, empty directory before its maker does and remove it:

@@ -12,6 +12,8 @@
 namespace prewarm::fs {
 
 Result<std::string> read_file(const std::filesystem::path& path, size_t max_bytes = 64 << 20);
+// The rest of an open file (`path` names it in errors), as read_file.
+Result<std::string> read_fd(int fd, const std::filesystem::path& path, size_t max_bytes);
 // Writes via a temporary file in the same directory, fsync and rename: readers see the old
 // content or the new one, never a torn file. durable=false skips the fsync, for state that a
 // reboot makes meaningless anyway (an instance's record): still atomic if the process dies.
@@ -22,11 +24,14 @@ Status make_dirs(const std::filesystem::path& path, mode_t mode = 0700);
 // Removes a tree; missing is fine.
 Status remove_all(const std::filesystem::path& path);
 std::string random_hex(size_t bytes);
+// Bytes in the regular files of a tree (symlinks not followed); unreadable parts count 0.
+uint64_t tree_bytes(const std::filesystem::path& dir);
 
 // This process's mount points (/proc/self/mountinfo), in mount order.
 std::vector<std::string> mount_points();
-// Detaches every mount at or below `dir`, deepest first (what a killed CRIU or runc left, e.g.
-// a bind-mounted root or CRIU's cgroup yard), so the tree can be removed.
+// Detaches every mount at or below `dir`, deepest first (a build's chroot mounts, or what a
+// killed CRIU or runc left: a bind-mounted root, CRIU's cgroup yard), so the tree can be
+// removed; EBUSY if any is still there after.
 Status unmount_under(const std::filesystem::path& dir);
 
 // Removes a directory tree (staging, scratch, a temporary work dir) when it goes out of scope,

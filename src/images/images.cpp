@@ -89,8 +89,7 @@ Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_j
     return Error(ErrorKind::kInvalidInput, "not an OCI image manifest");
   std::vector<registry::Blob> blobs;
   auto add = [&](const json& d) -> Status {
-    if (!d.is_object() || !d.contains("digest") || !d.contains("size") ||
-        !d["size"].is_number_unsigned())
+    if (!d.is_object() || !d.contains("digest") || !d.contains("size"))
       return Error(ErrorKind::kInvalidInput, "manifest descriptor without digest or size");
     registry::Blob b;
     b.digest = d["digest"].get<std::string>();

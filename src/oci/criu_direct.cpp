@@ -415,9 +415,7 @@ class CriuDirect final : public Runtime {
   // Removes the state dir. A root bind-mounted there (criu-root) while its restore ran is
   // unmounted first: removing the tree through it would delete the container's files.
   Status discard_dir(const std::string& id) const {
-    const stdfs::path bind = dir_of(id) / "criu-root";
-    if (::umount2(bind.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
-      return Error::sys("unmount", errno, bind.string());
+    PW_TRY(fs::unmount_under(dir_of(id)));
     return fs::remove_all(dir_of(id));
   }
 

@@ -18,7 +18,7 @@ namespace {
 
 // Removes a build directory; refuses when something is still mounted inside it.
 void discard(const std::filesystem::path& tmp) {
-  Status st = unmount_all_under(tmp);
+  Status st = fs::unmount_under(tmp);
   if (st.ok()) st = fs::remove_all(tmp);
   if (!st.ok()) log::warn("leaving " + tmp.string() + " behind: " + st.error().message());
 }
@@ -60,7 +60,7 @@ Result<std::filesystem::path> build_cached(const std::filesystem::path& cache_di
   // mkdtemp makes 0700; the base becomes the container's "/", which must be 0755.
   if (::chmod(tmp.c_str(), 0755) != 0) st = Error::sys("chmod", errno, tmp.string());
   if (st.ok()) st = build(tmp);
-  if (st.ok()) st = unmount_all_under(tmp);
+  if (st.ok()) st = fs::unmount_under(tmp);
   if (st.ok() && ::rename(tmp.c_str(), dest.c_str()) != 0)
     st = Error::sys("rename", errno, dest.string());
   if (!st.ok()) {

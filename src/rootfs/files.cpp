@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fs.h"
 #include "rootfs/internal.h"
 #include "rootfs/rootfs.h"
 
@@ -158,23 +159,14 @@ Status inline_sources(std::vector<spec::FileEntry>& files) {
       return Error(ErrorKind::kInvalidInput,
                    what + " is " + std::to_string(st.st_size) + " bytes; spec files may be at most " +
                        std::to_string(kMaxInlineFileBytes) + " (put larger files in the rootfs)");
-    std::string content;
-    content.resize(static_cast<size_t>(st.st_size));
-    size_t got = 0;
-    while (got < content.size()) {
-      ssize_t n = ::read(in.get(), content.data() + got, content.size() - got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Error::sys("read source", errno, what);
-      if (n == 0) break;
-      got += static_cast<size_t>(n);
-    }
-    content.resize(got);  // a file that shrank while read
-    total += got;
+    auto content = fs::read_fd(in.get(), *file.source, kMaxInlineFileBytes);
+    if (!content.ok()) return std::move(content).error().with_context(what);
+    total += content->size();
     if (total > kMaxInlineTotalBytes)
       return Error(ErrorKind::kInvalidInput,
                    "spec files add up to more than " + std::to_string(kMaxInlineTotalBytes) +
                        " bytes at " + what + " (put larger files in the rootfs)");
-    file.content = std::move(content);
+    file.content = std::move(content).value();
     file.source.reset();
   }
   return {};

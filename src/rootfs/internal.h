@@ -31,10 +31,6 @@ Status extract_tar(int tar_fd, const std::filesystem::path& dest, const std::str
 // Whether dir looks like a root filesystem: it has bin/ or usr/ at its top.
 bool looks_like_rootfs(const std::filesystem::path& dir);
 
-// Detaches every mount at or below dir (deepest first), so that removing a half-built tree
-// can never reach into a host filesystem that a build tool left bind-mounted there.
-Status unmount_all_under(const std::filesystem::path& dir);
-
 Result<Base> prepare_tarball(const spec::RootfsSource& source,
                              const std::filesystem::path& cache_dir, const Progress& progress);
 Result<Base> prepare_debootstrap(const spec::RootfsSource& source,

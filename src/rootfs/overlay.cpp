@@ -167,31 +167,4 @@ Status unmount(const std::filesystem::path& merged) {
   return Error::sys("unmount", errno, merged.string());
 }
 
-namespace detail {
-
-Status unmount_all_under(const std::filesystem::path& dir) {
-  std::error_code ec;
-  std::filesystem::path canon = std::filesystem::weakly_canonical(dir, ec);
-  if (ec) canon = dir;
-  const std::string root = canon.string();
-  auto under = [&] {
-    std::vector<std::string> hits;
-    for (auto& mp : fs::mount_points()) {
-      if (mp == root || mp.starts_with(root + "/")) hits.push_back(mp);
-    }
-    // Deepest first.
-    std::sort(hits.begin(), hits.end(),
-              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-    return hits;
-  };
-  for (const auto& mp : under()) (void)::umount2(mp.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
-  auto left = under();
-  if (!left.empty())
-    return Error("could not unmount " + left.front() + " (and " + std::to_string(left.size() - 1) +
-                     " more under " + root + ")",
-                 EBUSY);
-  return {};
-}
-
-}  // namespace detail
 }  // namespace prewarm::rootfs
