@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/fs.h"
 #include "base/result.h"
 
 namespace prewarm::criu {
@@ -21,6 +22,13 @@ struct Version {
 // Path of the criu binary used (PREWARM_CRIU env var, else /usr/local/sbin/criu, else PATH);
 // "" when there is none.
 std::string criu_binary();
+
+// The scratch dirs (CRIU's log for check and cpuinfo requests) live in the temp dir as
+// kScratchPrefix + random; each is locked while in use. remove_stale_scratch removes the ones a
+// killed prewarm left (no live one holds their lock).
+inline constexpr const char* kScratchPrefix = "prewarm-criu-";
+std::filesystem::path scratch_parent();
+Result<fs::StaleStaging> remove_stale_scratch();
 
 // In CRIU's environment: fill large anonymous areas with transparent huge pages at restore
 // (scripts/criu-patches; a stock CRIU ignores it).

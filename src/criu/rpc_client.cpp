@@ -23,27 +23,26 @@ using detail::type_name;
 constexpr std::chrono::milliseconds kRpcTimeout = std::chrono::seconds(30);
 
 // A private directory for CRIU's log (CRIU only accepts a bare log file name, relative to
-// its work dir), removed with everything in it.
+// its work dir), removed with everything in it. It is a staging dir (locked while it lives),
+// so the ones a killed prewarm left are cleared by the next one made and by `gc`.
 class TempWorkDir {
  public:
   static Result<TempWorkDir> create() {
-    std::error_code ec;
-    std::filesystem::path base = std::filesystem::temp_directory_path(ec);
-    if (ec) base = "/tmp";
-    std::string tmpl = (base / "prewarm-criu-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) return Error::sys("mkdtemp", errno, tmpl);
-    TempWorkDir dir(tmpl);
-    PW_ASSIGN(dir.fd_, open_dir(dir.path()));
-    return dir;
+    const std::filesystem::path base = scratch_parent();
+    (void)fs::remove_stale_staging(base, {kScratchPrefix});
+    PW_ASSIGN(fs::StagingDir dir, fs::StagingDir::create(base, kScratchPrefix));
+    TempWorkDir out(std::move(dir));
+    PW_ASSIGN(out.fd_, open_dir(out.path()));
+    return out;
   }
 
   const std::filesystem::path& path() const { return dir_.path(); }
   int fd() const { return fd_.get(); }
 
  private:
-  explicit TempWorkDir(std::filesystem::path path) : dir_(std::move(path)) {}
+  explicit TempWorkDir(fs::StagingDir dir) : dir_(std::move(dir)) {}
   // Members go in reverse order: the fd is closed before the tree is removed.
-  fs::RemoveOnExit dir_;
+  fs::StagingDir dir_;
   UniqueFd fd_;
 };
 
@@ -154,6 +153,16 @@ Status Session::cpuinfo_check(const std::filesystem::path& dir) {
     return std::move(st).error().with_context("checking " + (dir / "cpuinfo.img").string() +
                                               " against this host's CPU");
   return st;
+}
+
+std::filesystem::path scratch_parent() {
+  std::error_code ec;
+  std::filesystem::path base = std::filesystem::temp_directory_path(ec);
+  return ec ? std::filesystem::path("/tmp") : base;
+}
+
+Result<fs::StaleStaging> remove_stale_scratch() {
+  return fs::remove_stale_staging(scratch_parent(), {kScratchPrefix});
 }
 
 std::string criu_binary() {

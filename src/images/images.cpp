@@ -7,6 +7,7 @@
 #include "base/fault.h"
 #include "base/fs.h"
 #include "base/sha256.h"
+#include "criu/criu.h"
 #include "images/checkpoint_image.h"
 #include "spec/names.h"
 #include "image/image.h"
@@ -243,6 +244,8 @@ Result<GcReport> collect_garbage(const Context& ctx, const std::set<std::string>
     r.staging.dirs += swept.dirs;
     r.staging.bytes += swept.bytes;
   }
+  // CRIU's scratch dirs of host checks a killed prewarm left in the temp dir.
+  PW_ASSIGN(r.criu_scratch, criu::remove_stale_scratch());
   return r;
 }
 

@@ -59,6 +59,8 @@ struct GcReport {
   // Staging dirs no live prewarm owns: left by bakes, imports, unpackings and checkpoint-image
   // transfers that were killed.
   fs::StaleStaging staging;
+  // CRIU's scratch dirs (host checks) that killed prewarms left in the temp dir, host-wide.
+  fs::StaleStaging criu_scratch;
 };
 // Removes store blobs no image references, keeping those of `in_use` (manifest digests of
 // images that running instances were started from, even when the image itself was removed),

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "base/fs.h"
@@ -343,8 +344,21 @@ TEST_F(CliTest, KilledRunIsRecoveredByTheNextCommand) {
   auto bake = prewarm({"bake", PREWARM_EXAMPLE_TINY_SPEC, "--name", name_});
   ASSERT_EQ(code(bake), 0) << bake.err;
   int recovered = 0;
+  // CRIU's scratch dirs for the host check, which a kill can leave behind.
+  auto scratch = [] {
+    std::set<std::string> names;
+    std::error_code ec;
+    for (const auto& e : stdfs::directory_iterator(stdfs::temp_directory_path(), ec))
+      if (e.path().filename().string().rfind("prewarm-criu-", 0) == 0 && e.is_directory(ec))
+        names.insert(e.path().filename().string());
+    return names;
+  };
+  const auto scratch_before = scratch();
   for (int delay_ms : {0, 3, 6, 10, 15, 25, 40, 70, 120}) {
     SCOPED_TRACE("killed after " + std::to_string(delay_ms) + " ms");
+    // A fresh host check each time, so that some kills land in it.
+    for (const auto& e : stdfs::directory_iterator(state_ / "stamps"))
+      if (e.path().filename().string().rfind("host-ok-", 0) == 0) stdfs::remove(e.path());
     SpawnOptions o;
     o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm", "run", name_, "--count", "2"};
     o.env = env_;
@@ -369,6 +383,14 @@ TEST_F(CliTest, KilledRunIsRecoveredByTheNextCommand) {
   auto rm = prewarm({"rm", "--all"});
   EXPECT_EQ(code(rm), 0) << rm.err;
   EXPECT_TRUE(stdfs::is_empty(state_ / "instances"));
+  // The host check's scratch dirs that killed runs left are gone after gc (as is every staging
+  // dir no live prewarm holds; each host check also clears them).
+  auto gc = prewarm({"gc"});
+  EXPECT_EQ(code(gc), 0) << gc.err;
+  std::vector<std::string> left;
+  for (const auto& n : scratch())
+    if (!scratch_before.count(n)) left.push_back(n);
+  EXPECT_TRUE(left.empty()) << left.size() << " scratch dir(s) left, e.g. /tmp/" << left.front();
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "cli.h"
+#include "criu/criu.h"
 #include "images/images.h"
 #include "lifecycle/instance.h"
 
@@ -32,6 +33,10 @@ void add_gc(CLI::App& app, Globals& g) {
                 static_cast<unsigned long long>(r->staging.dirs),
                 static_cast<double>(r->staging.bytes) / 1e6,
                 static_cast<unsigned long long>(r->staging.bytes));
+    if (r->criu_scratch.dirs > 0)
+      std::printf("removed %llu CRIU scratch dir(s) of killed host checks from %s\n",
+                  static_cast<unsigned long long>(r->criu_scratch.dirs),
+                  criu::scratch_parent().c_str());
     if (sr.kept_temp_files > 0)
       std::printf("kept %llu partial download(s), %.1f MB, so interrupted pulls can resume; they "
                   "go after an hour, or now with `prewarm gc --partials`\n",
