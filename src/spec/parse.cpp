@@ -12,9 +12,11 @@
 #include <cstdint>
 #include <exception>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "base/fs.h"
 #include "spec/probe_parse.h"
@@ -31,10 +33,86 @@ std::vector<std::string> AppSpec::argv() const {
 
 namespace {
 
-// Whether a YAML document has a root node, from the parser's events. The documents are counted
-// this way, never past the second, because yaml-cpp 0.7's LoadAll never returns on some invalid
-// input: for a stray "," it yields an empty document forever without consuming anything
+// Builds the document's node tree from the parser's events, as YAML::Load does, so that one
+// parser can then be asked whether a second document follows: a single pass over the text
+// (yaml-cpp scans ~14 MB/s here, and a stored spec carries its files' contents). Load itself is
+// not used for that check because yaml-cpp 0.7's LoadAll never returns on some invalid input:
+// for a stray "," it yields an empty document forever without consuming anything
 // (jbeder/yaml-cpp#1040, fixed upstream in #1319; found by fuzz/spec.cpp).
+class TreeBuilder : public YAML::EventHandler {
+ public:
+  // The document's root; undefined when the document had none (empty, or only comments).
+  const YAML::Node& root() const { return root_; }
+  bool has_root() const { return root_.IsDefined() && !root_.IsNull(); }
+
+  void OnDocumentStart(const YAML::Mark&) override {
+    root_ = YAML::Node(YAML::NodeType::Undefined);
+    stack_.clear();
+    anchors_.clear();
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t anchor) override {
+    add(YAML::Node(YAML::NodeType::Null), anchor);
+  }
+  void OnAlias(const YAML::Mark&, YAML::anchor_t anchor) override {
+    auto it = anchors_.find(anchor);
+    // The parser refuses unknown aliases before calling here; stay safe if it did not.
+    add(it != anchors_.end() ? it->second : YAML::Node(YAML::NodeType::Null), 0);
+  }
+  void OnScalar(const YAML::Mark&, const std::string& tag, YAML::anchor_t anchor,
+                const std::string& value) override {
+    YAML::Node n(value);
+    n.SetTag(tag);
+    add(n, anchor);
+  }
+  void OnSequenceStart(const YAML::Mark&, const std::string& tag, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    open(YAML::NodeType::Sequence, tag, anchor);
+  }
+  void OnSequenceEnd() override { stack_.pop_back(); }
+  void OnMapStart(const YAML::Mark&, const std::string& tag, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    open(YAML::NodeType::Map, tag, anchor);
+  }
+  void OnMapEnd() override { stack_.pop_back(); }
+
+ private:
+  struct Open {
+    YAML::Node node;
+    std::optional<YAML::Node> key;  // a map's key waiting for its value
+  };
+
+  void open(YAML::NodeType::value type, const std::string& tag, YAML::anchor_t anchor) {
+    YAML::Node n(type);
+    n.SetTag(tag);
+    add(n, anchor);
+    stack_.push_back({n, std::nullopt});
+  }
+  // Puts a finished (or just opened) node where it belongs: the root, the next item of a
+  // sequence, or a map's key or value. Duplicate keys are kept in order, as Load keeps them.
+  void add(const YAML::Node& n, YAML::anchor_t anchor) {
+    if (anchor != 0) anchors_.insert_or_assign(anchor, n);
+    if (stack_.empty()) {
+      root_ = n;
+      return;
+    }
+    Open& top = stack_.back();
+    if (top.node.IsSequence()) {
+      top.node.push_back(n);
+    } else if (!top.key) {
+      top.key = n;
+    } else {
+      top.node.force_insert(*top.key, n);
+      top.key.reset();
+    }
+  }
+
+  YAML::Node root_{YAML::NodeType::Undefined};
+  std::vector<Open> stack_;
+  std::map<YAML::anchor_t, YAML::Node> anchors_;
+};
+
+// Counts no further than whether a second document has a root.
 class RootProbe : public YAML::EventHandler {
  public:
   bool has_root() const { return has_root_; }
@@ -376,13 +454,14 @@ Result<AppSpec> parse_spec(std::string_view yaml_text, const std::filesystem::pa
   try {
     std::istringstream in{std::string(yaml_text)};
     YAML::Parser parser(in);
-    RootProbe probe;
-    if (!parser.HandleNextDocument(probe) || !probe.has_root())
+    TreeBuilder builder;
+    if (!parser.HandleNextDocument(builder) || !builder.has_root())
       return Error("spec: the document is empty; expected a mapping with name, rootfs and command",
                    EINVAL);
+    RootProbe probe;
     if (parser.HandleNextDocument(probe))
       return Error("spec: expected one YAML document, found more", EINVAL);
-    doc = YAML::Load(std::string(yaml_text));
+    doc = builder.root();
   } catch (const YAML::DeepRecursion& e) {
     return Error("spec: invalid YAML at line " + std::to_string(e.mark.line + 1) +
                      ": nested more deeply than the parser allows",
