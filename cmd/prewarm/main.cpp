@@ -1,11 +1,23 @@
 // prewarm CLI: global flags, then one verb (cmd/prewarm/verbs/*.cpp, one file each).
 #include <CLI/CLI.hpp>
 
+#include <string>
+#include <vector>
+
 #include "base/log.h"
 #include "cli.h"
+#include "k8s/oci_runtime.h"
 
 int main(int argc, char** argv) {
   using namespace prewarm;
+  // The OCI runtime behind RuntimeClass `prewarm` speaks runc's command line, not prewarm's:
+  // as `prewarm-runtime` (the name a shim's BinaryName points at) or `prewarm runtime ...`.
+  std::string self = argv[0];
+  self = self.substr(self.rfind('/') + 1);
+  if (self == "prewarm-runtime")
+    return k8s::runtime_main(std::vector<std::string>(argv + 1, argv + argc));
+  if (argc > 1 && std::string(argv[1]) == "runtime")
+    return k8s::runtime_main(std::vector<std::string>(argv + 2, argv + argc));
   CLI::App app{"prewarm: start slow containerized apps in milliseconds by restoring a warm "
                "checkpoint"};
   app.require_subcommand(1);

@@ -1,0 +1,164 @@
+// The runc wrapper: command line, dispatch, and the calls that only go to runc.
+#include "k8s/oci_runtime.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
+#include "base/subprocess.h"
+#include "k8s/pod_restore.h"
+
+namespace prewarm::k8s {
+namespace {
+
+namespace stdfs = std::filesystem;
+using json = nlohmann::json;
+
+// runc's global options that take a value (the rest are flags).
+bool global_takes_value(std::string_view opt) {
+  return opt == "--root" || opt == "--log" || opt == "--log-format" || opt == "--criu" ||
+         opt == "--rootless";
+}
+
+// create's (and run's, restore's) options that take a value.
+bool create_takes_value(std::string_view opt) {
+  return opt == "--bundle" || opt == "-b" || opt == "--pid-file" || opt == "--console-socket" ||
+         opt == "--preserve-fds" || opt == "--pidfd-socket";
+}
+
+// Replaces this process with runc, same arguments. Returns only on failure.
+int exec_runc(const std::vector<std::string>& args) {
+  const std::string runc = runc_binary();
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(runc.c_str()));
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execv(runc.c_str(), argv.data());
+  std::fprintf(stderr, "prewarm-runtime: cannot run %s: %s\n", runc.c_str(), std::strerror(errno));
+  return 127;
+}
+
+// Runs runc with the same arguments and waits: for calls after which prewarm has to clean up.
+int run_runc(const std::vector<std::string>& args) {
+  SpawnOptions o;
+  o.argv = {runc_binary()};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  o.stdin_fd = STDIN_FILENO;
+  o.stdout_fd = STDOUT_FILENO;
+  o.stderr_fd = STDERR_FILENO;
+  auto child = spawn(o);
+  if (!child.ok()) {
+    std::fprintf(stderr, "prewarm-runtime: %s\n", child.error().message().c_str());
+    return 127;
+  }
+  auto status = child->wait();
+  if (!status.ok()) return 1;
+  if (WIFEXITED(*status)) return WEXITSTATUS(*status);
+  return 128 + (WIFSIGNALED(*status) ? WTERMSIG(*status) : 0);
+}
+
+// Whether `runc state ID` (with the shim's global options) finds the container.
+bool runc_knows(const std::vector<std::string>& globals, const std::string& id) {
+  std::vector<std::string> args = globals;
+  args.insert(args.end(), {"state", id});
+  SpawnOptions o;
+  o.argv = {runc_binary()};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  auto child = spawn(o);
+  if (!child.ok()) return true;  // can't tell: keep what is there
+  auto status = child->wait();
+  return !status.ok() || (WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+}
+
+}  // namespace
+
+Result<RuncCall> parse_runc_call(const std::vector<std::string>& argv) {
+  RuncCall c;
+  size_t i = 0;
+  for (; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (a.empty() || a[0] != '-') break;
+    c.globals.push_back(a);
+    if (a.find('=') == std::string::npos && global_takes_value(a) && i + 1 < argv.size())
+      c.globals.push_back(argv[++i]);
+  }
+  if (i == argv.size())
+    return Error(ErrorKind::kInvalidInput, "no runc command on the command line");
+  c.command = argv[i++];
+  c.args.assign(argv.begin() + static_cast<long>(i), argv.end());
+  for (size_t k = 0; k < c.args.size(); ++k) {
+    std::string opt = c.args[k], value;
+    if (opt.empty() || opt[0] != '-') {
+      c.id = opt;  // the last positional argument is the container id
+      continue;
+    }
+    if (auto eq = opt.find('='); eq != std::string::npos) {
+      value = opt.substr(eq + 1);
+      opt = opt.substr(0, eq);
+    } else if (create_takes_value(opt) && k + 1 < c.args.size()) {
+      value = c.args[++k];
+    }
+    if (opt == "--bundle" || opt == "-b") c.bundle = value;
+    else if (opt == "--pid-file") c.pid_file = value;
+    else if (opt == "--console-socket") c.console_socket = value;
+  }
+  // Commands whose arguments follow the id (exec, kill): the id is the first positional one.
+  if (c.command == "exec" || c.command == "kill" || c.command == "update" ||
+      c.command == "ps" || c.command == "events") {
+    c.id.clear();
+    for (size_t k = 0; k < c.args.size(); ++k) {
+      const std::string& a = c.args[k];
+      if (!a.empty() && a[0] != '-') {
+        c.id = a;
+        break;
+      }
+      if (a.find('=') == std::string::npos && (a == "--process" || a == "-p" ||
+                                               a == "--pid-file" || a == "--console-socket" ||
+                                               a == "--cwd" || a == "--env" || a == "-e" ||
+                                               a == "--user" || a == "-u" || a == "--format" ||
+                                               a == "-f" || a == "--interval" || a == "-r" ||
+                                               a == "--resources" || a == "--preserve-fds"))
+        ++k;
+    }
+  }
+  return c;
+}
+
+std::string outcome_json(const PodOutcome& o) {
+  json j = {{"containerId", o.container_id},
+            {"checkpoint", o.checkpoint},
+            {"restored", o.restored},
+            {"restoreMs", o.restore_ms}};
+  if (!o.image.empty()) j["image"] = o.image;
+  if (!o.reason.empty()) j["reason"] = o.reason;
+  if (o.pull_ms > 0) j["pullMs"] = o.pull_ms;
+  if (!o.pid.empty()) j["pid"] = o.pid;
+  return j.dump() + "\n";
+}
+
+int runtime_main(const std::vector<std::string>& args) {
+  auto call = parse_runc_call(args);
+  // Whatever prewarm does not understand is runc's to answer (and to refuse).
+  if (!call.ok() || call->id.empty()) return exec_runc(args);
+  const RuncCall& c = *call;
+  if (c.command == "create" && !c.bundle.empty()) {
+    if (restore_if_asked(c)) return 0;
+    return exec_runc(args);
+  }
+  if (c.command == "start" && was_restored(c.id)) return 0;  // it runs already
+  if (c.command == "delete") {
+    int rc = run_runc(args);
+    // Once runc no longer knows the container, what prewarm made for it goes too.
+    if (rc == 0 || !runc_knows(c.globals, c.id)) release_pod_container(c.id);
+    return rc;
+  }
+  return exec_runc(args);
+}
+
+}  // namespace prewarm::k8s

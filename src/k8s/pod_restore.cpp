@@ -1,0 +1,369 @@
+// Restoring a pod's container: the pod's spec (from containerd or CRI-O) read for what it
+// decides (namespaces, cgroup, rootfs, hostname, resources), prewarm's restore config built
+// around it, and `runc restore` run under the shim's runc root, so that every later runc call
+// of the shim finds the container as if runc had created it.
+#include "k8s/pod_restore.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "base/clock.h"
+#include "base/fs.h"
+#include "base/subprocess.h"
+#include "criu/criu.h"
+#include "engine/context.h"
+#include "image/image.h"
+#include "images/images.h"
+#include "images/load.h"
+#include "lifecycle/host_check.h"
+#include "lifecycle/identity.h"
+#include "lifecycle/instance.h"
+#include "registry/registry.h"
+#include "rootfs/rootfs.h"
+#include "spec/names.h"
+
+namespace prewarm::k8s {
+namespace {
+
+namespace stdfs = std::filesystem;
+using json = nlohmann::json;
+
+constexpr const char* kContainerType = "io.kubernetes.cri.container-type";
+constexpr const char* kImageName = "io.kubernetes.cri.image-name";
+constexpr auto kRestoreTimeout = std::chrono::minutes(2);
+
+stdfs::path pod_dir(const std::string& id) { return stdfs::path(kPodStateDir) / id; }
+stdfs::path outcome_file(const std::string& id) {
+  return stdfs::path(kPodStateDir) / (id + ".json");
+}
+
+// What a pod container's OCI spec decides about it.
+struct PodSpec {
+  std::string checkpoint;
+  stdfs::path root;    // the container image's rootfs the runtime prepared (absolute)
+  stdfs::path netns;   // the pod's network namespace
+  std::string cgroups_path;
+  std::string hostname;
+  std::string image;   // the container image as the CRI named it ("" : not given)
+  bool terminal = false;
+  json resources;      // linux.resources, applied to the restored container's cgroup
+  json annotations;
+};
+
+std::string string_at(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+Result<json> read_config(const stdfs::path& bundle) {
+  PW_ASSIGN(std::string text, fs::read_file(bundle / "config.json", 16 << 20));
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return Error(ErrorKind::kInvalidInput, (bundle / "config.json").string() + " is not JSON");
+  return j;
+}
+
+Result<PodSpec> read_pod_spec(const RuncCall& c, const json& cfg) {
+  PodSpec p;
+  const json empty = json::object();
+  const json& ann = cfg.contains("annotations") && cfg["annotations"].is_object()
+                        ? cfg["annotations"] : empty;
+  p.annotations = ann;
+  p.checkpoint = string_at(ann, std::string(kCheckpointAnnotation).c_str());
+  p.image = string_at(ann, kImageName);
+  const json& root = cfg.contains("root") && cfg["root"].is_object() ? cfg["root"] : empty;
+  std::string root_path = string_at(root, "path");
+  if (root_path.empty()) return Error(ErrorKind::kInvalidInput, "the spec names no root");
+  p.root = stdfs::path(root_path).is_absolute() ? stdfs::path(root_path)
+                                                : stdfs::absolute(c.bundle) / root_path;
+  const json& process = cfg.contains("process") && cfg["process"].is_object() ? cfg["process"]
+                                                                              : empty;
+  p.terminal = process.value("terminal", false);
+  p.hostname = string_at(cfg, "hostname");
+  if (p.hostname.empty() && process.contains("env") && process["env"].is_array())
+    for (const auto& e : process["env"])
+      if (e.is_string() && e.get<std::string>().rfind("HOSTNAME=", 0) == 0)
+        p.hostname = e.get<std::string>().substr(9);
+  const json& linux = cfg.contains("linux") && cfg["linux"].is_object() ? cfg["linux"] : empty;
+  p.cgroups_path = string_at(linux, "cgroupsPath");
+  if (linux.contains("resources")) p.resources = linux["resources"];
+  if (linux.contains("namespaces") && linux["namespaces"].is_array())
+    for (const auto& ns : linux["namespaces"])
+      if (ns.is_object() && string_at(ns, "type") == "network") p.netns = string_at(ns, "path");
+  if (p.netns.empty())
+    return Error(ErrorKind::kInvalidInput,
+                 "the pod has no network namespace of its own (hostNetwork); a restored app "
+                 "would listen on the node's addresses");
+  return p;
+}
+
+// The local image for the annotation: a name in the node's store, or a registry reference
+// pulled into it now (the time it took goes to the outcome).
+Result<std::string> ensure_image(const engine::Context& ctx, const std::string& checkpoint,
+                                 PodOutcome& out) {
+  if (spec::check_name(checkpoint, "checkpoint").ok()) return checkpoint;
+  auto ref = registry::parse_reference(checkpoint);
+  if (!ref.ok())
+    return Error(ErrorKind::kInvalidInput,
+                 "annotation " + std::string(kCheckpointAnnotation) + "=\"" + checkpoint +
+                     "\" is neither an image name nor a registry reference: " +
+                     ref.error().message());
+  // Pulled images are named after the repository's last part, as `prewarm pull` names them.
+  std::string repo = ref->repository;
+  std::string name = repo.substr(repo.rfind('/') + 1);
+  // A tag already on this node is used as it is (the node's DaemonSet keeps tags fresh); a
+  // digest is always resolved, which costs no download when the store has its blobs.
+  if (ref->digest.empty() && stdfs::exists(ctx.image_dir(name) / "manifest.json")) return name;
+  Stopwatch sw;
+  registry::Options o;
+  o.username = ctx.config.registry_user;
+  o.password = ctx.config.registry_password;
+  o.stall_timeout = ctx.config.registry_timeout;
+  PW_ASSIGN(std::string pulled, images::pull_image(ctx, checkpoint, name, o, {}));
+  out.pull_ms = sw.millis();
+  return pulled;
+}
+
+// The checkpoint was baked on a container image; the pod must run that same image.
+Status check_pod_image(const images::LoadedImage& img, const PodSpec& pod) {
+  const std::string& id = img.manifest.rootfs_id;
+  if (id.rfind("image:", 0) != 0)
+    return Error(ErrorKind::kIncompatibleHost,
+                 "checkpoint " + img.name + " was baked on rootfs " + id +
+                     ", not on a container image; bake it with `rootfs: {image: REF}` from the "
+                     "pod's image to restore it into pods");
+  const std::string digest = id.substr(6);
+  if (pod.image.empty()) return {};
+  auto at = pod.image.find("@sha256:");
+  if (at != std::string::npos && pod.image.substr(at + 1) != digest)
+    return Error(ErrorKind::kIncompatibleHost,
+                 "the pod runs image " + pod.image + ", but checkpoint " + img.name +
+                     " was baked on " + digest);
+  return {};
+}
+
+// runc with the shim's global options, our own log file, and prewarm's CRIU.
+std::vector<std::string> runc_argv(const RuncCall& c, const stdfs::path& log) {
+  std::vector<std::string> argv = {runc_binary()};
+  for (size_t i = 0; i < c.globals.size(); ++i) {
+    const std::string& g = c.globals[i];
+    if (g == "--log" || g == "--log-format" || g == "--criu") {
+      ++i;
+      continue;
+    }
+    if (g.rfind("--log=", 0) == 0 || g.rfind("--log-format=", 0) == 0 ||
+        g.rfind("--criu=", 0) == 0)
+      continue;
+    argv.push_back(g);
+  }
+  argv.insert(argv.end(), {"--log", log.string(), "--log-format", "json"});
+  if (std::string criu = criu::criu_binary(); !criu.empty())
+    argv.insert(argv.end(), {"--criu", criu});
+  return argv;
+}
+
+// runc's error lines from its JSON log.
+std::string runc_errors(const stdfs::path& log) {
+  auto text = fs::read_file(log, 1 << 20);
+  if (!text.ok()) return {};
+  std::string out;
+  size_t start = 0;
+  while (start < text->size()) {
+    size_t nl = text->find('\n', start);
+    if (nl == std::string::npos) nl = text->size();
+    auto line = json::parse(text->substr(start, nl - start), nullptr, false);
+    start = nl + 1;
+    if (line.is_discarded() || !line.is_object() || line.value("level", "") != "error") continue;
+    if (!out.empty()) out += "; ";
+    out += line.value("msg", "");
+  }
+  return out;
+}
+
+Status run_and_wait(const std::vector<std::string>& argv, const std::string& what) {
+  SpawnOptions o;
+  o.argv = argv;
+  o.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+  // The shim's pipes: the restored app's stdout and stderr (runc hands them to CRIU for the
+  // pipes the app had at the checkpoint).
+  o.stdin_fd = STDIN_FILENO;
+  o.stdout_fd = STDOUT_FILENO;
+  o.stderr_fd = STDERR_FILENO;
+  PW_ASSIGN(Child child, spawn(o));
+  auto status = child.wait(kRestoreTimeout);
+  if (!status.ok()) {
+    child.kill(SIGKILL);
+    (void)child.wait();
+    return Error(ErrorKind::kUnavailable, what + " did not finish in 2 minutes");
+  }
+  if (WIFEXITED(*status) && WEXITSTATUS(*status) == 0) return {};
+  RunResult r{*status, {}, {}};
+  return Error(ErrorKind::kRuntime, what + " failed: " + r.describe());
+}
+
+// The restore config: prewarm's own layout for the checkpoint (the mounts it was baked with),
+// in the pod's network namespace and cgroup, with the pod's resources and annotations.
+Status write_restore_bundle(const images::LoadedImage& img, const PodSpec& pod,
+                            const std::string& id, const stdfs::path& dir,
+                            const stdfs::path& root) {
+  lifecycle::SandboxInfo sb;
+  sb.netns_path = pod.netns;
+  oci::ContainerConfig cc = lifecycle::container_config(img.spec, root, id,
+                                                        pod.hostname.empty() ? id : pod.hostname,
+                                                        sb);
+  if (!pod.cgroups_path.empty()) cc.cgroups_path = pod.cgroups_path;
+  PW_TRY(lifecycle::write_config(dir, std::move(cc)));
+  PW_TRY(lifecycle::fill_dev_shm(img, dir));
+  PW_ASSIGN(json cfg, read_config(dir));
+  if (!pod.resources.is_null()) cfg["linux"]["resources"] = pod.resources;
+  cfg["annotations"] = pod.annotations;
+  return fs::write_file_atomic(dir / "config.json", cfg.dump(), 0600);
+}
+
+Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
+  PW_ASSIGN(PodSpec pod, read_pod_spec(c, cfg));
+  if (pod.terminal || !c.console_socket.empty())
+    return Error(ErrorKind::kInvalidInput,
+                 "the container asks for a terminal (tty: true); a restored app keeps the pipes "
+                 "it had at the checkpoint");
+  PW_ASSIGN(engine::Context ctx, engine::make_context());
+  PW_ASSIGN(out.image, ensure_image(ctx, pod.checkpoint, out));
+  PW_ASSIGN(images::LoadedImage img, images::load_image(ctx, out.image));
+  if (!img.foreign_mounts.empty())
+    return Error(ErrorKind::kInvalidInput,
+                 "checkpoint " + img.name + " was imported from another runtime's archive; "
+                 "only checkpoints prewarm baked can be restored into pods");
+  PW_TRY(check_pod_image(img, pod));
+  if (auto hc = lifecycle::check_host(ctx, img); !hc.blocker.empty())
+    return Error(ErrorKind::kIncompatibleHost, hc.blocker);
+
+  const stdfs::path dir = pod_dir(c.id);
+  release_pod_container(c.id);  // what an earlier attempt for this id may have left
+  PW_TRY(fs::make_dirs(dir, 0700));
+  bool runc_started = false;
+  auto attempt = [&]() -> Result<pid_t> {
+    std::vector<stdfs::path> lowers;
+    const stdfs::path diff = img.dir / image::kRootfsDiff;
+    if (stdfs::exists(diff)) {
+      std::string sha;
+      for (const auto& f : img.manifest.files)
+        if (f.path == image::kRootfsDiff) sha = f.sha256;
+      PW_ASSIGN(stdfs::path layer, rootfs::diff_layer(diff, ctx.layers_dir(), sha));
+      lowers.push_back(layer);
+    }
+    lowers.push_back(pod.root);
+    PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(lowers, dir));
+    PW_TRY(write_restore_bundle(img, pod, c.id, dir, ov.merged));
+    const stdfs::path work = dir / "work";
+    PW_TRY(fs::make_dirs(work, 0700));
+    const stdfs::path pid_file = c.pid_file.empty() ? dir / "init.pid" : stdfs::path(c.pid_file);
+    std::vector<std::string> argv = runc_argv(c, dir / "runc.log");
+    argv.insert(argv.end(), {"restore", "--detach", "--bundle", dir.string(), "--image-path",
+                             (img.dir / image::kCheckpointDir).string(), "--work-path",
+                             work.string(), "--pid-file", pid_file.string()});
+    if (img.manifest.tcp_established) argv.push_back("--tcp-established");
+    argv.push_back(c.id);
+    runc_started = true;
+    Status st = run_and_wait(argv, "runc restore");
+    if (!st.ok()) {
+      Error e = std::move(st).error();
+      if (std::string why = runc_errors(dir / "runc.log"); !why.empty())
+        e = Error(e.kind(), e.message() + ": " + why);
+      if (std::string tail = criu::relevant_log_tail(work / "restore.log"); !tail.empty())
+        return std::move(e).with_detail(criu::criu_log_heading(work / "restore.log") + tail);
+      return e;
+    }
+    PW_ASSIGN(std::string pid_text, fs::read_file(pid_file, 64));
+    pid_t pid = static_cast<pid_t>(std::atoi(pid_text.c_str()));
+    if (pid <= 0) return Error(ErrorKind::kRuntime, "runc restore wrote no pid to " + pid_file.string());
+    out.pid = std::to_string(pid);
+    // runc resumes the tasks itself, so the pod's hostname can only be set now.
+    if (!pod.hostname.empty()) PW_TRY(lifecycle::set_hostname(pid, pod.hostname));
+    return pid;
+  };
+  auto r = attempt();
+  if (!r.ok()) {
+    if (runc_started) {
+      std::vector<std::string> del = runc_argv(c, dir / "runc-delete.log");
+      del.insert(del.end(), {"delete", "--force", c.id});
+      (void)run_and_wait(del, "runc delete");
+    }
+    release_pod_container(c.id);
+  }
+  return r;
+}
+
+void say(const std::string& line) {
+  // The shim's stderr pipe: the line lands in the container's log (kubectl logs).
+  std::fprintf(stderr, "prewarm: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+std::string runc_binary() {
+  if (const char* e = std::getenv("PREWARM_RUNC"); e && *e) return e;
+  std::string r = find_executable("runc");
+  return r.empty() ? "/usr/sbin/runc" : r;
+}
+
+bool restore_if_asked(const RuncCall& c) {
+  auto cfg = read_config(c.bundle);
+  if (!cfg.ok()) return false;  // runc's create says what is wrong with it
+  const json& ann = cfg->contains("annotations") && (*cfg)["annotations"].is_object()
+                        ? (*cfg)["annotations"] : json::object();
+  const std::string checkpoint = string_at(ann, std::string(kCheckpointAnnotation).c_str());
+  // The sandbox (pause) container, and containers that did not ask, are runc's.
+  if (checkpoint.empty() || string_at(ann, kContainerType) == "sandbox") return false;
+
+  Stopwatch sw;
+  PodOutcome out;
+  out.container_id = c.id;
+  out.checkpoint = checkpoint;
+  auto r = restore(c, *cfg, out);
+  out.restore_ms = sw.millis();
+  out.restored = r.ok();
+  if (!r.ok()) {
+    out.reason = r.error().message();
+    if (!r.error().detail().empty()) out.reason += "\n" + r.error().detail();
+  }
+  (void)fs::make_dirs(kPodStateDir, 0755);
+  (void)fs::write_file_atomic(outcome_file(c.id), outcome_json(out), 0644);
+  if (out.restored) {
+    char ms[32];
+    std::snprintf(ms, sizeof ms, "%.1f", out.restore_ms);
+    say("restored from checkpoint " + out.image + " in " + ms + " ms" +
+        (out.pull_ms > 0 ? " (pulled first: " + std::to_string(static_cast<int>(out.pull_ms)) +
+                               " ms)"
+                         : ""));
+  } else {
+    say("cold start (checkpoint " + checkpoint + " not restored): " + out.reason);
+  }
+  return out.restored;
+}
+
+bool was_restored(const std::string& id) {
+  auto text = fs::read_file(outcome_file(id), 1 << 20);
+  if (!text.ok()) return false;
+  json j = json::parse(*text, nullptr, false);
+  return !j.is_discarded() && j.is_object() && j.value("restored", false);
+}
+
+void release_pod_container(const std::string& id) {
+  if (id.empty() || id.find('/') != std::string::npos || id == "." || id == "..") return;
+  const stdfs::path dir = pod_dir(id);
+  std::error_code ec;
+  if (stdfs::exists(dir, ec)) {
+    (void)rootfs::unmount(dir / "rootfs");
+    (void)fs::unmount_under(dir);
+    (void)fs::remove_all(dir);
+  }
+  ::unlink(outcome_file(id).c_str());
+}
+
+}  // namespace prewarm::k8s
