@@ -77,7 +77,8 @@ struct StartOptions {
   StartMode mode = StartMode::kRestore;
   std::string id;        // "" : IMAGE-<8 hex>
   std::string hostname;  // "" : the id
-  // A cold start's stdout/stderr (e.g. a pipe a bake can checkpoint); -1: INSTANCE_DIR/app.log.
+  // The app's stdout/stderr, restored or cold (e.g. a pipe a bake can checkpoint, or the
+  // terminal of `prewarm run --foreground`); -1: INSTANCE_DIR/app.log.
   int stdio_fd = -1;
   // Hand the instance's lock to the caller (Started::lock) instead of releasing it: the
   // instance stays "in use" for recovery while the caller works on it (a bake's warm-up and

@@ -326,7 +326,10 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       PW_TRY(fill_dev_shm(img, dir));
       auto criu_work = dir / "criu";
       PW_TRY(fs::make_dirs(criu_work, 0700));
-      PW_ASSIGN(UniqueFd log, open_log(dir));
+      UniqueFd log;
+      if (opts.stdio_fd < 0) {
+        PW_ASSIGN(log, open_log(dir));
+      }
       fault_point("run.after_rootfs");
       lap.to(t.prepare_ms);
       rec.state = InstanceState::kRestoring;
@@ -337,7 +340,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       ro.work_dir = criu_work;
       ro.tcp_established = img.manifest.tcp_established;
       ro.huge_pages = ctx_.config.huge_pages;
-      ro.stdio_fd = log.get();
+      ro.stdio_fd = opts.stdio_fd >= 0 ? opts.stdio_fd : log.get();
       // The restored tasks are stopped here (direct CRIU): the app never sees the baked name.
       ro.before_resume = [&](pid_t p) {
         fault_point("run.before_resume");

@@ -189,9 +189,19 @@ Status CgroupSet::create() {
   };
   for (const auto& d : dirs()) {
     std::error_code ec;
-    // Parents of a nested path may exist already (shared with other containers).
-    if (auto parent = d.parent_path(); !stdfs::exists(parent, ec)) {
-      stdfs::create_directories(parent, ec);
+    // Parents of a nested path may exist already (shared with other containers). New v1
+    // cpuset parents get their own parent's CPUs and memory nodes, or nothing could join
+    // anything below them.
+    std::vector<stdfs::path> missing;
+    for (auto p = d.parent_path(); !p.empty() && p != p.parent_path() && !stdfs::exists(p, ec);
+         p = p.parent_path())
+      missing.push_back(p);
+    for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+      if (::mkdir(it->c_str(), 0755) != 0 && errno != EEXIST) break;
+      if (d == in("cpuset"))
+        for (const char* f : {"cpuset.cpus", "cpuset.mems"})
+          if (std::string v = read_cg(it->parent_path() / f); !v.empty() && v != "\n")
+            (void)write_cg(*it / f, v.substr(0, v.find_last_not_of('\n') + 1));
     }
     if (::mkdir(d.c_str(), 0755) != 0) {
       int err = errno;

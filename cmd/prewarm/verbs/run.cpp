@@ -1,9 +1,10 @@
-// prewarm run NAME [--count N] [--cold] [--json]
+// prewarm run NAME [--count N] [--cold] [--json] [--foreground [--hostname H]]
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
 #include "images/load.h"
+#include "k8s/in_pod.h"
 #include "lifecycle/instance.h"
 
 namespace prewarm::cli {
@@ -12,7 +13,8 @@ void add_run(CLI::App& app, Globals& g) {
   struct Args {
     std::string image;
     int count = 1;
-    bool cold = false, json = false;
+    bool cold = false, json = false, foreground = false;
+    std::string hostname;
   };
   auto a = std::make_shared<Args>();
   auto* c = app.add_subcommand("run", "start instances of a baked image");
@@ -20,7 +22,30 @@ void add_run(CLI::App& app, Globals& g) {
   c->add_option("--count,-n", a->count, "number of instances, started concurrently");
   c->add_flag("--cold", a->cold, "cold-start instead of restoring");
   c->add_flag("--json", a->json, "print the started instances as JSON (with their timings)");
+  c->add_flag("--foreground", a->foreground,
+              "run one instance in this container's own network namespace and cgroup and stay "
+              "in the foreground until it exits (a pod container's entrypoint: output, signals "
+              "and exit status are the app's)");
+  c->add_option("--hostname", a->hostname, "with --foreground: the app's hostname (default: this "
+                                           "container's)");
   c->callback([&g, a] {
+    if (a->foreground) {
+      if (a->count != 1 || a->json)
+        return void(g.rc = fail(Error(ErrorKind::kInvalidInput,
+                                      "--foreground runs one instance and prints no JSON")));
+      // No recovery here: other pods on this node share the store, and their instances live in
+      // mount namespaces this one does not see.
+      auto ctx = open_context(g);
+      if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+      k8s::InPodOptions o;
+      o.image = a->image;
+      o.hostname = a->hostname;
+      o.cold = a->cold;
+      auto rc = k8s::run_in_pod(*ctx, o);
+      if (!rc.ok()) return void(g.rc = fail(rc.error()));
+      g.rc = *rc;
+      return;
+    }
     if (a->count < 1) return void(g.rc = fail(Error(ErrorKind::kInvalidInput,
                                                     "--count must be at least 1")));
     auto ctx = open_context(g, a->json, Recover::kYes);
