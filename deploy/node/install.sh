@@ -317,8 +317,8 @@ label_node() {
   log "skipped: labelling the node (no API server here: KUBERNETES_SERVICE_HOST unset, or neither kubectl nor curl with a service account token)"
 }
 
-install_binary
 detect_runtime
+install_binary
 case $RUNTIME in
   containerd) configure_containerd ;;
   crio) configure_crio ;;
