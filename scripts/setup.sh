@@ -30,6 +30,9 @@ PACKAGES=(
   docker-registry apache2-utils openssl
   # foreign checkpoint archive tests (a real `podman container checkpoint --export`)
   podman containernetworking-plugins
+  # Kubernetes node tests: containerd's CRI plugin, and `containerd config dump` of deploy/'s
+  # runtime handler (tests/deploy)
+  containerd
   # build of CRIU
   libprotobuf-c-dev protobuf-c-compiler python3-protobuf libnl-3-dev libnl-route-3-dev
   libcap-dev libnet1-dev libbsd-dev libgnutls28-dev libnftables-dev uuid-dev libaio-dev
@@ -131,6 +134,21 @@ else
   rm -rf "$protosrc"
   protos_ok || { echo "CRIU image protos were not installed into $PROTO_DIR/images" >&2; exit 1; }
   log "CRIU ${CRIU_VERSION} image protos installed in $PROTO_DIR/images"
+fi
+
+# The deploy/ manifest tests validate with npm packages pinned in tests/deploy/package-lock.json
+# (Node.js and npm come with machines of this kind; Debian's nodejs is not mixed in).
+deploy_tests=$(cd "$(dirname "$0")/.." && pwd)/tests/deploy
+if ! command -v npm >/dev/null 2>&1; then
+  log "warning: npm not found: the deploy manifest tests will be skipped"
+elif [ ! -d "$deploy_tests/node_modules" ] ||
+     ! cmp -s "$deploy_tests/package-lock.json" "$deploy_tests/node_modules/.package-lock.json.installed"; then
+  log "installing the deploy tests' npm packages (npm ci in tests/deploy)"
+  (cd "$deploy_tests" && npm ci --no-audit --no-fund --loglevel=error) ||
+    { echo "npm ci in $deploy_tests failed" >&2; exit 1; }
+  cp "$deploy_tests/package-lock.json" "$deploy_tests/node_modules/.package-lock.json.installed"
+else
+  log "deploy tests' npm packages: already installed"
 fi
 
 # CRIU locks the network with iptables-restore; runc finds criu on PATH.
