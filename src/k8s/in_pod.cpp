@@ -113,6 +113,7 @@ Result<int> run_in_pod(const engine::Context& ctx, const InPodOptions& o) {
   nlohmann::json outcome = {{"image", o.image},
                             {"instance", rec.id},
                             {"restored", rec.started_by == "restore"},
+                            {"pid", started.pid},
                             {"readyMs", started.timings.total_ms}};
   if (!rec.fallback_reason.empty()) outcome["reason"] = rec.fallback_reason;
   (void)fs::make_dirs(o.outcome_file.parent_path(), 0755);

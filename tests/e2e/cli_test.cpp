@@ -1,6 +1,7 @@
 // The prewarm CLI as a user runs it: bake, run, ps, rm, images, inspect, doctor, and its
 // errors. Each test has its own state dir, bridge and subnet.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 
 #include "base/fs.h"
 #include "base/subprocess.h"
+#include "base/unique_fd.h"
 #include "support/cli.h"
 #include "support/engine_fixture.h"
 
@@ -112,6 +114,97 @@ TEST_F(CliTest, BakeRunPsRmRoundTrip) {
   EXPECT_EQ(json::parse(prewarm({"ps", "--json"}).out).size(), 2u);
   auto rm_all = prewarm({"rm", "--all"});
   EXPECT_EQ(code(rm_all), 0) << rm_all.err;
+  EXPECT_EQ(json::parse(prewarm({"ps", "--json"}).out).size(), 0u);
+  EXPECT_EQ(leftovers(name_ + "-"), "");
+}
+
+// Runtime in runtime: `prewarm run --foreground` as a pod container's entrypoint, here in a
+// network namespace the test makes (standing in for the pod's). The app answers at that
+// namespace's address with the checkpointed state, its output is prewarm's, SIGTERM reaches it,
+// prewarm exits with the app's status, and nothing is left.
+TEST_F(CliTest, ForegroundRunInAGivenNetworkNamespace) {
+  name_ = "counter-" + tag_;
+  auto bake = prewarm({"bake", PREWARM_EXAMPLE_TINY_SPEC, "--name", name_});
+  ASSERT_EQ(code(bake), 0) << bake.err;
+
+  const std::string ns = "pwfg-" + tag_;
+  const std::string ip = "10.253." + std::to_string(std::stoul(tag_.substr(1), nullptr, 16) % 250) + ".2";
+  ASSERT_EQ(std::system(("ip netns add " + ns).c_str()), 0);
+  struct NetnsGuard {
+    std::string ns;
+    ~NetnsGuard() { (void)std::system(("ip netns del " + ns + " 2>/dev/null").c_str()); }
+  } guard{ns};
+  const std::string in_ns = "ip netns exec " + ns + " ";
+  ASSERT_EQ(std::system((in_ns + "ip link set lo up && " + in_ns +
+                         "ip link add v0 type veth peer name v1 && " + in_ns + "ip addr add " +
+                         ip + "/24 dev v0 && " + in_ns + "ip link set v0 up && " + in_ns +
+                         "ip link set v1 up").c_str()),
+            0);
+  const stdfs::path outcome = state_ / "outcome.json";
+  const stdfs::path out_file = state_ / "fg.out", err_file = state_ / "fg.err";
+  auto start = [&](std::vector<std::string> extra) {
+    UniqueFd out(::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    UniqueFd err(::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    EXPECT_TRUE(out.get() >= 0 && err.get() >= 0);
+    SpawnOptions o;
+    // nsenter, not `ip netns exec`: that one mounts a fresh /sys without the cgroup hierarchies.
+    o.argv = {"nsenter", "--net=/run/netns/" + ns, PREWARM_BINARY_DIR "/cmd/prewarm/prewarm",
+              "run", name_, "--foreground", "--outcome-file", outcome.string()};
+    o.argv.insert(o.argv.end(), extra.begin(), extra.end());
+    o.env = env_;
+    o.stdout_fd = out.get();
+    o.stderr_fd = err.get();
+    auto child = spawn(o);
+    EXPECT_TRUE(child.ok()) << (child.ok() ? "" : child.error().message());
+    return child;
+  };
+  auto text_of = [](const stdfs::path& f) {
+    auto r = fs::read_file(f, 1 << 20);
+    return r.ok() ? *r : std::string();
+  };
+  auto wait_outcome = [&]() -> json {
+    for (int i = 0; i < 600; ++i) {
+      auto text = fs::read_file(outcome, 1 << 16);
+      if (text.ok()) return json::parse(*text);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return json();
+  };
+  auto get = [&](const std::string& path) {
+    SpawnOptions o;
+    o.argv = {"nsenter", "--net=/run/netns/" + ns, "curl", "-s", "-m", "5",
+              "http://" + ip + ":8080" + path};
+    auto r = run_capture(o, std::chrono::seconds(10));
+    return r.ok() ? r->out : std::string();
+  };
+
+  // SIGTERM goes to the app, which exits 0 on it.
+  auto child = start({"--hostname", "fg-host"});
+  ASSERT_TRUE(child.ok());
+  json o = wait_outcome();
+  ASSERT_TRUE(o.is_object()) << text_of(err_file);
+  EXPECT_EQ(o["restored"], true) << o.dump();
+  std::string answer = get("/");
+  EXPECT_EQ(answer.find("count=6 hostname=fg-host "), 0u) << answer;  // the checkpoint held 5
+  auto err = text_of(err_file);
+  EXPECT_NE(err.find("restored " + name_), std::string::npos) << err;
+  ::kill(child->pid(), SIGTERM);
+  auto status = child->wait(std::chrono::seconds(30));
+  ASSERT_TRUE(status.ok());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
+  EXPECT_EQ(json::parse(prewarm({"ps", "--json"}).out).size(), 0u);
+  EXPECT_EQ(leftovers(name_ + "-"), "");
+
+  // The app killed from outside: prewarm exits as the app did (128 + SIGKILL).
+  ::unlink(outcome.c_str());
+  auto second = start({});
+  ASSERT_TRUE(second.ok());
+  o = wait_outcome();
+  ASSERT_TRUE(o.is_object() && o.contains("pid"));
+  ::kill(o["pid"].get<pid_t>(), SIGKILL);
+  status = second->wait(std::chrono::seconds(30));
+  ASSERT_TRUE(status.ok());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGKILL) << *status;
   EXPECT_EQ(json::parse(prewarm({"ps", "--json"}).out).size(), 0u);
   EXPECT_EQ(leftovers(name_ + "-"), "");
 }

@@ -14,7 +14,7 @@ void add_run(CLI::App& app, Globals& g) {
     std::string image;
     int count = 1;
     bool cold = false, json = false, foreground = false;
-    std::string hostname;
+    std::string hostname, outcome_file = k8s::InPodOptions{}.outcome_file;
   };
   auto a = std::make_shared<Args>();
   auto* c = app.add_subcommand("run", "start instances of a baked image");
@@ -28,6 +28,9 @@ void add_run(CLI::App& app, Globals& g) {
               "and exit status are the app's)");
   c->add_option("--hostname", a->hostname, "with --foreground: the app's hostname (default: this "
                                            "container's)");
+  c->add_option("--outcome-file", a->outcome_file,
+                "with --foreground: where to write whether the app was restored, and why not "
+                "(JSON; default /run/prewarm/outcome.json)");
   c->callback([&g, a] {
     if (a->foreground) {
       if (a->count != 1 || a->json)
@@ -41,6 +44,7 @@ void add_run(CLI::App& app, Globals& g) {
       o.image = a->image;
       o.hostname = a->hostname;
       o.cold = a->cold;
+      o.outcome_file = a->outcome_file;
       auto rc = k8s::run_in_pod(*ctx, o);
       if (!rc.ok()) return void(g.rc = fail(rc.error()));
       g.rc = *rc;
