@@ -14,12 +14,6 @@ namespace {
 
 namespace stdfs = std::filesystem;
 
-// The base the checkpoint was baked on, found from the manifest's rootfs id, never from a path
-// the image names: an image from elsewhere could name any host directory (/etc, a home) and
-// have it mounted as the container's root. A base prewarm builds (tarball, debootstrap) is
-// looked up in this host's cache by its digest; a debootstrap recipe is built if missing (the
-// recipe names packages, not host paths; the mirror is this host's). A directory base is used
-// only by images this host made (baked here, or imported over a rootfs the operator named).
 // An image base missing here is pulled again, pinned to the manifest digest the checkpoint was
 // baked on (so a moved tag cannot change it), when the image came from a registry; an OCI
 // layout is a host path, used only by images made here. Otherwise `missing` stands.
@@ -55,6 +49,13 @@ Status unpack_image_base(const Context& ctx, LoadedImage& img, const std::string
   return {};
 }
 
+// The base the checkpoint was baked on, found from the manifest's rootfs id, never from a path
+// the image names: an image from elsewhere could name any host directory (/etc, a home) and
+// have it mounted as the container's root. A base prewarm builds (tarball, debootstrap) is
+// looked up in this host's cache by its digest; a debootstrap recipe is built if missing (the
+// recipe names packages, not host paths; the mirror is this host's), an image base is pulled by
+// its manifest digest (unpack_image_base). A directory base is used
+// only by images this host made (baked here, or imported over a rootfs the operator named).
 Status resolve_base(const Context& ctx, LoadedImage& img) {
   const std::string& id = img.manifest.rootfs_id;
   const std::string what = "image " + img.name + ": its base rootfs " + id;
