@@ -148,7 +148,7 @@ class RegistrySource : public ImageSource {
 // An OCI image layout directory: index.json and blobs/sha256/<hex>, read in place.
 class LayoutSource : public ImageSource {
  public:
-  LayoutSource(const spec::ImageRef& ref) : ImageSource(ref.to_string()), ref_(ref) {}
+  explicit LayoutSource(const spec::ImageRef& ref) : ImageSource(ref.to_string()), ref_(ref) {}
 
   Status check() {
     auto layout = fs::read_file(ref_.path / "oci-layout", 4096);
@@ -234,7 +234,7 @@ class LayoutSource : public ImageSource {
 // pass finds where each member's data lies, then blobs are read from there.
 class ArchiveSource : public ImageSource {
  public:
-  ArchiveSource(const spec::ImageRef& ref) : ImageSource(ref.to_string()), ref_(ref) {}
+  explicit ArchiveSource(const spec::ImageRef& ref) : ImageSource(ref.to_string()), ref_(ref) {}
 
   Status scan() {
     fd_.reset(::open(ref_.path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -458,7 +458,7 @@ Result<std::unique_ptr<ImageSource>> ImageSource::open(std::string_view referenc
   switch (ref->transport) {
     case spec::ImageTransport::kRegistry: {
       PW_ASSIGN(registry::Reference r, registry::parse_reference(ref->registry_ref));
-      return std::unique_ptr<ImageSource>(new RegistrySource(std::move(r), opts));
+      return std::unique_ptr<ImageSource>(std::make_unique<RegistrySource>(std::move(r), opts));
     }
     case spec::ImageTransport::kOciLayout: {
       auto s = std::make_unique<LayoutSource>(*ref);
