@@ -124,7 +124,9 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
 
   Stopwatch sw;
   PW_ASSIGN(rootfs::Base base, rootfs::prepare_base(spec.rootfs, ctx.cache_dir / "rootfs",
-                                                     [&](const std::string& m) { ctx.say(m); }));
+                                                     [&](const std::string& m) { ctx.say(m); },
+                                                     opts.registry ? *opts.registry
+                                                                   : images::registry_options(ctx)));
   phase("rootfs", sw);
 
   // The checkpoint's hostname is the app's name; every restore gets its own afterwards.
@@ -210,6 +212,9 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   m.spec_yaml = spec::to_yaml(spec);
   m.rootfs_id = base.id;
   m.rootfs_dir = base.dir.string();
+  if (base.image)
+    m.rootfs_image = image::RootfsImage{base.image->reference, base.image->manifest_digest,
+                                        base.image->config_digest};
   std::string criu_v = criu_version->text, runc_v;
   if (auto v = ctx.runtime_named("runc")->version(); v.ok()) runc_v = *v;
   m.host = image::current_host_facts(criu_v, runc_v);

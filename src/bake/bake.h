@@ -3,10 +3,12 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "base/result.h"
 #include "engine/context.h"
+#include "registry/registry.h"
 
 namespace prewarm::bake {
 
@@ -14,6 +16,8 @@ using engine::Context;
 
 struct BakeOptions {
   std::string name;  // overrides the spec's name
+  // For a rootfs image in a registry; unset: images::registry_options(ctx).
+  std::optional<registry::Options> registry;
 };
 
 struct BakeResult {

@@ -35,6 +35,11 @@ Result<T> field(const json& j, const char* name, const std::string& where) {
   }
 }
 
+bool is_sha256_digest(const std::string& d) {
+  return d.size() == 71 && d.starts_with("sha256:") &&
+         d.find_first_not_of("0123456789abcdef", 7) == std::string::npos;
+}
+
 std::string major_minor(const std::string& v) {
   auto first = v.find('.');
   if (first == std::string::npos) return v;
@@ -48,12 +53,17 @@ std::string to_json(const Manifest& m) {
   json files = json::array();
   for (const auto& f : m.files)
     files.push_back({{"path", f.path}, {"size", f.size}, {"sha256", f.sha256}});
+  json rootfs = {{"id", m.rootfs_id}, {"dir", m.rootfs_dir}};
+  if (m.rootfs_image)
+    rootfs["image"] = {{"reference", m.rootfs_image->reference},
+                       {"manifestDigest", m.rootfs_image->manifest_digest},
+                       {"configDigest", m.rootfs_image->config_digest}};
   json j = {{"magic", m.magic},
             {"formatVersion", m.format_version},
             {"name", m.name},
             {"created", m.created},
             {"spec", m.spec_yaml},
-            {"rootfs", {{"id", m.rootfs_id}, {"dir", m.rootfs_dir}}},
+            {"rootfs", rootfs},
             {"host", host_json(m.host)},
             {"tcpEstablished", m.tcp_established},
             {"timingsSeconds", m.timings_s},
@@ -79,6 +89,22 @@ Result<Manifest> parse_manifest(std::string_view text) {
   PW_ASSIGN(json rootfs, field<json>(j, "rootfs", "manifest."));
   PW_ASSIGN(m.rootfs_id, field<std::string>(rootfs, "id", "manifest.rootfs."));
   PW_ASSIGN(m.rootfs_dir, field<std::string>(rootfs, "dir", "manifest.rootfs."));
+  if (rootfs.contains("image")) {
+    PW_ASSIGN(json img, field<json>(rootfs, "image", "manifest.rootfs."));
+    const std::string where = "manifest.rootfs.image.";
+    RootfsImage ri;
+    PW_ASSIGN(ri.reference, field<std::string>(img, "reference", where));
+    PW_ASSIGN(ri.manifest_digest, field<std::string>(img, "manifestDigest", where));
+    PW_ASSIGN(ri.config_digest, field<std::string>(img, "configDigest", where));
+    for (const std::string* d : {&ri.manifest_digest, &ri.config_digest})
+      if (!is_sha256_digest(*d))
+        return Error(where + (d == &ri.manifest_digest ? "manifestDigest" : "configDigest") +
+                     ": not sha256:<64 lowercase hex>");
+    if (m.rootfs_id != "image:" + ri.manifest_digest)
+      return Error(where + "manifestDigest: " + ri.manifest_digest +
+                   " does not name the base manifest.rootfs.id (" + m.rootfs_id + ")");
+    m.rootfs_image = std::move(ri);
+  }
   PW_ASSIGN(json host, field<json>(j, "host", "manifest."));
   PW_ASSIGN(m.host.kernel, field<std::string>(host, "kernel", "manifest.host."));
   PW_ASSIGN(m.host.arch, field<std::string>(host, "arch", "manifest.host."));

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,14 @@ struct FileDigest {
   std::string sha256;
 };
 
+// The container image a base was unpacked from (rootfs: {image: REF}).
+struct RootfsImage {
+  std::string reference;        // as the spec names it
+  std::string manifest_digest;  // "sha256:<hex>"; the base id is "image:" + this
+  std::string config_digest;    // "sha256:<hex>"
+  bool operator==(const RootfsImage&) const = default;
+};
+
 struct Manifest {
   std::string magic = kManifestMagic;
   int format_version = kFormatVersion;
@@ -38,6 +47,7 @@ struct Manifest {
   std::string spec_yaml;   // the AppSpec the image was baked from (spec::to_yaml)
   std::string rootfs_id;   // rootfs::Base::id
   std::string rootfs_dir;  // lower directory the checkpoint expects
+  std::optional<RootfsImage> rootfs_image;  // rootfs.image, for image bases only
   HostFacts host;
   bool tcp_established = false;
   std::map<std::string, double> timings_s;  // bake phases

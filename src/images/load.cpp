@@ -4,7 +4,9 @@
 #include "base/fs.h"
 #include "image/image.h"
 #include "images/images.h"
+#include "registry/registry.h"
 #include "rootfs/rootfs.h"
+#include "spec/image_ref.h"
 #include "spec/names.h"
 
 namespace prewarm::images {
@@ -12,11 +14,47 @@ namespace {
 
 namespace stdfs = std::filesystem;
 
+// An image base missing here is pulled again, pinned to the manifest digest the checkpoint was
+// baked on (so a moved tag cannot change it), when the image came from a registry; an OCI
+// layout is a host path, used only by images made here. Otherwise `missing` stands.
+Status unpack_image_base(const Context& ctx, LoadedImage& img, const std::string& what,
+                         Error missing) {
+  const auto& recorded = img.manifest.rootfs_image;
+  if (!recorded || img.spec.rootfs.kind != spec::RootfsKind::kImage)
+    return std::move(missing).with_context(what);
+  auto ref = spec::parse_image_ref(img.spec.rootfs.image, "/");
+  if (!ref.ok()) return std::move(missing).with_context(what);
+  std::string pinned;
+  if (ref->transport == spec::ImageTransport::kRegistry) {
+    auto r = registry::parse_reference(ref->registry_ref);
+    if (!r.ok()) return std::move(missing).with_context(what);
+    r->tag.clear();
+    r->digest = recorded->manifest_digest;
+    pinned = r->to_string();
+  } else if (made_here(ctx, img.dir)) {
+    pinned = ref->to_string();
+  } else {
+    return std::move(missing).with_context(what);
+  }
+  ctx.say(what + " is not on this host; pulling " + pinned);
+  auto base = rootfs::prepare_image_base(pinned, ctx.cache_dir / "rootfs", registry_options(ctx),
+                                         [&](const std::string& m) { ctx.say(m); });
+  if (!base.ok())
+    return std::move(base).error().with_context(what + " is not on this host, and pulling it failed");
+  if (base->id != img.manifest.rootfs_id)
+    return Error(ErrorKind::kIncompatibleHost,
+                 what + " is not on this host, and " + pinned + " now names " + base->id +
+                     " instead (the layout changed since the bake)");
+  img.manifest.rootfs_dir = base->dir.string();
+  return {};
+}
+
 // The base the checkpoint was baked on, found from the manifest's rootfs id, never from a path
 // the image names: an image from elsewhere could name any host directory (/etc, a home) and
 // have it mounted as the container's root. A base prewarm builds (tarball, debootstrap) is
 // looked up in this host's cache by its digest; a debootstrap recipe is built if missing (the
-// recipe names packages, not host paths; the mirror is this host's). A directory base is used
+// recipe names packages, not host paths; the mirror is this host's), an image base is pulled by
+// its manifest digest (unpack_image_base). A directory base is used
 // only by images this host made (baked here, or imported over a rootfs the operator named).
 Status resolve_base(const Context& ctx, LoadedImage& img) {
   const std::string& id = img.manifest.rootfs_id;
@@ -44,6 +82,7 @@ Status resolve_base(const Context& ctx, LoadedImage& img) {
     return {};
   }
   if (built.error().kind() != ErrorKind::kNotFound) return std::move(built).error().with_context(what);
+  if (id.starts_with("image:")) return unpack_image_base(ctx, img, what, std::move(built).error());
   const bool rebuildable = img.spec.rootfs.kind == spec::RootfsKind::kDebootstrap ||
                            (img.spec.rootfs.kind == spec::RootfsKind::kTarball && made_here(ctx, img.dir));
   if (!rebuildable)
@@ -74,7 +113,8 @@ Status check_self_contained(const LoadedImage& img) {
 
 }  // namespace
 
-Result<LoadedImage> load_image(const Context& ctx, const std::string& name) {
+Result<LoadedImage> load_image(const Context& ctx, const std::string& name,
+                               const LoadOptions& options) {
   PW_TRY(spec::check_name(name, "image name"));
   LoadedImage img;
   img.name = name;
@@ -91,7 +131,7 @@ Result<LoadedImage> load_image(const Context& ctx, const std::string& name) {
   if (!mounts.ok()) return std::move(mounts).error().with_context("image " + name);
   img.foreign_mounts = std::move(mounts).value();
   PW_TRY(check_self_contained(img));
-  PW_TRY(resolve_base(ctx, img));
+  if (options.need_base) PW_TRY(resolve_base(ctx, img));
   return img;
 }
 

@@ -25,8 +25,15 @@ struct LoadedImage {
   std::vector<image::ForeignMount> foreign_mounts;
 };
 
+struct LoadOptions {
+  // Make sure the base rootfs is on this host. Off for a pod's container, whose runtime
+  // prepared the root from the container image itself.
+  bool need_base = true;
+};
+
 // Opens and verifies images/NAME (unpacking it from the store when needed), and makes sure the
 // rootfs it needs is on this host (rebuilding a tarball or debootstrap base from its recipe).
-Result<LoadedImage> load_image(const engine::Context& ctx, const std::string& name);
+Result<LoadedImage> load_image(const engine::Context& ctx, const std::string& name,
+                               const LoadOptions& options = {});
 
 }  // namespace prewarm::images

@@ -129,22 +129,43 @@ Result<std::string> ensure_image(const engine::Context& ctx, const std::string& 
   return pulled;
 }
 
-// The checkpoint was baked on a container image; the pod must run that same image.
+// The checkpoint was baked on a container image; the pod must run that same image. The CRI
+// names the pod's image as the kubelet sent it: an image id (the config digest, what kubelets
+// send), REPO@sha256:<manifest digest>, or a tag, which must then be the reference the bake
+// pulled (a tag is only as good as the node's copy of it).
 Status check_pod_image(const images::LoadedImage& img, const PodSpec& pod) {
-  const std::string& id = img.manifest.rootfs_id;
-  if (id.rfind("image:", 0) != 0)
+  const auto& baked = img.manifest.rootfs_image;
+  if (!baked)
     return Error(ErrorKind::kIncompatibleHost,
-                 "checkpoint " + img.name + " was baked on rootfs " + id +
+                 "checkpoint " + img.name + " was baked on rootfs " + img.manifest.rootfs_id +
                      ", not on a container image; bake it with `rootfs: {image: REF}` from the "
                      "pod's image to restore it into pods");
-  const std::string digest = id.substr(6);
-  if (pod.image.empty()) return {};
-  auto at = pod.image.find("@sha256:");
-  if (at != std::string::npos && pod.image.substr(at + 1) != digest)
+  const std::string& p = pod.image;
+  auto mismatch = [&](const std::string& what) {
     return Error(ErrorKind::kIncompatibleHost,
-                 "the pod runs image " + pod.image + ", but checkpoint " + img.name +
-                     " was baked on " + digest);
-  return {};
+                 "the pod runs image " + p + ", but checkpoint " + img.name + " was baked on " +
+                     baked->reference + " (" + what + ")");
+  };
+  if (p.empty()) return {};  // a runtime that does not say: the rootfs is taken on trust
+  if (p.rfind("sha256:", 0) == 0)
+    return p == baked->config_digest ? Status{} : mismatch("image id " + baked->config_digest);
+  if (auto at = p.find("@sha256:"); at != std::string::npos)
+    return p.substr(at + 1) == baked->manifest_digest
+               ? Status{}
+               : mismatch("manifest " + baked->manifest_digest);
+  std::string ref = baked->reference;
+  for (const char* transport : {"oci-archive:", "oci:"})
+    if (ref.rfind(transport, 0) == 0) {
+      // A layout has no registry name; its tag is what the runtime imported it as.
+      auto colon = ref.rfind(':');
+      ref = colon > std::string(transport).size() ? ref.substr(colon + 1) : std::string();
+      return p.size() >= ref.size() && !ref.empty() &&
+                     p.compare(p.size() - ref.size(), ref.size(), ref) == 0 &&
+                     (p.size() == ref.size() || p[p.size() - ref.size() - 1] == ':')
+                 ? Status{}
+                 : mismatch("tag " + ref);
+    }
+  return p == ref ? Status{} : mismatch("reference " + ref);
 }
 
 // runc with the shim's global options, our own log file, and prewarm's CRIU.
@@ -233,7 +254,9 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
                  "it had at the checkpoint");
   PW_ASSIGN(engine::Context ctx, engine::make_context());
   PW_ASSIGN(out.image, ensure_image(ctx, pod.checkpoint, out));
-  PW_ASSIGN(images::LoadedImage img, images::load_image(ctx, out.image));
+  images::LoadOptions lo;
+  lo.need_base = false;  // the pod's runtime prepared the root from the container image
+  PW_ASSIGN(images::LoadedImage img, images::load_image(ctx, out.image, lo));
   if (!img.foreign_mounts.empty())
     return Error(ErrorKind::kInvalidInput,
                  "checkpoint " + img.name + " was imported from another runtime's archive; "

@@ -206,7 +206,7 @@ Result<Base> prepare_debootstrap(const spec::RootfsSource& source,
   };
   auto dir = build_cached(cache_dir, "debootstrap", key, build);
   if (!dir.ok()) return std::move(dir).error().with_context(what);
-  return Base{std::move(*dir), "debootstrap:" + key};
+  return Base{std::move(*dir), "debootstrap:" + key, std::nullopt};
 }
 
 }  // namespace detail

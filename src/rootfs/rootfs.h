@@ -1,37 +1,82 @@
-// Rootfs sources (directory, tarball, debootstrap recipe), per-instance overlayfs, and the
-// capture/re-application of the changes an app made to its rootfs.
+// Rootfs sources (directory, tarball, debootstrap recipe, container image), per-instance
+// overlayfs, and the capture/re-application of the changes an app made to its rootfs.
 #pragma once
 
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "base/result.h"
+#include "registry/registry.h"
 #include "spec/app_spec.h"
 
 namespace prewarm::rootfs {
 
 using Progress = std::function<void(const std::string&)>;
 
+// The container image a base was unpacked from.
+struct ImageInfo {
+  std::string reference;        // as the spec names it (spec::ImageRef::to_string)
+  std::string manifest_digest;  // "sha256:<hex>" of the image manifest (under an index: the
+                                // one for this host's platform), which names the base
+  std::string config_digest;    // "sha256:<hex>" of the image config
+};
+
 struct Base {
   std::filesystem::path dir;  // read-only lower directory shared by all instances
-  std::string id;             // identity: "dir:<path>", "tar:<sha256>", "debootstrap:<key>"
+  // identity: "dir:<path>", "tar:<sha256>", "debootstrap:<key>", "image:sha256:<hex>"
+  std::string id;
+  std::optional<ImageInfo> image;  // for image bases
 };
 
 // Resolves a source to a base directory. Tarballs are extracted once into
 // cache_dir/tar/<sha256>; debootstrap recipes are built once into cache_dir/debootstrap/<key>
-// (key = sha256 of suite, variant, sorted packages, mirror); both are built in a temporary
-// directory and renamed into place, so an interrupted build leaves nothing half-made.
+// (key = sha256 of suite, variant, sorted packages, mirror); container images once into
+// cache_dir/image/<hex of the manifest digest> (prepare_image_base); all are built in a
+// temporary directory and renamed into place, so an interrupted build leaves nothing half-made.
+// `registry` is used for images in a registry (progress goes to `progress` when it has none).
 Result<Base> prepare_base(const spec::RootfsSource& source, const std::filesystem::path& cache_dir,
-                          const Progress& progress = {});
+                          const Progress& progress = {}, const registry::Options& registry = {});
 
-// The directory of a base prewarm built ("tar:<sha256>" or "debootstrap:<key>", as Base::id)
-// in cache_dir, derived from the id alone. kNotFound if it was not built here; kInvalidInput
-// for any other id (a "dir:" base is a host path, which only the host that baked may use).
+// The directory of a base prewarm built ("tar:<sha256>", "debootstrap:<key>" or
+// "image:sha256:<hex>", as Base::id) in cache_dir, derived from the id alone. kNotFound if it
+// was not built here (for an image, the message names the manifest digest to pull);
+// kInvalidInput for any other id (a "dir:" base is a host path, which only the host that baked
+// may use).
 Result<std::filesystem::path> built_base_dir(std::string_view id,
                                              const std::filesystem::path& cache_dir);
+
+// Container images as bases. A reference is what spec/image_ref.h reads: HOST[:PORT]/REPO:TAG or
+// @sha256:DIGEST (a registry, through the registry client with `opts`: auth, TLS, timeouts,
+// progress, limits), oci:PATH[:TAG] (an OCI image layout) or oci-archive:PATH[:TAG] (a tar of
+// one); a relative PATH is taken from the current directory. An index (or Docker manifest list)
+// resolves to its linux entry for this host's architecture. OCI and Docker schema 2 manifests;
+// layers tar, tar+gzip, tar+zstd. Every manifest, config and layer is checked against its digest,
+// and each layer's uncompressed content against the config's diff_ids.
+
+// The manifest and config digests `reference` names now; downloads no layer.
+Result<ImageInfo> resolve_image(std::string_view reference, const registry::Options& opts);
+
+// Unpacks the image's layers, in order, into cache_dir/image/<hex of the manifest digest>, once:
+// a base already there is reused without downloading anything (a registry reference by tag
+// still fetches its manifest, to learn which digest the tag names now). Built in a temporary
+// directory under an flock and renamed into place; a failure (a blob that does not verify, a
+// hostile layer) leaves nothing in the cache.
+Result<Base> prepare_image_base(std::string_view reference, const std::filesystem::path& cache_dir,
+                                const registry::Options& opts, const Progress& progress = {});
+
+// The id of the base unpacked from the image with this manifest digest: "image:sha256:<hex>".
+std::string image_base_id(std::string_view manifest_digest);
+
+// Applies one layer blob over dest (the layers below it already unpacked there), with OCI
+// whiteouts and opaque directories and the extractor's safety (see extract_diff). media_type
+// picks the compression (application/vnd.oci.image.layer.v1.tar[+gzip|+zstd], Docker's
+// rootfs.diff.tar.gzip); with diff_id, the uncompressed stream must hash to it.
+Status unpack_layer(const std::filesystem::path& blob, std::string_view media_type,
+                    const std::filesystem::path& dest, std::string_view diff_id = {});
 
 // An overlay mount: lowers (read-only, topmost first; the last is the base) + upper/work under
 // instance_dir, mounted at instance_dir/rootfs.

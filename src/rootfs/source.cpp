@@ -1,5 +1,5 @@
 // Resolving a rootfs source to a base directory; the directory kind lives here, the built
-// kinds in tarball.cpp and debootstrap.cpp.
+// kinds in tarball.cpp, debootstrap.cpp and image.cpp.
 #include <sys/stat.h>
 
 #include <system_error>
@@ -41,7 +41,7 @@ Result<Base> prepare_directory(const spec::RootfsSource& source) {
   std::filesystem::path abs = std::filesystem::canonical(source.path, ec);
   if (ec)
     return Error::sys("resolve", ec.value(), source.path.string()).with_context("rootfs.directory");
-  return Base{abs, "dir:" + abs.string()};
+  return Base{abs, "dir:" + abs.string(), std::nullopt};
 }
 
 }  // namespace
@@ -50,20 +50,31 @@ Result<std::filesystem::path> built_base_dir(std::string_view id,
                                              const std::filesystem::path& cache_dir) {
   const size_t colon = id.find(':');
   const std::string_view kind = id.substr(0, colon == std::string_view::npos ? 0 : colon);
-  const std::string_view key = colon == std::string_view::npos ? "" : id.substr(colon + 1);
+  std::string_view key = colon == std::string_view::npos ? "" : id.substr(colon + 1);
+  // An image base is named by its manifest digest, "image:sha256:<hex>".
+  const bool image = kind == "image";
+  if (image && key.starts_with("sha256:")) key.remove_prefix(7);
+  else if (image) key = {};
   const bool hex = key.size() == 64 && key.find_first_not_of("0123456789abcdef") == std::string_view::npos;
-  if ((kind != "tar" && kind != "debootstrap") || !hex)
+  if ((kind != "tar" && kind != "debootstrap" && !image) || !hex)
     return Error(ErrorKind::kInvalidInput,
                  "rootfs id \"" + std::string(id) + "\" names no base prewarm builds");
   std::filesystem::path dir = cache_dir / kind / key;
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec))
+  if (!std::filesystem::is_directory(dir, ec)) {
+    if (image)
+      return Error(ErrorKind::kNotFound,
+                   "base " + std::string(id) + " is not on this host: its cache (" +
+                       (cache_dir / "image").string() + ") lacks the image with manifest digest sha256:" +
+                       std::string(key) + "; pull that image (e.g. bake or prepare from REPO@sha256:" +
+                       std::string(key) + ")");
     return Error(ErrorKind::kNotFound, "base " + std::string(id) + " is not built on this host");
+  }
   return dir;
 }
 
 Result<Base> prepare_base(const spec::RootfsSource& source, const std::filesystem::path& cache_dir,
-                          const Progress& progress) {
+                          const Progress& progress, const registry::Options& registry) {
   switch (source.kind) {
     case spec::RootfsKind::kDirectory:
       return prepare_directory(source);
@@ -71,6 +82,8 @@ Result<Base> prepare_base(const spec::RootfsSource& source, const std::filesyste
       return detail::prepare_tarball(source, cache_dir, progress);
     case spec::RootfsKind::kDebootstrap:
       return detail::prepare_debootstrap(source, cache_dir, progress);
+    case spec::RootfsKind::kImage:
+      return prepare_image_base(source.image, cache_dir, registry, progress);
   }
   return Error("rootfs: unknown source kind", EINVAL);
 }

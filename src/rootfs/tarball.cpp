@@ -58,7 +58,7 @@ Result<Base> prepare_tarball(const spec::RootfsSource& source,
   };
   auto dir = build_cached(cache_dir, "tar", *sha, build);
   if (!dir.ok()) return std::move(dir).error().with_context(what);
-  return Base{std::move(*dir), "tar:" + *sha};
+  return Base{std::move(*dir), "tar:" + *sha, std::nullopt};
 }
 
 }  // namespace prewarm::rootfs::detail

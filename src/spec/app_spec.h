@@ -57,7 +57,7 @@ struct WarmupStep {
   bool operator==(const WarmupStep&) const = default;
 };
 
-enum class RootfsKind { kDirectory, kTarball, kDebootstrap };
+enum class RootfsKind { kDirectory, kTarball, kDebootstrap, kImage };
 
 struct RootfsSource {
   RootfsKind kind = RootfsKind::kDirectory;
@@ -66,6 +66,9 @@ struct RootfsSource {
   std::string suite;
   std::vector<std::string> packages;
   std::string variant = "minbase";
+  // container image: a reference as spec/image_ref.h reads it (registry, oci:, oci-archive:),
+  // with a relative layout path already resolved against the spec's dir
+  std::string image;
 
   bool operator==(const RootfsSource&) const = default;
 };

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "base/fs.h"
+#include "spec/image_ref.h"
 #include "spec/probe_parse.h"
 #include "spec/names.h"
 #include "spec/yaml_reader.h"
@@ -208,7 +209,7 @@ Result<RootfsSource> parse_debootstrap(YamlReader& r, const YAML::Node& n, std::
 
 Result<RootfsSource> parse_rootfs(YamlReader& r, const YAML::Node& n) {
   constexpr std::string_view kPath = "rootfs";
-  const Fields kKinds = {"directory", "tarball", "debootstrap"};
+  const Fields kKinds = {"directory", "tarball", "debootstrap", "image"};
   const std::string kExactlyOne = "exactly one of " + join(kKinds) + " is required";
   if (!present(n)) return field_error(kPath, kExactlyOne);
   PW_TRY(r.check_map(n, kPath, kKinds));
@@ -223,6 +224,12 @@ Result<RootfsSource> parse_rootfs(YamlReader& r, const YAML::Node& n) {
   } else if (present(n["tarball"])) {
     out.kind = RootfsKind::kTarball;
     PW_ASSIGN(out.path, r.host_path(n, kPath, "tarball"));
+  } else if (present(n["image"])) {
+    out.kind = RootfsKind::kImage;
+    PW_ASSIGN(std::string text, r.required_string(n, kPath, "image"));
+    auto ref = parse_image_ref(text, r.base_dir());
+    if (!ref.ok()) return field_error(child(kPath, "image"), ref.error().message());
+    out.image = ref->to_string();
   } else {
     PW_ASSIGN(out, parse_debootstrap(r, n["debootstrap"], child(kPath, "debootstrap")));
   }

@@ -81,6 +81,9 @@ std::string to_yaml(const AppSpec& spec) {
       if (!spec.rootfs.packages.empty()) put_strings(out, "packages", spec.rootfs.packages);
       out << YAML::EndMap;
       break;
+    case RootfsKind::kImage:
+      put_string(out, "image", spec.rootfs.image);
+      break;
   }
   out << YAML::EndMap;
 

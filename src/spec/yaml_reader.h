@@ -56,6 +56,7 @@ class YamlReader {
  public:
   // `base_dir` (absolute) resolves relative host paths.
   explicit YamlReader(std::filesystem::path base_dir) : base_dir_(std::move(base_dir)) {}
+  const std::filesystem::path& base_dir() const { return base_dir_; }
 
   // Counts one node against the budget: YAML aliases let a small document name the same subtree
   // many times, and walking it would then cost far more than the document's size suggests.

@@ -15,8 +15,10 @@
 #include "base/fs.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
+#include "probe/probe.h"
 #include "support/cli.h"
 #include "support/engine_fixture.h"
+#include "support/oci_image.h"
 
 namespace prewarm::testing {
 namespace {
@@ -207,6 +209,49 @@ TEST_F(CliTest, ForegroundRunInAGivenNetworkNamespace) {
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGKILL) << *status;
   EXPECT_EQ(json::parse(prewarm({"ps", "--json"}).out).size(), 0u);
   EXPECT_EQ(leftovers(name_ + "-"), "");
+}
+
+// rootfs: {image: oci:LAYOUT:TAG} (issue 9): the tiny example baked from an OCI image layout the
+// test writes (its rootfs as one zstd layer); inspect shows the image, and a restored copy
+// continues the warm counter.
+TEST_F(CliTest, BakesFromAnOciImageLayoutAndRestoresTheWarmCounter) {
+  name_ = "oci-" + tag_;
+  ASSERT_TRUE(fs::make_dirs(state_).ok());
+  env_.push_back("PREWARM_CACHE_DIR=" + (state_ / "cache").string());
+  const auto rootfs = stdfs::path(PREWARM_EXAMPLE_TINY_SPEC).parent_path() / "rootfs";
+  auto tar = tar_of_dir(rootfs);
+  ASSERT_TRUE(tar.ok()) << tar.error().to_string();
+  auto layer = make_layer(*tar, image::Compression::kZstd);
+  ASSERT_TRUE(layer.ok()) << layer.error().to_string();
+  const TestImage img = make_image({*layer});
+  ASSERT_TRUE(write_layout(state_ / "layout", {{"v1", img}}).ok());
+  // A relative layout path: it resolves against the spec's directory.
+  std::string spec = std::regex_replace(slurp(PREWARM_EXAMPLE_TINY_SPEC),
+                                        std::regex("directory: \"[^\"]+\""),
+                                        "image: \"oci:layout:v1\"");
+  ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec).ok());
+
+  auto bake = prewarm({"bake", (state_ / "spec.yaml").string(), "--name", name_});
+  ASSERT_EQ(code(bake), 0) << bake.err;
+  auto inspect = prewarm({"inspect", name_});
+  ASSERT_EQ(code(inspect), 0) << inspect.err;
+  auto m = json::parse(inspect.out);
+  EXPECT_EQ(m["rootfs"]["id"], "image:" + img.manifest_digest());
+  EXPECT_EQ(m["rootfs"]["dir"],
+            (state_ / "cache" / "rootfs" / "image" / img.manifest_digest().substr(7)).string());
+  EXPECT_EQ(m["rootfs"]["image"]["reference"], "oci:" + (state_ / "layout").string() + ":v1");
+  EXPECT_EQ(m["rootfs"]["image"]["manifestDigest"], img.manifest_digest());
+  EXPECT_EQ(m["rootfs"]["image"]["configDigest"], img.config_digest());
+
+  auto run = prewarm({"run", name_, "--json"});
+  ASSERT_EQ(code(run), 0) << run.err;
+  auto started = json::parse(run.out);
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_EQ(started[0]["startedBy"], "restore") << run.out;
+  auto got = probe::http_get(started[0]["ip"].get<std::string>(), 8080, "/", {},
+                             std::chrono::milliseconds(3000));
+  ASSERT_TRUE(got.ok()) << got.error().to_string();
+  EXPECT_NE(got->body.find("count=6 "), std::string::npos) << got->body;
 }
 
 // Two state dirs on one bridge draw addresses from one pool (issue 8): distinct IPs and MACs,

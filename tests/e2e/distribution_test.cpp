@@ -18,6 +18,7 @@
 #include "probe/probe.h"
 #include "registry/registry.h"
 #include "support/engine_fixture.h"
+#include "support/oci_image.h"
 #include "support/registry_server.h"
 
 namespace prewarm::testing {
@@ -279,6 +280,73 @@ TEST_F(DistributionTest, PulledCheckpointRestoresWithItsStateOnAnotherNode) {
 
 // Untrusted images (issue 8): an image from elsewhere must not reach the host. Its files are
 // the contents captured at bake, never a host path looked up again where it starts.
+// rootfs: {image: REF} (issue 9): the tiny example baked from a container image in the registry
+// on node A, whose checkpoint records the image; node B, with a cache of its own, restores it
+// after pulling the base by the recorded digest, and says which base it lacks when it cannot.
+TEST_F(DistributionTest, BakedFromAContainerImageRestoresWhereTheBaseIsPulledByDigest) {
+  for (Node* n : {&a_, &b_}) n->env.push_back("PREWARM_CACHE_DIR=" + (n->state / "cache").string());
+  // The tiny example's rootfs as a one-layer image, pushed with the registry client.
+  auto tar = testing::tar_of_dir(stdfs::path(PREWARM_EXAMPLE_TINY_SPEC).parent_path() / "rootfs");
+  ASSERT_TRUE(tar.ok()) << tar.error().to_string();
+  auto layer = testing::make_layer(*tar, image::Compression::kGzip);
+  ASSERT_TRUE(layer.ok()) << layer.error().to_string();
+  const testing::TestImage img = testing::make_image({*layer});
+  const std::string image_ref =
+      "127.0.0.1:" + std::to_string(registry_->port()) + "/prewarm/tiny-rootfs:v1";
+  auto parsed = registry::parse_reference(image_ref);
+  ASSERT_TRUE(parsed.ok());
+  spec_dir_ = std::make_unique<TempDir>("prewarm-dist-spec");
+  auto pushed = testing::push_image(*parsed, img, spec_dir_->path() / "blobs", {});
+  ASSERT_TRUE(pushed.ok()) << pushed.error().to_string();
+  std::string spec = std::regex_replace(slurp(PREWARM_EXAMPLE_TINY_SPEC),
+                                        std::regex("directory: \"[^\"]+\""),
+                                        "image: \"" + image_ref + "\"");
+  const stdfs::path spec_file = spec_dir_->path() / "spec.yaml";
+  ASSERT_TRUE(fs::write_file(spec_file, spec).ok());
+
+  bake_on_a(spec_file);
+  if (HasFatalFailure()) return;
+  auto inspect = prewarm(a_, {"inspect", name_});
+  ASSERT_EQ(code(inspect), 0) << inspect.err;
+  json m = json::parse(inspect.out);
+  EXPECT_EQ(m["rootfs"]["id"], "image:" + img.manifest_digest());
+  EXPECT_EQ(m["rootfs"]["image"]["reference"], image_ref);
+  EXPECT_EQ(m["rootfs"]["image"]["manifestDigest"], img.manifest_digest());
+  EXPECT_EQ(m["rootfs"]["image"]["configDigest"], img.config_digest());
+  EXPECT_TRUE(stdfs::is_directory(a_.state / "cache" / "rootfs" / "image" /
+                                  img.manifest_digest().substr(7)));
+  push_from_a();
+  auto pull = pull_on_b(registry_->port());
+  ASSERT_EQ(code(pull), 0) << pull.err;
+
+  // The rootfs image gone from the registry: B cannot get the base, and says which it lacks.
+  registry::http::Client client(registry::http::TransportOptions{
+      "", std::chrono::milliseconds(2000), std::chrono::milliseconds(5000),
+      std::chrono::milliseconds(5000)});
+  registry::http::Request del;
+  del.method = "DELETE";
+  del.url = registry_->url() + "/v2/prewarm/tiny-rootfs/manifests/" + img.manifest_digest();
+  auto deleted = client.perform(del);
+  ASSERT_TRUE(deleted.ok()) << deleted.error().to_string();
+  ASSERT_EQ(deleted->status, 202) << deleted->body;
+  auto missing = prewarm(b_, {"run", pulled_});
+  EXPECT_NE(code(missing), 0) << missing.out;
+  EXPECT_NE(missing.err.find("its base rootfs image:" + img.manifest_digest() +
+                             " is not on this host"),
+            std::string::npos)
+      << missing.err;
+  EXPECT_NE(missing.err.find("not found"), std::string::npos) << missing.err;
+
+  // Pushed again (the same digest): B pulls the base pinned to that digest and restores the
+  // warm counter.
+  pushed = testing::push_image(*parsed, img, spec_dir_->path() / "blobs", {});
+  ASSERT_TRUE(pushed.ok()) << pushed.error().to_string();
+  std::string body = run_on_b(pulled_);
+  EXPECT_NE(body.find("count=6 "), std::string::npos) << body;
+  EXPECT_TRUE(stdfs::is_directory(b_.state / "cache" / "rootfs" / "image" /
+                                  img.manifest_digest().substr(7)));
+}
+
 TEST_F(DistributionTest, SpecFilesTravelAsContentsNotHostPaths) {
   stdfs::path spec = tarball_spec("captured-at-bake\n");
   bake_on_a(spec);

@@ -110,6 +110,12 @@ void every_spec_field_with_wrong_values() {
       {{"name"}, {"", "UPPER", "-lead", "trail-", "a_b", "a b", std::string(60, 'a'), kMap, kList, "~DELETE~"}, "name"},
       {{"rootfs"}, {"~DELETE~", "/x", kList, "{}", "{directory: /a, tarball: /b}", "{nfs: x}"}, "rootfs"},
       {{"rootfs", "directory"}, {"", kMap, kList}, "rootfs"},
+      {{"rootfs"}, {"{image: ''}", "{image: [1]}", "{image: busybox}", "{image: 'oci:'}",
+                    "{image: 'oci-archive:'}", "{image: 'oci:/l:bad tag'}", "{image: 'oci:/l:'}",
+                    "{image: 'r.example.com/App:v1'}", "{image: 'r.example.com/app'}",
+                    "{image: 'r.example.com/app@sha256:abc'}", "{image: 'r.example.com/app@md5:ab'}",
+                    "{image: 'r.example.com/:v1'}", "{image: x, tarball: /t}",
+                    "{image: {oci: /l}}"}, "rootfs"},
       {{"command"}, {"~DELETE~", "[]", "/bin/sh", kMap, "[[1]]", "[\"\"]"}, "command"},
       {{"args"}, {kMap, "[{a: 1}]", "x"}, "args"},
       {{"env"}, {"x", kMap, "[x]", "[{value: v}]", "[{name: \"\", value: v}]",
@@ -184,6 +190,19 @@ void image_manifests() {
     ADD_FAILURE() << "the valid manifest does not parse";
     return;
   }
+  // An image base's record, and the round trip of a valid one.
+  const std::string kDigest = "sha256:" + std::string(64, 'a');
+  auto image_rootfs = [&](const std::string& image) {
+    return "{\"id\": \"image:" + kDigest + "\", \"dir\": \"/x\", \"image\": " + image + "}";
+  };
+  image::Manifest with_image = m;
+  with_image.rootfs_id = "image:" + kDigest;
+  with_image.rootfs_image = image::RootfsImage{"127.0.0.1:5000/a:1", kDigest, kDigest};
+  auto back = image::parse_manifest(image::to_json(with_image));
+  if (!back.ok() || back->rootfs_image != with_image.rootfs_image) {
+    ADD_FAILURE() << "a manifest with rootfs.image does not round-trip";
+    return;
+  }
   auto with = [&](const std::string& key, const std::string& raw_value) {
     // Replace "key": <value> in the JSON text.
     std::string s = good;
@@ -219,6 +238,21 @@ void image_manifests() {
       {with("tcpEstablished", "\"yes\""), "tcpEstablished"},
       {with("host", "1"), "host"}, {with("rootfs", "[]"), "rootfs"},
       {with("rootfs", "{\"id\": 1}"), "rootfs"}, {with("timingsSeconds", "[]"), "timings"},
+      {with("rootfs", image_rootfs("1")), "rootfs.image"},
+      {with("rootfs", image_rootfs("{\"reference\": \"r/a:1\"}")), "rootfs.image fields"},
+      {with("rootfs", image_rootfs("{\"reference\": 1, \"manifestDigest\": \"" + kDigest +
+                                   "\", \"configDigest\": \"" + kDigest + "\"}")),
+       "rootfs.image.reference"},
+      {with("rootfs", image_rootfs("{\"reference\": \"r/a:1\", \"manifestDigest\": \"sha256:zz\", "
+                                   "\"configDigest\": \"" + kDigest + "\"}")),
+       "rootfs.image.manifestDigest"},
+      {with("rootfs", image_rootfs("{\"reference\": \"r/a:1\", \"manifestDigest\": \"" +
+                                   kDigest + "\", \"configDigest\": \"md5:1\"}")),
+       "rootfs.image.configDigest"},
+      {with("rootfs", image_rootfs("{\"reference\": \"r/a:1\", \"manifestDigest\": \"sha256:" +
+                                   std::string(64, 'b') + "\", \"configDigest\": \"" + kDigest +
+                                   "\"}")),
+       "rootfs.image.manifestDigest not the base id"},
       {with("created", "{}"), "created"},
   };
   for (const auto& [text, what] : cases) {

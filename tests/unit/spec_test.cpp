@@ -8,6 +8,7 @@
 
 #include "base/fs.h"
 #include "spec/app_spec.h"
+#include "spec/image_ref.h"
 #include "spec/names.h"
 
 namespace prewarm::spec {
@@ -254,7 +255,7 @@ rootfs:
 }
 
 TEST(SpecRootfs, ExactlyOneKind) {
-  const std::string kMsg = "rootfs: exactly one of directory, tarball, debootstrap is required";
+  const std::string kMsg = "rootfs: exactly one of directory, tarball, debootstrap, image is required";
   EXPECT_EQ(error_of("name: a\ncommand: [x]\n"), kMsg);
   EXPECT_EQ(error_of("name: a\ncommand: [x]\nrootfs: {}\n"), kMsg);
   EXPECT_EQ(error_of("name: a\ncommand: [x]\nrootfs: {directory: /a, tarball: /b}\n"), kMsg);
@@ -270,7 +271,7 @@ TEST(SpecRootfs, Errors) {
   EXPECT_EQ(err("{directory: [a]}"), "rootfs.directory: expected a string, got a list");
   EXPECT_EQ(err("{dir: /a}"),
             "rootfs.dir: unknown field (expected one of: directory, tarball, "
-            "debootstrap)");
+            "debootstrap, image)");
   EXPECT_EQ(err("{tarbal: /a}"), "rootfs.tarbal: unknown field (did you mean tarball?)");
   EXPECT_EQ(err("{debootstrap: {variant: minbase}}"), "rootfs.debootstrap.suite: required");
   EXPECT_EQ(err("{debootstrap: bookworm}"),
@@ -292,6 +293,59 @@ TEST(SpecRootfs, Errors) {
             "rootfs.debootstrap.packages[0]: not a Debian package name: \"python3:\"");
   EXPECT_EQ(err("{debootstrap: {suite: bookworm, packages: [Python]}}"),
             "rootfs.debootstrap.packages[0]: not a Debian package name: \"Python\"");
+}
+
+TEST(SpecRootfs, Image) {
+  auto image = [](std::string_view ref, const char* base = "/srv/app") {
+    return parse_ok("name: a\ncommand: [x]\nrootfs: {image: '" + std::string(ref) + "'}\n", base)
+        .rootfs;
+  };
+  RootfsSource r = image("127.0.0.1:5000/team/app:v1");
+  EXPECT_EQ(r.kind, RootfsKind::kImage);
+  EXPECT_EQ(r.image, "127.0.0.1:5000/team/app:v1");
+  EXPECT_TRUE(r.path.empty());
+  const std::string pinned = "registry.example.com/app@sha256:" + std::string(64, 'a');
+  EXPECT_EQ(image(pinned).image, pinned);
+  // Layout paths resolve against the spec's directory; the tag is kept.
+  EXPECT_EQ(image("oci:layout:v2").image, "oci:/srv/app/layout:v2");
+  EXPECT_EQ(image("oci:../shared/layout/").image, "oci:/srv/shared/layout");
+  EXPECT_EQ(image("oci-archive:/abs/img.tar:latest").image, "oci-archive:/abs/img.tar:latest");
+  EXPECT_EQ(image("oci-archive:img.tar").image, "oci-archive:/srv/app/img.tar");
+  // What parse_image_ref reads back.
+  auto ref = parse_image_ref("oci:/srv/app/layout:v2", "/");
+  ASSERT_TRUE(ref.ok());
+  EXPECT_EQ(ref->transport, ImageTransport::kOciLayout);
+  EXPECT_EQ(ref->path, "/srv/app/layout");
+  EXPECT_EQ(ref->tag, "v2");
+  EXPECT_EQ(ref->to_string(), "oci:/srv/app/layout:v2");
+}
+
+TEST(SpecRootfs, ImageErrors) {
+  auto err = [](std::string_view rootfs) {
+    return error_of("name: a\ncommand: [x]\nrootfs: " + std::string(rootfs) + "\n");
+  };
+  EXPECT_EQ(err("{image: ''}"), "rootfs.image: must not be empty");
+  EXPECT_EQ(err("{image: [a]}"), "rootfs.image: expected a string, got a list");
+  EXPECT_EQ(err("{image: busybox}"),
+            "rootfs.image: invalid image reference 'busybox': no registry host (there is no "
+            "default registry); write it first, e.g. registry.example.com/busybox (an image is "
+            "HOST[:PORT]/REPO[:TAG][@sha256:DIGEST], oci:PATH[:TAG] or oci-archive:PATH[:TAG])");
+  EXPECT_NE(err("{image: 'registry.example.com/App:v1'}").find("must be lowercase"),
+            std::string::npos);
+  EXPECT_NE(err("{image: 'registry.example.com/app'}").find("no tag or digest"), std::string::npos);
+  EXPECT_NE(err("{image: 'registry.example.com/app@sha256:abc'}").find("64 lowercase hex"),
+            std::string::npos);
+  EXPECT_EQ(err("{image: 'oci:'}"), "rootfs.image: \"oci:\" names no path; write oci:PATH[:TAG]");
+  EXPECT_EQ(err("{image: 'oci-archive::v1'}"),
+            "rootfs.image: \"oci-archive:\" names no path; write oci-archive:PATH[:TAG]");
+  EXPECT_EQ(err("{image: 'oci:/l:bad tag'}"),
+            "rootfs.image: oci: tag \"bad tag\" is not an image name (letters, digits and "
+            "-._:@/+= only, at most 128)");
+  EXPECT_EQ(err("{image: 'oci:/l:'}"),
+            "rootfs.image: oci: tag \"\" is not an image name (letters, digits and -._:@/+= "
+            "only, at most 128)");
+  EXPECT_EQ(err("{image: x, directory: /a}"),
+            "rootfs: exactly one of directory, tarball, debootstrap, image is required");
 }
 
 // --- name, command, args, workingDir ---
@@ -957,6 +1011,8 @@ TEST(SpecRoundTrip, FullSpec) {
 
 TEST(SpecRoundTrip, EveryRootfsAndHandlerKind) {
   for (std::string rootfs : {"{tarball: /img/r.tar.gz}", "{directory: /r}",
+                             "{image: '127.0.0.1:5000/team/app:v1'}", "{image: 'oci:/l:v2'}",
+                             "{image: 'oci-archive:/a.tar'}",
                              "{debootstrap: {suite: bookworm, variant: fakechroot, packages: [a1, "
                              "b2]}}",
                              "{debootstrap: {suite: trixie}}"}) {

@@ -9,16 +9,19 @@ namespace prewarm::cli {
 void add_bake(CLI::App& app, Globals& g) {
   struct Args {
     std::string spec, name;
+    RegistryFlags registry;
   };
   auto a = std::make_shared<Args>();
   auto* c = app.add_subcommand("bake", "run the app once, warm it up and checkpoint it");
   c->add_option("spec", a->spec, "AppSpec YAML file")->required();
   c->add_option("--name", a->name, "image name (default: the spec's name)");
+  a->registry.add_to(c);  // for a rootfs image in a registry
   c->callback([&g, a] {
     auto ctx = open_context(g, false, Recover::kYes);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     bake::BakeOptions o;
     o.name = a->name;
+    o.registry = registry_options(*ctx, a->registry, nullptr);
     auto r = bake::bake(*ctx, a->spec, o);
     if (!r.ok()) return void(g.rc = fail(r.error()));
     std::printf("baked %s -> %s (%.1f MB)\n", r->name.c_str(), r->dir.c_str(),
