@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <thread>
 
 #include "base/fs.h"
+#include "base/subprocess.h"
 #include "base/unique_fd.h"
 #include "cri/client.h"
 #include "cri/configs.h"
@@ -211,6 +213,13 @@ TEST_P(CriHandlerTest, PodRunsServesExecsLogsStopsAndLeavesNothing) {
   EXPECT_EQ(ex->stderr_data, "err\n");
   EXPECT_EQ(ex->exit_code, 3);
 
+  // While the pod runs, the leftover check sees every part of it (so that its "" at the end
+  // means something).
+  std::string live = node_->leftovers();
+  for (const char* what : {"CRI pod ", "CRI container ", "shim ", "in the node's cgroups",
+                           "mount ", "netns ", "cgroup /sys/fs/cgroup/"})
+    EXPECT_NE(live.find(what), std::string::npos) << "'" << what << "' not in:\n" << live;
+
   auto status = cri.container_status(*cid);
   ASSERT_TRUE(status.ok()) << status.error().to_string();
   EXPECT_EQ(status->state(), v1::CONTAINER_RUNNING);
@@ -313,6 +322,46 @@ TEST_F(CriTest, TwoPodsGetDistinctIpsAndBothServe) {
     ASSERT_TRUE(s.ok()) << s.error().to_string();
   }
   EXPECT_EQ(node_->leftovers(), "");
+}
+
+// CriNodeOptions::prewarm_binary is what the "prewarm" handler's shim runs in runc's place:
+// here a wrapper that logs its arguments and hands them to runc.
+TEST(CriNodeTest, PrewarmHandlerRunsTheGivenBinary) {
+  if (auto why = cri_skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir tmp("prewarm-cri-wrapper");
+  const auto calls = tmp.path() / "calls.log";
+  const auto wrapper = tmp.path() / "runtime-wrapper";
+  spit(wrapper, "#!/bin/sh\necho \"$*\" >> " + calls.string() + "\nexec " +
+                          find_executable("runc") + " \"$@\"\n");
+  ASSERT_EQ(::chmod(wrapper.c_str(), 0755), 0);
+  CriNodeOptions options;
+  options.pause_binary = PREWARM_CRI_PAUSE_BINARY;
+  options.prewarm_binary = wrapper.string();
+  auto node = CriNode::start(options);
+  ASSERT_TRUE(node.ok()) << node.error().to_string();
+
+  auto pod = (*node)->pod_options("wrapped");
+  auto pod_id = (*node)->run_pod(cri::kubelet_pod_config(pod), CriNode::kPrewarmHandler);
+  ASSERT_TRUE(pod_id.ok()) << pod_id.error().to_string() << "\n" << (*node)->log_tail();
+  // The shim ran the wrapper for the sandbox: runc's CLI, the bundle and the sandbox's id.
+  std::string log = slurp(calls);
+  EXPECT_NE(log.find("create --bundle"), std::string::npos) << log;
+  EXPECT_NE(log.find("start " + *pod_id), std::string::npos) << log;
+  // The default handler does not.
+  size_t before = slurp(calls).size();
+  auto plain = (*node)->run_pod(cri::kubelet_pod_config((*node)->pod_options("plain")));
+  ASSERT_TRUE(plain.ok()) << plain.error().to_string();
+  EXPECT_EQ(slurp(calls).size(), before);
+
+  for (const auto& id : {*pod_id, *plain}) {
+    Status s = (*node)->cri().stop_pod_sandbox(id);
+    EXPECT_TRUE(s.ok()) << s.error().to_string();
+    s = (*node)->cri().remove_pod_sandbox(id);
+    EXPECT_TRUE(s.ok()) << s.error().to_string();
+  }
+  EXPECT_EQ((*node)->leftovers(), "");
+  Status st = (*node)->stop();
+  EXPECT_TRUE(st.ok()) << st.error().to_string();
 }
 
 }  // namespace
