@@ -29,6 +29,7 @@ stdfs::path make_tree(const stdfs::path& root) {
   ::chmod((r / "bin" / "busybox").c_str(), 0755);
   stdfs::create_symlink("busybox", r / "bin" / "sh");
   spit(r / "etc" / "hostname", "h\n");
+  stdfs::create_symlink("/" + std::string(150, 'x'), r / "etc" / "long-link");  // pax linkpath
   spit(r / "deep" / std::string(60, 'a') / std::string(60, 'b') / "file", "long\n");
   stdfs::create_directories(r / "tmp");
   ::chmod((r / "tmp").c_str(), 01777);
@@ -155,7 +156,8 @@ TEST(OciImageTest, LayoutDocumentsAndBlobsAgree) {
   std::vector<std::string> want = {"bin/", "bin/busybox", "bin/sh -> busybox", "deep/",
                                    "deep/" + std::string(60, 'a') + "/",
                                    "deep/" + std::string(60, 'a') + "/" + std::string(60, 'b') + "/",
-                                   long_name, "etc/", "etc/hostname", "tmp/"};
+                                   long_name, "etc/", "etc/hostname",
+                                   "etc/long-link -> /" + std::string(150, 'x'), "tmp/"};
   EXPECT_EQ(tar_names(*plain), want);
   auto listing = run_checked({"tar", "-tvzf", layer.string()});
   ASSERT_TRUE(listing.ok()) << listing.error().message();
