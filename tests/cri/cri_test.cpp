@@ -215,7 +215,7 @@ TEST_P(CriHandlerTest, PodRunsServesExecsLogsStopsAndLeavesNothing) {
 
   // While the pod runs, the leftover check sees every part of it (so that its "" at the end
   // means something).
-  std::string live = node_->leftovers();
+  std::string live = node_->leftovers(0ms);
   for (const char* what : {"CRI pod ", "CRI container ", "shim ", "in the node's cgroups",
                            "mount ", "netns ", "cgroup /sys/fs/cgroup/"})
     EXPECT_NE(live.find(what), std::string::npos) << "'" << what << "' not in:\n" << live;
@@ -322,6 +322,47 @@ TEST_F(CriTest, TwoPodsGetDistinctIpsAndBothServe) {
     ASSERT_TRUE(s.ok()) << s.error().to_string();
   }
   EXPECT_EQ(node_->leftovers(), "");
+}
+
+// A test that fails half-way leaves a running pod: stop() must clear it all from the host.
+TEST_F(CriTest, StopClearsARunningPodFromTheHost) {
+  auto pod = node_->pod_options("abandoned");
+  auto config = cri::kubelet_pod_config(pod);
+  auto pod_id = node_->run_pod(config);
+  ASSERT_TRUE(pod_id.ok()) << pod_id.error().to_string();
+  auto cid = node_->cri().create_container(
+      *pod_id, cri::kubelet_container_config(pod, {.name = "counter", .image = kTinyImage}),
+      config);
+  ASSERT_TRUE(cid.ok()) << cid.error().to_string();
+  ASSERT_TRUE(node_->cri().start_container(*cid).ok());
+  std::string ip = pod_ip(*pod_id);
+  ASSERT_TRUE(wait_http(ip, 30s));
+
+  auto shims = node_->shim_pids();
+  EXPECT_FALSE(shims.empty());
+  auto verbose = node_->cri().pod_sandbox_status_verbose(*pod_id);
+  ASSERT_TRUE(verbose.ok());
+  std::string netns;
+  nlohmann::json info = info_of(*verbose);
+  for (const auto& ns : info["runtimeSpec"]["linux"]["namespaces"])
+    if (ns.value("type", "") == "network") netns = ns.value("path", "");
+  ASSERT_FALSE(netns.empty());
+  const auto dir = node_->dir();
+  const std::string bridge = node_->bridge(), cgroup_root = node_->cgroup_root();
+
+  Status st = node_->stop();
+  EXPECT_TRUE(st.ok()) << st.error().to_string();
+  node_.reset();
+  for (pid_t p : shims)
+    EXPECT_FALSE(process_running(p)) << "shim " << p;
+  EXPECT_EQ(http_get(ip, 8080, "/healthz"), "");
+  EXPECT_FALSE(std::filesystem::exists(netns)) << netns;
+  EXPECT_FALSE(std::filesystem::exists(dir)) << dir;
+  EXPECT_FALSE(std::filesystem::exists("/sys/class/net/" + bridge)) << bridge;
+  for (const char* h : {"memory", "pids", "cpu", "freezer", "unified", "systemd"})
+    EXPECT_FALSE(std::filesystem::exists(std::string("/sys/fs/cgroup/") + h + "/" + cgroup_root))
+        << h << "/" << cgroup_root;
+  EXPECT_EQ(slurp("/proc/self/mountinfo").find(dir.string()), std::string::npos);
 }
 
 // CriNodeOptions::prewarm_binary is what the "prewarm" handler's shim runs in runc's place:

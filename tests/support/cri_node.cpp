@@ -51,6 +51,18 @@ std::vector<pid_t> all_pids() {
   return out;
 }
 
+}  // namespace
+
+bool process_running(pid_t pid) {
+  std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
+  size_t paren = stat.rfind(") ");
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return false;
+  char state = stat[paren + 2];
+  return state != 'Z' && state != 'X' && state != 'x';
+}
+
+namespace {
+
 void append(std::string& errors, const std::string& line) {
   if (!errors.empty()) errors += "\n";
   errors += line;
@@ -325,7 +337,7 @@ std::vector<pid_t> CriNode::cgroup_pids() const {
   return out;
 }
 
-std::string CriNode::leftovers() {
+std::string CriNode::leftovers(std::chrono::milliseconds shim_grace) {
   std::string found;
   if (client_ && containerd_.pid() > 0) {
     if (auto pods = client_->list_pod_sandboxes(); pods.ok()) {
@@ -340,7 +352,12 @@ std::string CriNode::leftovers() {
       append(found, "cannot list containers: " + cs.error().message());
     }
   }
-  for (pid_t p : shim_pids()) append(found, "shim " + std::to_string(p) + ": " + cmdline_of(p));
+  // A shim exits a moment after its last task is deleted: only one that stays is left over.
+  auto shims = shim_pids();
+  for (auto deadline = std::chrono::steady_clock::now() + shim_grace;
+       !shims.empty() && std::chrono::steady_clock::now() < deadline; shims = shim_pids())
+    std::this_thread::sleep_for(20ms);
+  for (pid_t p : shims) append(found, "shim " + std::to_string(p) + ": " + cmdline_of(p));
   for (pid_t p : cgroup_pids())
     append(found, "process " + std::to_string(p) + " in the node's cgroups: " + cmdline_of(p));
   for (const auto& m : mounts_under(dir_)) append(found, "mount " + m);
@@ -362,6 +379,7 @@ Status CriNode::stop() {
   std::string errors;
 
   // 1. Every pod and container, as the kubelet would remove them.
+  const std::vector<pid_t> shims = shim_pids();
   if (client_ && containerd_.pid() > 0) {
     if (auto pods = client_->list_pod_sandboxes(); pods.ok()) {
       for (const auto& p : *pods) {
@@ -389,6 +407,12 @@ Status CriNode::stop() {
       (void)containerd_.wait(10s);
     }
   }
+
+  // A shim exits shortly after its last task is deleted; give them that moment.
+  for (auto deadline = std::chrono::steady_clock::now() + 5s;
+       std::chrono::steady_clock::now() < deadline &&
+       std::any_of(shims.begin(), shims.end(), process_running);)
+    std::this_thread::sleep_for(20ms);
 
   // 3. Shims of this containerd and processes in this node's cgroups: left only if step 1
   //    failed. Killed by PID, each one found by its cmdline or cgroup.

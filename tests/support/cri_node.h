@@ -24,6 +24,9 @@ namespace prewarm::testing {
 // CNI bridge plugin missing.
 std::string cri_skip_reason();
 
+// Whether pid is a live process (not gone, not a zombie waiting for its reaper).
+bool process_running(pid_t pid);
+
 struct CriNodeOptions {
   // BinaryName of the "prewarm" runtime handler (a runc-compatible CLI); "" = runc itself.
   std::string prewarm_binary;
@@ -86,8 +89,8 @@ class CriNode {
   // What this node has left behind, one line each ("" if nothing): CRI pods and containers,
   // shims of this containerd, processes in its cgroups, mounts under its dir, netns it made,
   // container cgroups under cgroup_root(). Pod-level cgroups (the kubelet's to remove) are
-  // not counted.
-  std::string leftovers();
+  // not counted. Shims get `shim_grace` to exit (they go a moment after their last task).
+  std::string leftovers(std::chrono::milliseconds shim_grace = std::chrono::seconds(3));
   // Processes (pids) of containerd shims started by this node's containerd.
   std::vector<pid_t> shim_pids() const;
 
