@@ -198,13 +198,16 @@ Status CriNode::write_config(const CriNodeOptions& options) {
       "      runtime_type = \"io.containerd.runc.v2\"\n"
       "      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n"
       "        BinaryName = \"" + runc_ + "\"\n"
+      // runc's state (its --root) in the node's dir, not /run/containerd/runc.
+      "        Root = \"" + d + "/runc\"\n"
       "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes." + kPrewarmHandler + "]\n"
       "      runtime_type = \"io.containerd.runc.v2\"\n"
       "      pod_annotations = [\"prewarm.dev/*\"]\n"
       "      container_annotations = [\"prewarm.dev/*\"]\n"
       "      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes." + kPrewarmHandler +
       ".options]\n"
-      "        BinaryName = \"" + binary + "\"\n" +
+      "        BinaryName = \"" + binary + "\"\n"
+      "        Root = \"" + d + "/runc\"\n" +
       options.extra_config;
   return fs::write_file(dir_ / "config.toml", toml, 0644);
 }
