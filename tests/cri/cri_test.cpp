@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -108,6 +109,7 @@ class CriTest : public ::testing::Test {
     tiny.exposed_ports = {"8080/tcp"};
     auto img = node_->import_rootfs(PREWARM_EXAMPLE_TINY_ROOTFS, tiny, kTinyImage);
     ASSERT_TRUE(img.ok()) << img.error().to_string();
+    tiny_ = *img;
   }
 
   void TearDown() override {
@@ -130,6 +132,7 @@ class CriTest : public ::testing::Test {
   }
 
   std::unique_ptr<CriNode> node_;
+  ociimage::WrittenImage tiny_;
 };
 
 class CriHandlerTest : public CriTest, public ::testing::WithParamInterface<std::string> {};
@@ -322,6 +325,34 @@ TEST_F(CriTest, TwoPodsGetDistinctIpsAndBothServe) {
     ASSERT_TRUE(s.ok()) << s.error().to_string();
   }
   EXPECT_EQ(node_->leftovers(), "");
+}
+
+// The ImageService sees the imported archive as written: its name, and the config digest as
+// the image id; RemoveImage removes it.
+TEST_F(CriTest, ImportedImageIsListedAndRemovable) {
+  auto& cri = node_->cri();
+  auto images = cri.list_images();
+  ASSERT_TRUE(images.ok()) << images.error().to_string();
+  bool found = false;
+  for (const auto& image : *images) {
+    if (std::find(image.repo_tags().begin(), image.repo_tags().end(), kTinyImage) ==
+        image.repo_tags().end())
+      continue;
+    found = true;
+    EXPECT_EQ(image.id(), tiny_.config_digest);
+    EXPECT_GT(image.size(), 0u);
+  }
+  EXPECT_TRUE(found) << "ListImages has no " << kTinyImage;
+  auto status = cri.image_status(kTinyImage);
+  ASSERT_TRUE(status.ok()) << status.error().to_string();
+  ASSERT_TRUE(status->has_value());
+  EXPECT_EQ((*status)->id(), tiny_.config_digest);
+
+  Status removed = cri.remove_image(kTinyImage);
+  ASSERT_TRUE(removed.ok()) << removed.error().to_string();
+  status = cri.image_status(kTinyImage);
+  ASSERT_TRUE(status.ok()) << status.error().to_string();
+  EXPECT_FALSE(status->has_value());
 }
 
 // A test that fails half-way leaves a running pod: stop() must clear it all from the host.
