@@ -20,6 +20,8 @@ fi
 PACKAGES=(
   # runtime
   runc iptables iproute2 debootstrap busybox-static curl ca-certificates tar xz-utils zstd
+  # Kubernetes tests: a real containerd (its CRI plugin) driven by a gRPC client (tests/cri)
+  containerd libgrpc++-dev protobuf-compiler-grpc
   # build of prewarm
   cmake g++ make pkg-config libprotobuf-dev protobuf-compiler libyaml-cpp-dev
   nlohmann-json3-dev libgtest-dev libssl-dev libcli11-dev libzstd-dev zlib1g-dev libcurl4-openssl-dev

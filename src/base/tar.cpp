@@ -203,18 +203,25 @@ Status Writer::file(const std::string& name, const std::filesystem::path& src, u
   return pad(size);
 }
 
+Status Writer::symlink(const std::string& name, const std::string& target, const Meta& meta) {
+  return header(name, '2', 0, meta, target);
+}
+
 Status Writer::whiteout(const std::string& name, int64_t mtime) {
   return header(name, '3', 0, {0, 0, 0, mtime});
 }
 
 Status Writer::finish() { return out(kZeros.data(), kZeros.size()); }
 
-Status Writer::header(const std::string& name, char type, uint64_t size, const Meta& meta) {
+Status Writer::header(const std::string& name, char type, uint64_t size, const Meta& meta,
+                      const std::string& link) {
   const bool long_name = name.size() > 100;
+  const bool long_link = link.size() > 100;
   const bool big = size > kMaxOctal11;
-  if (long_name || big) {
+  if (long_name || long_link || big) {
     std::string records;
     if (long_name) records += pax_record("path", name);
+    if (long_link) records += pax_record("linkpath", link);
     if (big) records += pax_record("size", std::to_string(size));
     std::string base = name.substr(name.find_last_of('/', name.size() - 2) + 1);
     PW_TRY(block(("PaxHeaders/" + base).substr(0, 100), 'x', records.size(),
@@ -222,10 +229,11 @@ Status Writer::header(const std::string& name, char type, uint64_t size, const M
     PW_TRY(out(records.data(), records.size()));
     PW_TRY(pad(records.size()));
   }
-  return block(name.substr(0, 100), type, size, meta);
+  return block(name.substr(0, 100), type, size, meta, link.substr(0, 100));
 }
 
-Status Writer::block(const std::string& name, char type, uint64_t size, const Meta& meta) {
+Status Writer::block(const std::string& name, char type, uint64_t size, const Meta& meta,
+                     const std::string& link) {
   std::array<char, kBlock> h{};
   std::memcpy(h.data(), name.data(), std::min<size_t>(name.size(), 100));
   put_number(&h[100], 8, meta.mode & 07777);
@@ -235,6 +243,7 @@ Status Writer::block(const std::string& name, char type, uint64_t size, const Me
   put_number(&h[136], 12, static_cast<uint64_t>(std::max<int64_t>(0, meta.mtime)));
   std::memset(&h[148], ' ', 8);
   h[156] = type;
+  std::memcpy(&h[157], link.data(), std::min<size_t>(link.size(), 100));
   std::memcpy(&h[257], "ustar", 6);
   std::memcpy(&h[263], "00", 2);
   std::memcpy(&h[265], "root", 4);

@@ -52,14 +52,18 @@ class Writer {
   // size meanwhile is an error, not a corrupt archive.
   Status file(const std::string& name, const std::filesystem::path& src, uint64_t size,
               const Meta& meta);
+  // A symbolic link to `target` (a pax linkpath record when it is over 100 bytes).
+  Status symlink(const std::string& name, const std::string& target, const Meta& meta);
   // An overlayfs whiteout: a 0/0 character device.
   Status whiteout(const std::string& name, int64_t mtime);
   // The end-of-archive marker.
   Status finish();
 
  private:
-  Status header(const std::string& name, char type, uint64_t size, const Meta& meta);
-  Status block(const std::string& name, char type, uint64_t size, const Meta& meta);
+  Status header(const std::string& name, char type, uint64_t size, const Meta& meta,
+                const std::string& link = {});
+  Status block(const std::string& name, char type, uint64_t size, const Meta& meta,
+               const std::string& link = {});
   Status pad(uint64_t size);
   Status out(const char* data, size_t n) {
     if (hash_) hash_->update(data, n);
