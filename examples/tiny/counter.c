@@ -5,6 +5,7 @@
 //   GET /count    answers the counter ("N\n") without incrementing it
 //   GET /healthz  answers "ok\n" without counting
 //   GET /ballast  answers "<MiB> <checksum>\n" of the ballast (below), recomputed from memory
+//   GET /log      prints "count is N" on stdout (where a container's log goes), answers "logged\n"
 //
 // BALLAST_MB=N makes it fill N MiB of anonymous memory with a pattern at start, so that tests
 // can check that a restore brought large memory areas back intact.
@@ -161,6 +162,10 @@ static void handle(int fd) {
     snprintf(body, sizeof body, "%llu\n", counter);
   } else if (strcmp(target, "/healthz") == 0) {
     strcpy(body, "ok\n");
+  } else if (strcmp(target, "/log") == 0) {
+    printf("count is %llu\n", counter);
+    fflush(stdout);
+    strcpy(body, "logged\n");
   } else if (strcmp(target, "/ballast") == 0) {
     snprintf(body, sizeof body, "%zu %llx\n", ballast_mb, ballast ? ballast_checksum() : 0ULL);
   } else {

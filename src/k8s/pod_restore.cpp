@@ -25,6 +25,7 @@
 #include "lifecycle/instance.h"
 #include "registry/registry.h"
 #include "rootfs/rootfs.h"
+#include "spec/image_ref.h"
 #include "spec/names.h"
 
 namespace prewarm::k8s {
@@ -153,19 +154,13 @@ Status check_pod_image(const images::LoadedImage& img, const PodSpec& pod) {
     return p.substr(at + 1) == baked->manifest_digest
                ? Status{}
                : mismatch("manifest " + baked->manifest_digest);
-  std::string ref = baked->reference;
-  for (const char* transport : {"oci-archive:", "oci:"})
-    if (ref.rfind(transport, 0) == 0) {
-      // A layout has no registry name; its tag is what the runtime imported it as.
-      auto colon = ref.rfind(':');
-      ref = colon > std::string(transport).size() ? ref.substr(colon + 1) : std::string();
-      return p.size() >= ref.size() && !ref.empty() &&
-                     p.compare(p.size() - ref.size(), ref.size(), ref) == 0 &&
-                     (p.size() == ref.size() || p[p.size() - ref.size() - 1] == ':')
-                 ? Status{}
-                 : mismatch("tag " + ref);
-    }
-  return p == ref ? Status{} : mismatch("reference " + ref);
+  auto ref = spec::parse_image_ref(baked->reference, "/");
+  if (ref.ok() && ref->transport != spec::ImageTransport::kRegistry) {
+    // A layout has no registry name; its tag (ref.name) is what the runtime imported it as.
+    if (ref->tag.empty()) return mismatch("a layout without a tag: name the pod's image by id");
+    return p == ref->tag ? Status{} : mismatch("tag " + ref->tag);
+  }
+  return p == baked->reference ? Status{} : mismatch("reference " + baked->reference);
 }
 
 // runc with the shim's global options, our own log file, and prewarm's CRIU.

@@ -22,7 +22,9 @@
 #include "base/unique_fd.h"
 #include "cri/client.h"
 #include "cri/configs.h"
+#include "support/cli.h"
 #include "support/cri_node.h"
+#include "support/engine_fixture.h"
 #include "support/files.h"
 
 namespace prewarm::testing {
@@ -97,6 +99,7 @@ class CriTest : public ::testing::Test {
     if (auto why = cri_skip_reason(); !why.empty()) GTEST_SKIP() << why;
     CriNodeOptions options;
     options.pause_binary = PREWARM_CRI_PAUSE_BINARY;
+    options.prewarm_binary = prewarm_binary_;
     auto t0 = Clock::now();
     auto node = CriNode::start(options);
     ASSERT_TRUE(node.ok()) << node.error().to_string();
@@ -133,6 +136,7 @@ class CriTest : public ::testing::Test {
 
   std::unique_ptr<CriNode> node_;
   ociimage::WrittenImage tiny_;
+  std::string prewarm_binary_;  // the "prewarm" handler's BinaryName ("" : runc)
 };
 
 class CriHandlerTest : public CriTest, public ::testing::WithParamInterface<std::string> {};
@@ -434,6 +438,252 @@ TEST(CriNodeTest, PrewarmHandlerRunsTheGivenBinary) {
   EXPECT_EQ((*node)->leftovers(), "");
   Status st = (*node)->stop();
   EXPECT_TRUE(st.ok()) << st.error().to_string();
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Pods started from checkpoints through RuntimeClass `prewarm`: the handler's binary is
+// prewarm-runtime (through a script that gives it this test's state dir), the checkpoint is the
+// tiny counter baked from the same OCI image the pods run.
+
+namespace prewarm_pods {
+
+constexpr const char* kCheckpoint = "tiny-pod";
+
+}  // namespace prewarm_pods
+
+class PrewarmPodTest : public CriTest {
+ protected:
+  void SetUp() override {
+    if (auto why = cri_skip_reason(); !why.empty()) GTEST_SKIP() << why;
+    if (auto why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+    tag_ = fs::random_hex(3);
+    state_ = std::filesystem::path("/var/tmp") / ("prewarm-pods-" + tag_);
+    ASSERT_TRUE(fs::make_dirs(state_, 0700).ok());
+    bridge_ = "pwbrp" + tag_;
+    unsigned third = 100 + (std::stoul(tag_, nullptr, 16) % 150);
+    env_ = {"PREWARM_STATE_DIR=" + (state_ / "state").string(),
+            "PREWARM_CACHE_DIR=" + (state_ / "cache").string(), "PREWARM_BRIDGE=" + bridge_,
+            "PREWARM_SUBNET=10.89." + std::to_string(third) + ".0/24"};
+    // The handler's binary: prewarm-runtime with this test's state (containerd gives its shims
+    // no environment of ours).
+    std::string script = "#!/bin/sh\n";
+    for (const auto& e : env_) script += "export " + e + "\n";
+    script += "exec " PREWARM_BINARY_DIR "/cmd/prewarm/prewarm-runtime \"$@\"\n";
+    ASSERT_TRUE(fs::write_file(state_ / "prewarm-runtime", script, 0755).ok());
+    prewarm_binary_ = (state_ / "prewarm-runtime").string();
+    CriTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+
+    // The image the pods run, as an archive the bake reads (the writer is reproducible: the
+    // same rootfs and config give the digests import_rootfs gave).
+    ociimage::ImageConfig tiny;
+    tiny.entrypoint = {"/bin/counter"};
+    tiny.exposed_ports = {"8080/tcp"};
+    ociimage::WriteOptions wo;
+    wo.name = kTinyImage;
+    auto archive = state_ / "tiny.tar";
+    auto written = ociimage::write_archive(PREWARM_EXAMPLE_TINY_ROOTFS, tiny, wo, archive);
+    ASSERT_TRUE(written.ok()) << written.error().to_string();
+    ASSERT_EQ(written->config_digest, tiny_.config_digest);
+    std::string spec = std::string("name: ") + prewarm_pods::kCheckpoint + "\n" +
+                       "rootfs:\n  image: oci-archive:" + archive.string() + ":" + kTinyImage +
+                       "\n" +
+                       "command: [\"/bin/counter\"]\n"
+                       "ports: [{name: http, containerPort: 8080}]\n"
+                       "readinessProbe:\n  httpGet: {path: /healthz, port: http}\n"
+                       "  periodMilliseconds: 10\n  failureThreshold: 500\n"
+                       "warmup:\n  - httpGet: {path: /, port: http}\n    repeat: 5\n"
+                       "  - exec:\n      command: [\"/bin/sh\", \"-c\", "
+                       "\"echo warmed > /tmp/warm-marker\"]\n";
+    ASSERT_TRUE(fs::write_file(state_ / "spec.yaml", spec, 0644).ok());
+    auto bake = run_prewarm({"bake", (state_ / "spec.yaml").string()}, env_);
+    ASSERT_EQ(bake.status, 0) << bake.err;
+  }
+
+  void TearDown() override {
+    CriTest::TearDown();
+    if (state_.empty()) return;
+    (void)run_prewarm({"rm", "--all"}, env_);
+    remove_test_bridge(bridge_);
+    EXPECT_EQ(leftovers(prewarm_pods::kCheckpoint + std::string("-")), "");
+    // What the runtime keeps per container is gone with the container.
+    for (const auto& id : containers_) {
+      EXPECT_FALSE(std::filesystem::exists(std::string("/run/prewarm/pods/") + id)) << id;
+      EXPECT_FALSE(std::filesystem::exists(std::string("/run/prewarm/pods/") + id + ".json"));
+    }
+    if (!HasFailure()) (void)fs::remove_all(state_);
+  }
+
+  struct Pod {
+    cri::PodOptions options;
+    v1::PodSandboxConfig config;
+    std::string id, ip, container;
+    double sandbox_ms = 0, container_ms = 0;
+  };
+
+  // A pod of the prewarm runtime class running the tiny image (by id, as the kubelet names
+  // it), with `checkpoint` as its annotation ("" : none); waits until the app answers.
+  Pod start_pod(const std::string& name, const std::string& checkpoint,
+                const std::string& image = "") {
+    Pod p;
+    p.options = node_->pod_options(name);
+    if (!checkpoint.empty()) p.options.annotations["prewarm.dev/checkpoint"] = checkpoint;
+    p.config = cri::kubelet_pod_config(p.options);
+    auto t0 = Clock::now();
+    auto id = node_->run_pod(p.config, CriNode::kPrewarmHandler);
+    EXPECT_TRUE(id.ok()) << id.error().to_string();
+    if (!id.ok()) return p;
+    p.id = *id;
+    p.sandbox_ms = ms_since(t0);
+    p.ip = pod_ip(p.id);
+    auto t1 = Clock::now();
+    cri::ContainerOptions c;
+    c.name = "counter";
+    c.image = image.empty() ? tiny_.config_digest : image;
+    auto cid = node_->cri().create_container(p.id, cri::kubelet_container_config(p.options, c),
+                                             p.config);
+    EXPECT_TRUE(cid.ok()) << cid.error().to_string();
+    if (!cid.ok()) return p;
+    p.container = *cid;
+    containers_.push_back(p.container);
+    Status st = node_->cri().start_container(p.container);
+    EXPECT_TRUE(st.ok()) << st.error().to_string();
+    EXPECT_TRUE(wait_http(p.ip, 30s)) << "no answer at " << p.ip;
+    p.container_ms = ms_since(t1);
+    std::printf("[cri] %s (%s): RunPodSandbox %.1f ms; CreateContainer -> first answer %.1f ms\n",
+                name.c_str(), checkpoint.empty() ? "no checkpoint" : checkpoint.c_str(),
+                p.sandbox_ms, p.container_ms);
+    return p;
+  }
+
+  nlohmann::json outcome(const std::string& container) {
+    auto text = fs::read_file(std::string("/run/prewarm/pods/") + container + ".json", 1 << 20);
+    if (!text.ok()) return nullptr;
+    return nlohmann::json::parse(*text, nullptr, false);
+  }
+
+  std::string container_log(const Pod& p) {
+    return slurp(p.options.log_directory + "/counter/0.log");
+  }
+
+  void remove_pod(const Pod& p) {
+    Status s = node_->cri().stop_pod_sandbox(p.id);
+    EXPECT_TRUE(s.ok()) << s.error().to_string();
+    s = node_->cri().remove_pod_sandbox(p.id);
+    EXPECT_TRUE(s.ok()) << s.error().to_string();
+  }
+
+  std::string tag_, bridge_;
+  std::filesystem::path state_;
+  std::vector<std::string> env_, containers_;
+};
+
+TEST_F(PrewarmPodTest, RestoredPodServesTheCheckpointedStateAtItsPodIp) {
+  Pod p = start_pod("warm", prewarm_pods::kCheckpoint);
+  ASSERT_FALSE(p.container.empty());
+  // The warm-up counted 5; this copy continues, under the pod's hostname, as pid 1 of its own
+  // PID namespace.
+  EXPECT_EQ(http_get(p.ip, 8080, "/"), "count=6 hostname=warm pid=1\n");
+  nlohmann::json o = outcome(p.container);
+  ASSERT_TRUE(o.is_object());
+  EXPECT_EQ(o["restored"], true) << o.dump();
+  EXPECT_EQ(o["image"], prewarm_pods::kCheckpoint);
+  // The rootfs is the pod's image plus what the app changed before the checkpoint.
+  auto& cri = node_->cri();
+  auto ex = cri.exec_sync(p.container, {"/bin/cat", "/tmp/warm-marker"}, 10s);
+  ASSERT_TRUE(ex.ok()) << ex.error().to_string();
+  EXPECT_EQ(ex->stdout_data, "warmed\n");
+  EXPECT_EQ(ex->exit_code, 0);
+  ex = cri.exec_sync(p.container, {"/bin/sh", "-c", "hostname; exit 4"}, 10s);
+  ASSERT_TRUE(ex.ok()) << ex.error().to_string();
+  EXPECT_EQ(ex->stdout_data, "warm\n");
+  EXPECT_EQ(ex->exit_code, 4);
+  // What the runtime said is in the container's log (kubectl logs).
+  std::string log;
+  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
+    if ((log = container_log(p)).find("restored from checkpoint") != std::string::npos) break;
+  EXPECT_NE(log.find(" stderr F prewarm: restored from checkpoint tiny-pod in "), std::string::npos)
+      << log;
+  // The app's output after the restore lands there too: the checkpoint's stdout pipe is the
+  // shim's now.
+  EXPECT_EQ(http_get(p.ip, 8080, "/log"), "logged\n");
+  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
+    if ((log = container_log(p)).find("count is 6") != std::string::npos) break;
+  EXPECT_NE(log.find(" stdout F count is 6\n"), std::string::npos) << log;
+  auto status = cri.container_status(p.container);
+  ASSERT_TRUE(status.ok()) << status.error().to_string();
+  EXPECT_EQ(status->state(), v1::CONTAINER_RUNNING);
+
+  // StopContainer: SIGTERM, the counter exits 0 on it.
+  Status stopped = cri.stop_container(p.container, 20s);
+  ASSERT_TRUE(stopped.ok()) << stopped.error().to_string();
+  status = cri.container_status(p.container);
+  ASSERT_TRUE(status.ok()) << status.error().to_string();
+  EXPECT_EQ(status->state(), v1::CONTAINER_EXITED);
+  EXPECT_EQ(status->exit_code(), 0);
+  EXPECT_EQ(status->reason(), "Completed");
+  Status removed = cri.remove_container(p.container);
+  ASSERT_TRUE(removed.ok()) << removed.error().to_string();
+  remove_pod(p);
+  EXPECT_EQ(node_->leftovers(), "");
+}
+
+TEST_F(PrewarmPodTest, TwoPodsFromOneCheckpointAreIndependent) {
+  Pod a = start_pod("copy-a", prewarm_pods::kCheckpoint);
+  Pod b = start_pod("copy-b", prewarm_pods::kCheckpoint);
+  ASSERT_FALSE(a.container.empty() || b.container.empty());
+  EXPECT_NE(a.ip, b.ip);
+  EXPECT_EQ(http_get(a.ip, 8080, "/"), "count=6 hostname=copy-a pid=1\n");
+  EXPECT_EQ(http_get(a.ip, 8080, "/"), "count=7 hostname=copy-a pid=1\n");
+  EXPECT_EQ(http_get(b.ip, 8080, "/"), "count=6 hostname=copy-b pid=1\n");
+  remove_pod(a);
+  remove_pod(b);
+  EXPECT_EQ(node_->leftovers(), "");
+}
+
+// Whatever stands in the way, the pod starts: cold, from its image, with the reason recorded.
+TEST_F(PrewarmPodTest, ImpossibleRestoresColdStartWithTheReason) {
+  Pod missing = start_pod("missing", "no-such-checkpoint");
+  ASSERT_FALSE(missing.container.empty());
+  EXPECT_EQ(http_get(missing.ip, 8080, "/"), "count=1 hostname=missing pid=1\n");
+  nlohmann::json o = outcome(missing.container);
+  ASSERT_TRUE(o.is_object());
+  EXPECT_EQ(o["restored"], false);
+  EXPECT_NE(o.value("reason", "").find("no-such-checkpoint"), std::string::npos) << o.dump();
+  std::string log;
+  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
+    if ((log = container_log(missing)).find("cold start") != std::string::npos) break;
+  EXPECT_NE(log.find("prewarm: cold start (checkpoint no-such-checkpoint not restored): "),
+            std::string::npos)
+      << log;
+
+  // Another image than the one the checkpoint was baked on: the same files under another
+  // name would restore fine, so the runtime compares what the CRI says, not the files.
+  auto other = node_->import_rootfs(PREWARM_EXAMPLE_TINY_ROOTFS,
+                                    {.entrypoint = {"/bin/counter"}, .env = {"OTHER=1"}},
+                                    "prewarm.test/other:1");
+  ASSERT_TRUE(other.ok()) << other.error().to_string();
+  Pod wrong = start_pod("wrong", prewarm_pods::kCheckpoint, other->config_digest);
+  ASSERT_FALSE(wrong.container.empty());
+  EXPECT_EQ(http_get(wrong.ip, 8080, "/"), "count=1 hostname=wrong pid=1\n");
+  o = outcome(wrong.container);
+  ASSERT_TRUE(o.is_object());
+  EXPECT_EQ(o["restored"], false);
+  EXPECT_NE(o.value("reason", "").find("was baked on"), std::string::npos) << o.dump();
+  remove_pod(missing);
+  remove_pod(wrong);
+  EXPECT_EQ(node_->leftovers(), "");
+}
+
+// A pod of the prewarm class that asks for no checkpoint runs exactly as under runc.
+TEST_F(PrewarmPodTest, WithoutTheAnnotationThePodRunsAsUnderRunc) {
+  Pod p = start_pod("plain", "");
+  ASSERT_FALSE(p.container.empty());
+  EXPECT_EQ(http_get(p.ip, 8080, "/"), "count=1 hostname=plain pid=1\n");
+  EXPECT_TRUE(outcome(p.container).is_null());
+  remove_pod(p);
+  EXPECT_EQ(node_->leftovers(), "");
 }
 
 }  // namespace
