@@ -55,5 +55,6 @@ void add_export(CLI::App& app, Globals& g);
 void add_import(CLI::App& app, Globals& g);
 void add_doctor(CLI::App& app, Globals& g);
 void add_bench(CLI::App& app, Globals& g);
+void add_self_image(CLI::App& app, Globals& g);
 
 }  // namespace prewarm::cli

@@ -72,7 +72,23 @@ std::string own_cgroup() {
     for (std::string c; std::getline(cs, c, ',');)
       if (c == "memory") memory = path;
   }
-  std::string p = !memory.empty() ? memory : unified;
+  const bool v1 = !memory.empty();
+  std::string p = v1 ? memory : unified;
+  // Inside a container the hierarchy is often mounted from the container's own cgroup (its
+  // mountinfo root): paths under /sys/fs/cgroup are then relative to that root.
+  const std::string mount_point = v1 ? "/sys/fs/cgroup/memory" : "/sys/fs/cgroup";
+  if (auto info = fs::read_file("/proc/self/mountinfo", 4 << 20); info.ok()) {
+    std::istringstream mi(*info);
+    for (std::string l; std::getline(mi, l);) {
+      // "ID PARENT MAJ:MIN ROOT MOUNTPOINT ..."
+      std::istringstream f(l);
+      std::string id, parent, dev, root, point;
+      f >> id >> parent >> dev >> root >> point;
+      if (point != mount_point || root == "/") continue;
+      if (p == root) p = "/";
+      else if (p.rfind(root + "/", 0) == 0) p = p.substr(root.size());
+    }
+  }
   return p == "/" ? std::string() : p;
 }
 

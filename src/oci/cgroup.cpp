@@ -61,6 +61,9 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 struct CgroupMount {
   stdfs::path path;               // /sys/fs/cgroup/<name>
+  // The cgroup mounted there: "/" on a host; inside a container often the container's own
+  // cgroup, and paths under `path` are then relative to it.
+  std::string root = "/";
   bool v2 = false;
   std::vector<std::string> opts;  // super options: "rw", "cpu", "name=systemd", ...
 };
@@ -83,10 +86,10 @@ const std::vector<CgroupMount>& cgroup_mounts() {
       std::string fstype, source, superopts;
       tail >> fstype >> source >> superopts;
       if (fstype != "cgroup" && fstype != "cgroup2") continue;
-      if (root != "/" || stdfs::path(mnt).parent_path() != kCgroupRoot) continue;
+      if (stdfs::path(mnt).parent_path() != kCgroupRoot) continue;
       if (std::any_of(out.begin(), out.end(), [&](const auto& m) { return m.path == mnt; }))
         continue;
-      out.push_back({mnt, fstype == "cgroup2", split(superopts, ',')});
+      out.push_back({mnt, root, fstype == "cgroup2", split(superopts, ',')});
     }
     return out;
   }();
@@ -129,7 +132,11 @@ Result<std::vector<std::pair<V1Hierarchy, std::string>>> thread_v1_cgroups() {
       for (const auto& part : split(key, ','))
         all = all && std::find(m.opts.begin(), m.opts.end(), part) != m.opts.end();
       if (all) {
-        out.push_back({{m.path, key}, path});
+        // The thread's cgroup as a path under this mount.
+        std::string under = path;
+        if (m.root != "/" && (under == m.root || under.rfind(m.root + "/", 0) == 0))
+          under = under.substr(m.root.size());
+        out.push_back({{m.path, key}, under.empty() ? "/" : under});
         break;
       }
     }

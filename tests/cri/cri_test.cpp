@@ -686,5 +686,73 @@ TEST_F(PrewarmPodTest, WithoutTheAnnotationThePodRunsAsUnderRunc) {
   EXPECT_EQ(node_->leftovers(), "");
 }
 
+
+// Runtime in runtime (no node changes): a privileged container of the plain runc handler runs
+// the prewarm image (`prewarm self-image`), whose entrypoint restores the app inside the pod
+// container, in the pod's network namespace; the store is the node's, mounted in.
+TEST_F(PrewarmPodTest, RuntimeInRuntimePodRestoresAndServesAtItsPodIp) {
+  auto& cri = node_->cri();
+  const auto archive = state_ / "prewarm-image.tar";
+  auto self = run_prewarm({"self-image", archive.string(), "--name", "prewarm.test/prewarm:1"}, env_);
+  ASSERT_EQ(self.status, 0) << self.err;
+  Status imported = node_->import_archive(archive, "prewarm.test/prewarm:1");
+  ASSERT_TRUE(imported.ok()) << imported.error().to_string();
+
+  Pod p;
+  p.options = node_->pod_options("rinr");
+  p.config = cri::kubelet_pod_config(p.options);
+  p.config.mutable_linux()->mutable_security_context()->set_privileged(true);
+  auto t0 = Clock::now();
+  auto id = node_->run_pod(p.config);
+  ASSERT_TRUE(id.ok()) << id.error().to_string();
+  p.id = *id;
+  p.ip = pod_ip(p.id);
+  cri::ContainerOptions c;
+  c.name = "counter";
+  c.image = "prewarm.test/prewarm:1";
+  c.args = {"run", prewarm_pods::kCheckpoint, "--foreground"};
+  v1::ContainerConfig cc = cri::kubelet_container_config(p.options, c);
+  cc.mutable_linux()->mutable_security_context()->set_privileged(true);
+  for (const auto& [host, inside] : {std::pair{state_ / "state", "/var/lib/prewarm"},
+                                     {state_ / "cache", "/var/cache/prewarm"}}) {
+    auto* m = cc.add_mounts();
+    m->set_host_path(host.string());
+    m->set_container_path(inside);
+  }
+  auto cid = cri.create_container(p.id, cc, p.config);
+  ASSERT_TRUE(cid.ok()) << cid.error().to_string();
+  p.container = *cid;
+  Status st = cri.start_container(p.container);
+  ASSERT_TRUE(st.ok()) << st.error().to_string();
+  ASSERT_TRUE(wait_http(p.ip, 60s)) << "no answer at " << p.ip << "\n" << container_log(p);
+  std::printf("[cri] runtime in runtime: RunPodSandbox -> first answer %.1f ms\n", ms_since(t0));
+  EXPECT_EQ(http_get(p.ip, 8080, "/"), "count=6 hostname=rinr pid=1\n") << container_log(p);
+  auto ex = cri.exec_sync(p.container, {"/bin/cat", "/run/prewarm/outcome.json"}, 10s);
+  ASSERT_TRUE(ex.ok()) << ex.error().to_string();
+  auto outcome = nlohmann::json::parse(ex->stdout_data, nullptr, false);
+  ASSERT_TRUE(outcome.is_object()) << ex->stdout_data << ex->stderr_data;
+  EXPECT_EQ(outcome["restored"], true) << outcome.dump();
+  std::string log = container_log(p);
+  EXPECT_NE(log.find("prewarm: restored tiny-pod as "), std::string::npos) << log;
+  // The app's output is the container's.
+  EXPECT_EQ(http_get(p.ip, 8080, "/log"), "logged\n");
+  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
+    if ((log = container_log(p)).find("count is 6") != std::string::npos) break;
+  EXPECT_NE(log.find(" stdout F count is 6\n"), std::string::npos) << log;
+
+  // The kubelet's stop reaches the app through prewarm, and prewarm exits as the app did.
+  Status stopped = cri.stop_container(p.container, 20s);
+  ASSERT_TRUE(stopped.ok()) << stopped.error().to_string();
+  auto status = cri.container_status(p.container);
+  ASSERT_TRUE(status.ok()) << status.error().to_string();
+  EXPECT_EQ(status->state(), v1::CONTAINER_EXITED);
+  EXPECT_EQ(status->exit_code(), 0) << container_log(p);
+  // prewarm removed its instance from the shared store on the way out.
+  std::error_code ec;
+  EXPECT_TRUE(std::filesystem::is_empty(state_ / "state" / "instances", ec)) << ec.message();
+  remove_pod(p);
+  EXPECT_EQ(node_->leftovers(), "");
+}
+
 }  // namespace
 }  // namespace prewarm::testing
