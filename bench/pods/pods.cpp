@@ -233,12 +233,13 @@ int main(int argc, char** argv) {
   ociimage::WriteOptions wo;
   wo.name = kAppImage;
   wo.gzip_level = 1;
+  wo.skip_special_files = true;
   const stdfs::path archive = env.work / "pyservice.tar";
   say("writing the app's image " + std::string(kAppImage));
   auto t_img = Clock::now();
-  ociimage::WrittenImage written = must(ociimage::write_archive(ov.merged, ic, wo, archive),
-                                        "app image");
+  auto written_r = ociimage::write_archive(ov.merged, ic, wo, archive);
   (void)rootfs::unmount(ov.merged);
+  ociimage::WrittenImage written = must(std::move(written_r), "app image");
   say("  " + std::to_string(written.layer_size / 1000000) + " MB in " +
       std::to_string(static_cast<int>(ms_since(t_img))) + " ms");
 

@@ -85,7 +85,8 @@ class GzipFile {
 };
 
 // Adds the entries below `dir` (named `prefix` + name in the archive) in name order.
-Status add_tree(tar::Writer& w, const stdfs::path& dir, const std::string& prefix, int64_t mtime) {
+Status add_tree(tar::Writer& w, const stdfs::path& dir, const std::string& prefix, int64_t mtime,
+                bool skip_special) {
   std::error_code ec;
   std::vector<std::string> names;
   for (stdfs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
@@ -100,7 +101,7 @@ Status add_tree(tar::Writer& w, const stdfs::path& dir, const std::string& prefi
     tar::Meta meta{static_cast<unsigned>(st.st_mode & 07777), st.st_uid, st.st_gid, mtime};
     if (S_ISDIR(st.st_mode)) {
       PW_TRY(w.dir(name, meta));
-      PW_TRY(add_tree(w, p, name + "/", mtime));
+      PW_TRY(add_tree(w, p, name + "/", mtime, skip_special));
     } else if (S_ISREG(st.st_mode)) {
       PW_TRY(w.file(name, p, static_cast<uint64_t>(st.st_size), meta));
     } else if (S_ISLNK(st.st_mode)) {
@@ -111,7 +112,7 @@ Status add_tree(tar::Writer& w, const stdfs::path& dir, const std::string& prefi
         return Error(p.string() + " changed while being archived (its link target grew)");
       target.resize(static_cast<size_t>(len));
       PW_TRY(w.symlink(name, target, meta));
-    } else {
+    } else if (!skip_special) {
       return Error(ErrorKind::kInvalidInput,
                    p.string() + " is a device, socket or FIFO; an image layer made by prewarm "
                                 "holds only directories, files and symlinks (remove it from "
@@ -175,7 +176,7 @@ Result<WrittenImage> fill_layout(const stdfs::path& rootfs, const ImageConfig& c
     Sha256Stream diff;
     tar::Writer w([&gz](const char* d, size_t n) { return gz.write(d, n); },
                   "layer of " + rootfs.string(), &diff);
-    PW_TRY(add_tree(w, rootfs, "", options.mtime));
+    PW_TRY(add_tree(w, rootfs, "", options.mtime, options.skip_special_files));
     PW_TRY(w.finish());
     PW_TRY(gz.finish());
     if (::fsync(fd.get()) != 0) return Error::sys("fsync", errno, layer_tmp.string());

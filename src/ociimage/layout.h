@@ -37,6 +37,9 @@ struct WriteOptions {
   int64_t mtime = 0;
   // gzip level of the layer, 1..9.
   int gzip_level = 6;
+  // Leave devices, sockets and FIFOs out (a debootstrap tree's /dev) instead of refusing them;
+  // container runtimes make /dev themselves.
+  bool skip_special_files = false;
 };
 
 struct WrittenImage {
