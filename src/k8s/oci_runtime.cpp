@@ -139,7 +139,35 @@ std::string outcome_json(const PodOutcome& o) {
   if (!o.reason.empty()) j["reason"] = o.reason;
   if (o.pull_ms > 0) j["pullMs"] = o.pull_ms;
   if (!o.pid.empty()) j["pid"] = o.pid;
+  for (const auto& [k, v] : {std::pair{"runtime", &o.runtime}, {"cgroup", &o.cgroup},
+                             {"bundle", &o.bundle}, {"created", &o.created}})
+    if (!v->empty()) j[k] = *v;
   return j.dump() + "\n";
+}
+
+Result<PodOutcome> read_outcome(const std::string& id) {
+  if (id.empty() || id.find('/') != std::string::npos || id[0] == '.')
+    return Error(ErrorKind::kInvalidInput, "container id '" + id + "' is not usable");
+  auto text = fs::read_file(stdfs::path(kPodStateDir) / (id + ".json"), 1 << 20);
+  if (!text.ok()) return Error(ErrorKind::kNotFound, "no outcome for " + id);
+  json j = json::parse(*text, nullptr, false);
+  if (!j.is_object()) return Error(ErrorKind::kInvalidInput, "outcome of " + id + " is not JSON");
+  PodOutcome o;
+  auto str = [&](const char* k) {
+    auto it = j.find(k);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  o.container_id = str("containerId");
+  o.checkpoint = str("checkpoint");
+  o.image = str("image");
+  o.restored = j.value("restored", false);
+  o.reason = str("reason");
+  o.pid = str("pid");
+  o.runtime = str("runtime");
+  o.cgroup = str("cgroup");
+  o.bundle = str("bundle");
+  o.created = str("created");
+  return o;
 }
 
 int runtime_main(const std::vector<std::string>& args) {
@@ -152,6 +180,9 @@ int runtime_main(const std::vector<std::string>& args) {
     return exec_runc(args);
   }
   if (c.command == "start" && was_restored(c.id)) return 0;  // it runs already
+  // Containers restored by direct CRIU are not runc's: their calls are answered here.
+  if (auto o = read_outcome(c.id); o.ok() && o->restored && o->runtime == "criu")
+    return direct_call(c, *o);
   if (c.command == "delete") {
     int rc = run_runc(args);
     // Once runc no longer knows the container, what prewarm made for it goes too.

@@ -48,7 +48,13 @@ struct PodOutcome {
   double restore_ms = 0;      // create → restored (image checks, rootfs, CRIU, identity)
   double pull_ms = 0;         // time spent pulling the checkpoint onto this node (0: it was here)
   std::string pid;
+  // For the calls that follow (direct_calls.cpp): the backend that restored it ("criu" or
+  // "runc"), its cgroup, bundle and creation time (RFC 3339).
+  std::string runtime;
+  std::string cgroup, bundle, created;
 };
+// Reads kPodStateDir/<id>.json; kNotFound when there is none.
+Result<PodOutcome> read_outcome(const std::string& id);
 std::string outcome_json(const PodOutcome& o);
 
 // The whole runtime: `prewarm-runtime ARGS...` (argv[0] named so) or `prewarm runtime ARGS...`.

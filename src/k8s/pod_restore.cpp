@@ -280,6 +280,29 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
     const stdfs::path work = dir / "work";
     PW_TRY(fs::make_dirs(work, 0700));
     const stdfs::path pid_file = c.pid_file.empty() ? dir / "init.pid" : stdfs::path(c.pid_file);
+    out.cgroup = pod.cgroups_path;
+    out.bundle = dir.string();
+    if (ctx.config.runtime != "runc") {
+      // Direct CRIU: no runc around it, and the hostname is set while the tasks are stopped.
+      // Later runc calls of the shim for this container are answered here (direct_calls.cpp).
+      out.runtime = "criu";
+      auto rt = ctx.runtime_named("criu");
+      oci::RestoreOptions ro;
+      ro.image_dir = img.dir / image::kCheckpointDir;
+      ro.work_dir = work;
+      ro.tcp_established = img.manifest.tcp_established;
+      ro.huge_pages = ctx.config.huge_pages;
+      ro.stdio_fd = STDOUT_FILENO;  // the shim's pipe: the container log
+      ro.before_resume = [&](pid_t pid) -> Status {
+        return pod.hostname.empty() ? Status{} : lifecycle::set_hostname(pid, pod.hostname);
+      };
+      runc_started = true;
+      PW_ASSIGN(oci::Restored restored, rt->restore(c.id, dir, ro));
+      out.pid = std::to_string(restored.pid);
+      PW_TRY(fs::write_file_atomic(pid_file, out.pid, 0644));
+      return restored.pid;
+    }
+    out.runtime = "runc";
     std::vector<std::string> argv = runc_argv(c, dir / "runc.log");
     argv.insert(argv.end(), {"restore", "--detach", "--bundle", dir.string(), "--image-path",
                              (img.dir / image::kCheckpointDir).string(), "--work-path",
@@ -306,7 +329,9 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
   };
   auto r = attempt();
   if (!r.ok()) {
-    if (runc_started) {
+    if (runc_started && out.runtime == "criu") {
+      (void)ctx.runtime_named("criu")->remove(c.id);
+    } else if (runc_started) {
       std::vector<std::string> del = runc_argv(c, dir / "runc-delete.log");
       del.insert(del.end(), {"delete", "--force", c.id});
       (void)run_and_wait(del, "runc delete");
@@ -342,6 +367,7 @@ bool restore_if_asked(const RuncCall& c) {
   Stopwatch sw;
   PodOutcome out;
   out.container_id = c.id;
+  out.created = now_rfc3339();
   out.checkpoint = checkpoint;
   auto r = restore(c, *cfg, out);
   out.restore_ms = sw.millis();

@@ -19,6 +19,10 @@ bool restore_if_asked(const RuncCall& call);
 // For `start`: whether create restored this container (it is running already).
 bool was_restored(const std::string& id);
 
+// runc's state, kill, delete, exec, ps, pause, resume and update for a container restored by
+// direct CRIU (outcome.runtime "criu"), with runc's output formats and exit codes.
+int direct_call(const RuncCall& call, const PodOutcome& outcome);
+
 // After runc deleted a container: removes what the restore made for it (overlay, bundle,
 // outcome file). Nothing there is fine.
 void release_pod_container(const std::string& id);

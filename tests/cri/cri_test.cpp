@@ -465,6 +465,7 @@ class PrewarmPodTest : public CriTest {
     env_ = {"PREWARM_STATE_DIR=" + (state_ / "state").string(),
             "PREWARM_CACHE_DIR=" + (state_ / "cache").string(), "PREWARM_BRIDGE=" + bridge_,
             "PREWARM_SUBNET=10.89." + std::to_string(third) + ".0/24"};
+    if (!runtime_.empty()) env_.push_back("PREWARM_RUNTIME=" + runtime_);
     // The handler's binary: prewarm-runtime with this test's state (containerd gives its shims
     // no environment of ours).
     std::string script = "#!/bin/sh\n";
@@ -575,11 +576,23 @@ class PrewarmPodTest : public CriTest {
   }
 
   std::string tag_, bridge_;
+  std::string runtime_;  // the restore backend ("" : the default, direct CRIU)
   std::filesystem::path state_;
   std::vector<std::string> env_, containers_;
 };
 
-TEST_F(PrewarmPodTest, RestoredPodServesTheCheckpointedStateAtItsPodIp) {
+// The same through each restore backend: direct CRIU (the default; prewarm answers the shim's
+// later runc calls itself) and `runc restore` (runc keeps the container as its own).
+class PrewarmPodBackendTest : public PrewarmPodTest,
+                              public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override {
+    runtime_ = GetParam();
+    PrewarmPodTest::SetUp();
+  }
+};
+
+TEST_P(PrewarmPodBackendTest, RestoredPodServesTheCheckpointedStateAtItsPodIp) {
   Pod p = start_pod("warm", prewarm_pods::kCheckpoint);
   ASSERT_FALSE(p.container.empty());
   // The warm-up counted 5; this copy continues, under the pod's hostname, as pid 1 of its own
@@ -589,6 +602,7 @@ TEST_F(PrewarmPodTest, RestoredPodServesTheCheckpointedStateAtItsPodIp) {
   ASSERT_TRUE(o.is_object());
   EXPECT_EQ(o["restored"], true) << o.dump();
   EXPECT_EQ(o["image"], prewarm_pods::kCheckpoint);
+  EXPECT_EQ(o["runtime"], GetParam()) << o.dump();
   // The rootfs is the pod's image plus what the app changed before the checkpoint.
   auto& cri = node_->cri();
   auto ex = cri.exec_sync(p.container, {"/bin/cat", "/tmp/warm-marker"}, 10s);
@@ -628,6 +642,10 @@ TEST_F(PrewarmPodTest, RestoredPodServesTheCheckpointedStateAtItsPodIp) {
   remove_pod(p);
   EXPECT_EQ(node_->leftovers(), "");
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, PrewarmPodBackendTest,
+                         ::testing::Values(std::string("criu"), std::string("runc")),
+                         [](const auto& info) { return info.param; });
 
 TEST_F(PrewarmPodTest, TwoPodsFromOneCheckpointAreIndependent) {
   Pod a = start_pod("copy-a", prewarm_pods::kCheckpoint);
