@@ -159,12 +159,23 @@ class Bench {
                                                 " never answered at " + ip);
     t.container_ms = ms_since(t1);
     t.total_ms = ms_since(t0);
-    if (kind == Kind::kNative) {
-      auto o = fs::read_file("/run/prewarm/pods/" + cid + ".json", 1 << 20);
-      t.restored = o.ok() && json::parse(*o, nullptr, false).value("restored", false);
-    } else if (kind == Kind::kRuntimeInRuntime) {
-      auto ex = cri.exec_sync(cid, {"/bin/cat", "/run/prewarm/outcome.json"});
-      t.restored = ex.ok() && json::parse(ex->stdout_data, nullptr, false).value("restored", false);
+    // Whether it was restored (or fell back to a cold start). prewarm writes the in-pod
+    // outcome once its own probe passed, a moment after the app first answers.
+    for (auto deadline = Clock::now() + std::chrono::seconds(5); Clock::now() < deadline;
+         std::this_thread::sleep_for(std::chrono::milliseconds(20))) {
+      json o;
+      if (kind == Kind::kNative) {
+        auto text = fs::read_file("/run/prewarm/pods/" + cid + ".json", 1 << 20);
+        if (text.ok()) o = json::parse(*text, nullptr, false);
+      } else if (kind == Kind::kRuntimeInRuntime) {
+        auto ex = cri.exec_sync(cid, {"/bin/cat", "/run/prewarm/outcome.json"});
+        if (ex.ok()) o = json::parse(ex->stdout_data, nullptr, false);
+      }
+      if (o.is_object()) {
+        t.restored = o.value("restored", false);
+        break;
+      }
+      if (kind == Kind::kCold) break;
     }
     return t;
   }
@@ -191,7 +202,19 @@ json summary(const std::vector<PodTimes>& v) {
 
 }  // namespace
 
+int bench_main(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  // Exceptions end the run through the destructors (the node's stop() removes its pods).
+  try {
+    return bench_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench pods: %s\n", e.what());
+    return 1;
+  }
+}
+
+int bench_main(int argc, char** argv) {
   int runs = 5, concurrency = 5;
   stdfs::path spec_file = PREWARM_SOURCE_DIR "/examples/python/spec.yaml";
   for (int i = 1; i + 1 < argc; i += 2) {

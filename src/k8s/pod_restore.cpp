@@ -4,6 +4,8 @@
 // of the shim finds the container as if runc had created it.
 #include "k8s/pod_restore.h"
 
+#include <algorithm>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 #include "image/image.h"
 #include "images/images.h"
 #include "images/load.h"
+#include "k8s/pod_mounts.h"
 #include "lifecycle/host_check.h"
 #include "lifecycle/identity.h"
 #include "lifecycle/instance.h"
@@ -54,6 +57,9 @@ struct PodSpec {
   bool terminal = false;
   json resources;      // linux.resources, applied to the restored container's cgroup
   json annotations;
+  // The pod's bind mounts (volumes, tokens, /etc/hosts, /etc/resolv.conf, /etc/hostname, the
+  // termination log), added to the restored container before it resumes.
+  std::vector<PodMount> mounts;
 };
 
 std::string string_at(const json& j, const char* key) {
@@ -92,6 +98,22 @@ Result<PodSpec> read_pod_spec(const RuncCall& c, const json& cfg) {
         p.hostname = e.get<std::string>().substr(9);
   const json& linux = cfg.contains("linux") && cfg["linux"].is_object() ? cfg["linux"] : empty;
   p.cgroups_path = string_at(linux, "cgroupsPath");
+  if (cfg.contains("mounts") && cfg["mounts"].is_array())
+    for (const auto& m : cfg["mounts"]) {
+      if (!m.is_object()) continue;
+      std::vector<std::string> opts;
+      if (m.contains("options") && m["options"].is_array())
+        for (const auto& o : m["options"])
+          if (o.is_string()) opts.push_back(o.get<std::string>());
+      auto has = [&](const char* o) { return std::find(opts.begin(), opts.end(), o) != opts.end(); };
+      const std::string type = string_at(m, "type"), dest = string_at(m, "destination"),
+                        src = string_at(m, "source");
+      if (!(type == "bind" || has("bind") || has("rbind"))) continue;
+      if (src.empty() || src[0] != '/' || dest.empty() || dest[0] != '/') continue;
+      // /dev/shm keeps what the app had there at the checkpoint (it travels in the image).
+      if (dest == "/dev/shm") continue;
+      p.mounts.push_back({src, dest, has("ro"), has("rbind")});
+    }
   if (linux.contains("resources")) p.resources = linux["resources"];
   if (linux.contains("namespaces") && linux["namespaces"].is_array())
     for (const auto& ns : linux["namespaces"])
@@ -294,7 +316,8 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
       ro.huge_pages = ctx.config.huge_pages;
       ro.stdio_fd = STDOUT_FILENO;  // the shim's pipe: the container log
       ro.before_resume = [&](pid_t pid) -> Status {
-        return pod.hostname.empty() ? Status{} : lifecycle::set_hostname(pid, pod.hostname);
+        if (!pod.hostname.empty()) PW_TRY(lifecycle::set_hostname(pid, pod.hostname));
+        return attach_mounts(pid, pod.mounts);
       };
       runc_started = true;
       PW_ASSIGN(oci::Restored restored, rt->restore(c.id, dir, ro));
@@ -325,6 +348,7 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
     out.pid = std::to_string(pid);
     // runc resumes the tasks itself, so the pod's hostname can only be set now.
     if (!pod.hostname.empty()) PW_TRY(lifecycle::set_hostname(pid, pod.hostname));
+    PW_TRY(attach_mounts(pid, pod.mounts));
     return pid;
   };
   auto r = attempt();

@@ -526,7 +526,7 @@ class PrewarmPodTest : public CriTest {
   // A pod of the prewarm runtime class running the tiny image (by id, as the kubelet names
   // it), with `checkpoint` as its annotation ("" : none); waits until the app answers.
   Pod start_pod(const std::string& name, const std::string& checkpoint,
-                const std::string& image = "") {
+                const std::string& image = "", bool with_volume = false) {
     Pod p;
     p.options = node_->pod_options(name);
     if (!checkpoint.empty()) p.options.annotations["prewarm.dev/checkpoint"] = checkpoint;
@@ -542,8 +542,18 @@ class PrewarmPodTest : public CriTest {
     cri::ContainerOptions c;
     c.name = "counter";
     c.image = image.empty() ? tiny_.config_digest : image;
-    auto cid = node_->cri().create_container(p.id, cri::kubelet_container_config(p.options, c),
-                                             p.config);
+    v1::ContainerConfig cc = cri::kubelet_container_config(p.options, c);
+    if (with_volume) {
+      // A volume as the kubelet passes it: a host directory, read-only here.
+      const auto vol = state_ / ("volume-" + name);
+      EXPECT_TRUE(fs::make_dirs(vol, 0755).ok());
+      EXPECT_TRUE(fs::write_file(vol / "hello", "from the node\n", 0644).ok());
+      auto* m = cc.add_mounts();
+      m->set_host_path(vol.string());
+      m->set_container_path("/data");
+      m->set_readonly(true);
+    }
+    auto cid = node_->cri().create_container(p.id, cc, p.config);
     EXPECT_TRUE(cid.ok()) << cid.error().to_string();
     if (!cid.ok()) return p;
     p.container = *cid;
@@ -593,7 +603,7 @@ class PrewarmPodBackendTest : public PrewarmPodTest,
 };
 
 TEST_P(PrewarmPodBackendTest, RestoredPodServesTheCheckpointedStateAtItsPodIp) {
-  Pod p = start_pod("warm", prewarm_pods::kCheckpoint);
+  Pod p = start_pod("warm", prewarm_pods::kCheckpoint, "", /*with_volume=*/true);
   ASSERT_FALSE(p.container.empty());
   // The warm-up counted 5; this copy continues, under the pod's hostname, as pid 1 of its own
   // PID namespace.
@@ -603,8 +613,16 @@ TEST_P(PrewarmPodBackendTest, RestoredPodServesTheCheckpointedStateAtItsPodIp) {
   EXPECT_EQ(o["restored"], true) << o.dump();
   EXPECT_EQ(o["image"], prewarm_pods::kCheckpoint);
   EXPECT_EQ(o["runtime"], GetParam()) << o.dump();
-  // The rootfs is the pod's image plus what the app changed before the checkpoint.
+  // The rootfs is the pod's image plus what the app changed before the checkpoint; the pod's
+  // own mounts are there too: a volume (read-only here) and the runtime's /etc/hostname.
   auto& cri = node_->cri();
+  auto vol = cri.exec_sync(p.container, {"/bin/sh", "-c", "cat /data/hello; echo x > /data/new"}, 10s);
+  ASSERT_TRUE(vol.ok()) << vol.error().to_string();
+  EXPECT_EQ(vol->stdout_data, "from the node\n");
+  EXPECT_NE(vol->exit_code, 0) << "the volume is read-only";
+  auto etc = cri.exec_sync(p.container, {"/bin/cat", "/etc/hostname"}, 10s);
+  ASSERT_TRUE(etc.ok()) << etc.error().to_string();
+  EXPECT_EQ(etc->stdout_data, "warm\n");
   auto ex = cri.exec_sync(p.container, {"/bin/cat", "/tmp/warm-marker"}, 10s);
   ASSERT_TRUE(ex.ok()) << ex.error().to_string();
   EXPECT_EQ(ex->stdout_data, "warmed\n");
@@ -745,10 +763,17 @@ TEST_F(PrewarmPodTest, RuntimeInRuntimePodRestoresAndServesAtItsPodIp) {
   ASSERT_TRUE(wait_http(p.ip, 60s)) << "no answer at " << p.ip << "\n" << container_log(p);
   std::printf("[cri] runtime in runtime: RunPodSandbox -> first answer %.1f ms\n", ms_since(t0));
   EXPECT_EQ(http_get(p.ip, 8080, "/"), "count=6 hostname=rinr pid=1\n") << container_log(p);
-  auto ex = cri.exec_sync(p.container, {"/bin/cat", "/run/prewarm/outcome.json"}, 10s);
-  ASSERT_TRUE(ex.ok()) << ex.error().to_string();
-  auto outcome = nlohmann::json::parse(ex->stdout_data, nullptr, false);
-  ASSERT_TRUE(outcome.is_object()) << ex->stdout_data << ex->stderr_data;
+  // prewarm writes its outcome once its own probe passed, a moment after the first answer.
+  nlohmann::json outcome;
+  std::string said;
+  for (auto deadline = Clock::now() + 10s; Clock::now() < deadline && !outcome.is_object();
+       std::this_thread::sleep_for(20ms)) {
+    auto ex = cri.exec_sync(p.container, {"/bin/cat", "/run/prewarm/outcome.json"}, 10s);
+    ASSERT_TRUE(ex.ok()) << ex.error().to_string();
+    said = ex->stdout_data + ex->stderr_data;
+    outcome = nlohmann::json::parse(ex->stdout_data, nullptr, false);
+  }
+  ASSERT_TRUE(outcome.is_object()) << said;
   EXPECT_EQ(outcome["restored"], true) << outcome.dump();
   std::string log = container_log(p);
   EXPECT_NE(log.find("prewarm: restored tiny-pod as "), std::string::npos) << log;
