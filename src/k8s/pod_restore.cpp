@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <future>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include "base/clock.h"
 #include "base/fs.h"
 #include "base/subprocess.h"
+#include "cri/client.h"
 #include "criu/criu.h"
 #include "engine/context.h"
 #include "image/image.h"
@@ -152,11 +154,45 @@ Result<std::string> ensure_image(const engine::Context& ctx, const std::string& 
   return pulled;
 }
 
+// The containerd socket of the shim that called this runtime (its -address), or "".
+std::string containerd_address() {
+  auto cmdline = fs::read_file("/proc/" + std::to_string(::getppid()) + "/cmdline", 1 << 16);
+  if (!cmdline.ok()) return {};
+  std::vector<std::string> args;
+  for (size_t at = 0; at < cmdline->size();) {
+    size_t end = cmdline->find('\0', at);
+    if (end == std::string::npos) end = cmdline->size();
+    args.push_back(cmdline->substr(at, end - at));
+    at = end + 1;
+  }
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "-address" || args[i] == "--address") return args[i + 1];
+  return {};
+}
+
+// The id (config digest) of the image `name` as the shim's containerd has it, from its CRI
+// ImageStatus; an error when there is no containerd to ask (CRI-O, a runtime run by hand).
+Result<std::string> containerd_image_id(const std::string& name) {
+  const std::string address = containerd_address();
+  if (address.empty()) return Error(ErrorKind::kNotFound, "no containerd address");
+  cri::ClientOptions co;
+  co.connect_timeout = std::chrono::milliseconds(500);
+  co.call_timeout = std::chrono::milliseconds(2000);
+  PW_ASSIGN(cri::Client client, cri::Client::connect(address, co));
+  PW_ASSIGN(auto image, client.image_status(name));
+  if (!image) return Error(ErrorKind::kNotFound, "containerd has no image " + name);
+  return image->id();
+}
+
 // The checkpoint was baked on a container image; the pod must run that same image. The CRI
-// names the pod's image as the kubelet sent it: an image id (the config digest, what kubelets
-// send), REPO@sha256:<manifest digest>, or a tag, which must then be the reference the bake
-// pulled (a tag is only as good as the node's copy of it).
-Status check_pod_image(const images::LoadedImage& img, const PodSpec& pod) {
+// names the pod's image (io.kubernetes.cri.image-name): containerd gives its name, which the
+// shim's containerd resolves to an image id here and compares with the config digest the bake
+// recorded (a moved tag is caught); an image id or REPO@sha256:<manifest digest> is compared
+// directly; without a containerd to ask (CRI-O), a name must be the reference baked from.
+// containerd_id: what the shim's containerd said the pod's image is (by name), when it was
+// asked; an error there (no containerd to ask) falls back to comparing the name.
+Status check_pod_image(const images::LoadedImage& img, const PodSpec& pod,
+                       const Result<std::string>* containerd_id) {
   const auto& baked = img.manifest.rootfs_image;
   if (!baked)
     return Error(ErrorKind::kIncompatibleHost,
@@ -170,6 +206,12 @@ Status check_pod_image(const images::LoadedImage& img, const PodSpec& pod) {
                      baked->reference + " (" + what + ")");
   };
   if (p.empty()) return {};  // a runtime that does not say: the rootfs is taken on trust
+  // A name: containerd (the shim's -address) says which image it is, by id.
+  if (containerd_id && containerd_id->ok())
+    return **containerd_id == baked->config_digest
+               ? Status{}
+               : mismatch("image id " + baked->config_digest + "; the pod's is " +
+                          **containerd_id);
   if (p.rfind("sha256:", 0) == 0)
     return p == baked->config_digest ? Status{} : mismatch("image id " + baked->config_digest);
   if (auto at = p.find("@sha256:"); at != std::string::npos)
@@ -265,6 +307,20 @@ Status write_restore_bundle(const images::LoadedImage& img, const PodSpec& pod,
 
 Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
   PW_ASSIGN(PodSpec pod, read_pod_spec(c, cfg));
+  // A pod image named by name is resolved to its id by the shim's containerd, a gRPC client's
+  // start-up (~20 ms) that runs alongside the restore; the answer is awaited while the
+  // restored tasks are still stopped (or before runc restores), so a wrong image never runs.
+  std::future<Result<std::string>> image_id;
+  const bool by_name = !pod.image.empty() && pod.image.rfind("sha256:", 0) != 0 &&
+                       pod.image.find("@sha256:") == std::string::npos;
+  if (by_name) image_id = std::async(std::launch::async, containerd_image_id, pod.image);
+  std::optional<Result<std::string>> resolved;
+  auto check_image_id = [&](const images::LoadedImage& img) -> Status {
+    if (!image_id.valid() && !resolved) return {};
+    if (!resolved) resolved.emplace(image_id.get());
+    // No containerd to ask (CRI-O, a runtime run by hand): the name must be the one baked from.
+    return check_pod_image(img, pod, resolved->ok() ? &*resolved : nullptr);
+  };
   if (pod.terminal || !c.console_socket.empty())
     return Error(ErrorKind::kInvalidInput,
                  "the container asks for a terminal (tty: true); a restored app keeps the pipes "
@@ -278,7 +334,8 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
     return Error(ErrorKind::kInvalidInput,
                  "checkpoint " + img.name + " was imported from another runtime's archive; "
                  "only checkpoints prewarm baked can be restored into pods");
-  PW_TRY(check_pod_image(img, pod));
+  // An id or digest is compared now; a name once containerd answered (check_image_id).
+  if (!by_name || !img.manifest.rootfs_image) PW_TRY(check_pod_image(img, pod, nullptr));
   if (auto hc = lifecycle::check_host(ctx, img); !hc.blocker.empty())
     return Error(ErrorKind::kIncompatibleHost, hc.blocker);
 
@@ -316,6 +373,7 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
       ro.huge_pages = ctx.config.huge_pages;
       ro.stdio_fd = STDOUT_FILENO;  // the shim's pipe: the container log
       ro.before_resume = [&](pid_t pid) -> Status {
+        PW_TRY(check_image_id(img));
         if (!pod.hostname.empty()) PW_TRY(lifecycle::set_hostname(pid, pod.hostname));
         return attach_mounts(pid, pod.mounts);
       };
@@ -326,6 +384,7 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
       return restored.pid;
     }
     out.runtime = "runc";
+    PW_TRY(check_image_id(img));
     std::vector<std::string> argv = runc_argv(c, dir / "runc.log");
     argv.insert(argv.end(), {"restore", "--detach", "--bundle", dir.string(), "--image-path",
                              (img.dir / image::kCheckpointDir).string(), "--work-path",

@@ -25,6 +25,7 @@
 #include "support/cli.h"
 #include "support/cri_node.h"
 #include "support/engine_fixture.h"
+#include "support/registry_server.h"
 #include "support/files.h"
 
 namespace prewarm::testing {
@@ -707,8 +708,55 @@ TEST_F(PrewarmPodTest, ImpossibleRestoresColdStartWithTheReason) {
   ASSERT_TRUE(o.is_object());
   EXPECT_EQ(o["restored"], false);
   EXPECT_NE(o.value("reason", "").find("was baked on"), std::string::npos) << o.dump();
+
+  // The tag the checkpoint was baked from, moved to another image since: containerd's image id
+  // for the name is not the one baked on.
+  auto moved = node_->import_rootfs(PREWARM_EXAMPLE_TINY_ROOTFS,
+                                    {.entrypoint = {"/bin/counter"}, .env = {"MOVED=1"}},
+                                    kTinyImage);
+  ASSERT_TRUE(moved.ok()) << moved.error().to_string();
+  ASSERT_NE(moved->config_digest, tiny_.config_digest);
+  Pod retagged = start_pod("retagged", prewarm_pods::kCheckpoint, kTinyImage);
+  ASSERT_FALSE(retagged.container.empty());
+  EXPECT_EQ(http_get(retagged.ip, 8080, "/"), "count=1 hostname=retagged pid=1\n");
+  o = outcome(retagged.container);
+  ASSERT_TRUE(o.is_object());
+  EXPECT_EQ(o["restored"], false);
+  EXPECT_NE(o.value("reason", "").find("the pod's is " + moved->config_digest), std::string::npos)
+      << o.dump();
   remove_pod(missing);
   remove_pod(wrong);
+  remove_pod(retagged);
+  EXPECT_EQ(node_->leftovers(), "");
+}
+
+// A checkpoint that is not on the node, named by its registry reference, is pulled when the
+// pod starts; the time it took is in the outcome.
+TEST_F(PrewarmPodTest, CheckpointNotOnTheNodeIsPulledOnDemand) {
+  RegistryServer registry;
+  Status up = registry.start(state_ / "registry");
+  ASSERT_TRUE(up.ok()) << up.error().to_string();
+  const std::string ref =
+      "127.0.0.1:" + std::to_string(registry.port()) + "/prewarm/" + prewarm_pods::kCheckpoint + ":v1";
+  auto push = run_prewarm({"push", prewarm_pods::kCheckpoint, ref}, env_);
+  ASSERT_EQ(push.status, 0) << push.err;
+  auto rmi = run_prewarm({"rmi", prewarm_pods::kCheckpoint}, env_);
+  ASSERT_EQ(rmi.status, 0) << rmi.err;
+  auto gc = run_prewarm({"gc"}, env_);
+  ASSERT_EQ(gc.status, 0) << gc.err;
+
+  Pod p = start_pod("pulled", ref, kTinyImage);
+  ASSERT_FALSE(p.container.empty());
+  EXPECT_EQ(http_get(p.ip, 8080, "/"), "count=6 hostname=pulled pid=1\n");
+  nlohmann::json o = outcome(p.container);
+  ASSERT_TRUE(o.is_object());
+  EXPECT_EQ(o["restored"], true) << o.dump();
+  EXPECT_GT(o.value("pullMs", 0.0), 0.0) << o.dump();
+  std::string log;
+  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
+    if ((log = container_log(p)).find("pulled first") != std::string::npos) break;
+  EXPECT_NE(log.find("(pulled first: "), std::string::npos) << log;
+  remove_pod(p);
   EXPECT_EQ(node_->leftovers(), "");
 }
 
