@@ -176,7 +176,13 @@ int runtime_main(const std::vector<std::string>& args) {
   if (!call.ok() || call->id.empty()) return exec_runc(args);
   const RuncCall& c = *call;
   if (c.command == "create" && !c.bundle.empty()) {
-    if (restore_if_asked(c)) return 0;
+    if (restore_if_asked(c)) {
+      // The shim waits for this process to end. Everything is written and closed; leaving
+      // without running exit-time destructors skips the gRPC library's shutdown (it joins its
+      // threads: ~20 ms here, a sixth of a pod's restore).
+      std::fflush(nullptr);
+      ::_exit(0);
+    }
     return exec_runc(args);
   }
   if (c.command == "start" && was_restored(c.id)) return 0;  // it runs already

@@ -614,6 +614,8 @@ TEST_P(PrewarmPodBackendTest, RestoredPodServesTheCheckpointedStateAtItsPodIp) {
   EXPECT_EQ(o["restored"], true) << o.dump();
   EXPECT_EQ(o["image"], prewarm_pods::kCheckpoint);
   EXPECT_EQ(o["runtime"], GetParam()) << o.dump();
+  std::printf("[cri] %s: the runtime's create took %.1f ms until restored\n", GetParam().c_str(),
+              o.value("restoreMs", 0.0));
   // The rootfs is the pod's image plus what the app changed before the checkpoint; the pod's
   // own mounts are there too: a volume (read-only here) and the runtime's /etc/hostname.
   auto& cri = node_->cri();
