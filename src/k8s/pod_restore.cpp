@@ -29,6 +29,7 @@
 #include "lifecycle/identity.h"
 #include "lifecycle/instance.h"
 #include "registry/registry.h"
+#include "oci/runtime.h"
 #include "rootfs/rootfs.h"
 #include "spec/image_ref.h"
 #include "spec/names.h"
@@ -247,24 +248,6 @@ std::vector<std::string> runc_argv(const RuncCall& c, const stdfs::path& log) {
   return argv;
 }
 
-// runc's error lines from its JSON log.
-std::string runc_errors(const stdfs::path& log) {
-  auto text = fs::read_file(log, 1 << 20);
-  if (!text.ok()) return {};
-  std::string out;
-  size_t start = 0;
-  while (start < text->size()) {
-    size_t nl = text->find('\n', start);
-    if (nl == std::string::npos) nl = text->size();
-    auto line = json::parse(text->substr(start, nl - start), nullptr, false);
-    start = nl + 1;
-    if (line.is_discarded() || !line.is_object() || line.value("level", "") != "error") continue;
-    if (!out.empty()) out += "; ";
-    out += line.value("msg", "");
-  }
-  return out;
-}
-
 Status run_and_wait(const std::vector<std::string>& argv, const std::string& what) {
   SpawnOptions o;
   o.argv = argv;
@@ -395,7 +378,7 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
     Status st = run_and_wait(argv, "runc restore");
     if (!st.ok()) {
       Error e = std::move(st).error();
-      if (std::string why = runc_errors(dir / "runc.log"); !why.empty())
+      if (std::string why = oci::runc_log_errors(dir / "runc.log"); !why.empty())
         e = Error(e.kind(), e.message() + ": " + why);
       if (std::string tail = criu::relevant_log_tail(work / "restore.log"); !tail.empty())
         return std::move(e).with_detail(criu::criu_log_heading(work / "restore.log") + tail);

@@ -32,6 +32,8 @@ std::string path_env() {
   return "PATH=" + p;
 }
 
+}  // namespace
+
 // runc --log writes JSON lines; the error ones say why runc failed.
 std::string runc_log_errors(const std::filesystem::path& log) {
   auto text = fs::read_file(log, 8 << 20);
@@ -50,6 +52,8 @@ std::string runc_log_errors(const std::filesystem::path& log) {
   }
   return out;
 }
+
+namespace {
 
 class Runc final : public Runtime {
  public:

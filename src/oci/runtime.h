@@ -84,6 +84,9 @@ class Runtime {
   virtual Result<std::string> version() = 0;
 };
 
+// The "error" lines of a runc --log file (JSON lines), joined with "; ".
+std::string runc_log_errors(const std::filesystem::path& log);
+
 // runc: `binary`, or the one on PATH when empty. runc finds CRIU on PATH, so /usr/local/sbin
 // (where prewarm's CRIU lives) is put first in the PATH runc gets.
 std::unique_ptr<Runtime> make_runc(const std::string& binary = {});
