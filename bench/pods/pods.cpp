@@ -244,7 +244,9 @@ int bench_main(int argc, char** argv) {
   must(fs::make_dirs(env.work, 0700), "work dir");
   env.vars = {"PREWARM_STATE_DIR=" + (env.work / "state").string(),
               "PREWARM_CACHE_DIR=" + (env.work / "cache").string(), "PREWARM_BRIDGE=pwbrpods",
-              "PREWARM_SUBNET=10.89.251.0/24"};
+              // Outside prewarm's default 10.89.0.0/16, whose instances the host would route
+              // to this bridge otherwise.
+              "PREWARM_SUBNET=10.91.251.0/24"};
 
   // The app's container image: the example's base rootfs plus its files, as an OCI archive.
   spec::AppSpec app = must(spec::load_spec(spec_file), "spec");
@@ -372,6 +374,11 @@ int bench_main(int argc, char** argv) {
   Status st = node->stop();
   if (!st.ok()) say("node cleanup: " + st.error().to_string());
   (void)run_cli(env, {"rm", "--all"});
+  // The bridge `prewarm run` made for the comparison, and its address leases.
+  SpawnOptions del;
+  del.argv = {"ip", "link", "del", "pwbrpods"};
+  (void)run_capture(del, std::chrono::seconds(10));
+  (void)fs::remove_all("/run/prewarm/net/pwbrpods");
   (void)fs::remove_all(env.work);
   return 0;
 }

@@ -90,9 +90,11 @@ put_file() {  # $1: source, $2: destination, $3: mode
 
 install_binary() {
   [ -f "$BINARY" ] || die "prewarm binary '$BINARY' not found (--binary FILE)"
-  for name in prewarm prewarm-runtime; do
-    put_file "$BINARY" "$HOST_ROOT$BIN_DIR/$name" 0755 || true
-  done
+  # The runtime is a small launcher beside prewarm (it runs prewarm only when it has to).
+  launcher="$(dirname "$BINARY")/prewarm-runtime"
+  [ -f "$launcher" ] || die "prewarm-runtime not found beside '$BINARY'"
+  put_file "$BINARY" "$HOST_ROOT$BIN_DIR/prewarm" 0755 || true
+  put_file "$launcher" "$HOST_ROOT$BIN_DIR/prewarm-runtime" 0755 || true
 }
 
 detect_runtime() {

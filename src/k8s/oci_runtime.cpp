@@ -20,18 +20,6 @@ namespace {
 namespace stdfs = std::filesystem;
 using json = nlohmann::json;
 
-// runc's global options that take a value (the rest are flags).
-bool global_takes_value(std::string_view opt) {
-  return opt == "--root" || opt == "--log" || opt == "--log-format" || opt == "--criu" ||
-         opt == "--rootless";
-}
-
-// create's (and run's, restore's) options that take a value.
-bool create_takes_value(std::string_view opt) {
-  return opt == "--bundle" || opt == "-b" || opt == "--pid-file" || opt == "--console-socket" ||
-         opt == "--preserve-fds" || opt == "--pidfd-socket";
-}
-
 // Replaces this process with runc, same arguments. Returns only on failure.
 int exec_runc(const std::vector<std::string>& args) {
   const std::string runc = runc_binary();
@@ -78,57 +66,6 @@ bool runc_knows(const std::vector<std::string>& globals, const std::string& id) 
 
 }  // namespace
 
-Result<RuncCall> parse_runc_call(const std::vector<std::string>& argv) {
-  RuncCall c;
-  size_t i = 0;
-  for (; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (a.empty() || a[0] != '-') break;
-    c.globals.push_back(a);
-    if (a.find('=') == std::string::npos && global_takes_value(a) && i + 1 < argv.size())
-      c.globals.push_back(argv[++i]);
-  }
-  if (i == argv.size())
-    return Error(ErrorKind::kInvalidInput, "no runc command on the command line");
-  c.command = argv[i++];
-  c.args.assign(argv.begin() + static_cast<long>(i), argv.end());
-  for (size_t k = 0; k < c.args.size(); ++k) {
-    std::string opt = c.args[k], value;
-    if (opt.empty() || opt[0] != '-') {
-      c.id = opt;  // the last positional argument is the container id
-      continue;
-    }
-    if (auto eq = opt.find('='); eq != std::string::npos) {
-      value = opt.substr(eq + 1);
-      opt = opt.substr(0, eq);
-    } else if (create_takes_value(opt) && k + 1 < c.args.size()) {
-      value = c.args[++k];
-    }
-    if (opt == "--bundle" || opt == "-b") c.bundle = value;
-    else if (opt == "--pid-file") c.pid_file = value;
-    else if (opt == "--console-socket") c.console_socket = value;
-  }
-  // Commands whose arguments follow the id (exec, kill): the id is the first positional one.
-  if (c.command == "exec" || c.command == "kill" || c.command == "update" ||
-      c.command == "ps" || c.command == "events") {
-    c.id.clear();
-    for (size_t k = 0; k < c.args.size(); ++k) {
-      const std::string& a = c.args[k];
-      if (!a.empty() && a[0] != '-') {
-        c.id = a;
-        break;
-      }
-      if (a.find('=') == std::string::npos && (a == "--process" || a == "-p" ||
-                                               a == "--pid-file" || a == "--console-socket" ||
-                                               a == "--cwd" || a == "--env" || a == "-e" ||
-                                               a == "--user" || a == "-u" || a == "--format" ||
-                                               a == "-f" || a == "--interval" || a == "-r" ||
-                                               a == "--resources" || a == "--preserve-fds"))
-        ++k;
-    }
-  }
-  return c;
-}
 
 std::string outcome_json(const PodOutcome& o) {
   json j = {{"containerId", o.container_id},
@@ -173,7 +110,7 @@ Result<PodOutcome> read_outcome(const std::string& id) {
 int runtime_main(const std::vector<std::string>& args) {
   auto call = parse_runc_call(args);
   // Whatever prewarm does not understand is runc's to answer (and to refuse).
-  if (!call.ok() || call->id.empty()) return exec_runc(args);
+  if (!call || call->id.empty()) return exec_runc(args);
   const RuncCall& c = *call;
   if (c.command == "create" && !c.bundle.empty()) {
     if (restore_if_asked(c)) {

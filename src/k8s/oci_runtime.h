@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "k8s/runc_call.h"
 
 namespace prewarm::k8s {
 
@@ -24,19 +25,6 @@ inline constexpr std::string_view kCheckpointAnnotation = "prewarm.dev/checkpoin
 // Where the runtime keeps what it made for a restored container (the overlay over the pod's
 // rootfs, the bundle it restored from) and the outcome of each create it intercepted.
 inline constexpr const char* kPodStateDir = "/run/prewarm/pods";
-
-// runc's command line as a shim gives it.
-struct RuncCall {
-  std::vector<std::string> globals;  // the options before the command, verbatim
-  std::string command;               // "create", "start", "delete", ...
-  std::vector<std::string> args;     // everything after the command, verbatim
-  std::string id;                    // the container id (the last argument), when there is one
-  // create's options
-  std::string bundle, pid_file, console_socket;
-};
-
-// Splits runc's command line (without argv[0]). kInvalidInput when there is no command.
-Result<RuncCall> parse_runc_call(const std::vector<std::string>& argv);
 
 // What happened to one intercepted create, as kPodStateDir/<id>.json holds it.
 struct PodOutcome {

@@ -89,8 +89,11 @@ Result<ociimage::WrittenImage> write_self_image(const SelfImageOptions& o,
   PW_ASSIGN(RunResult sr, run_capture(strip, std::chrono::minutes(2)));
   if (!sr.success()) PW_TRY(place(prewarm, root, "/usr/local/bin/prewarm", 0755));
   if (::chmod(bin.c_str(), 0755) != 0) return Error::sys("chmod", errno, bin.string());
-  stdfs::create_symlink("prewarm", root / "usr/local/bin/prewarm-runtime", ec);
-  if (ec) return Error::sys("symlink", ec.value(), "prewarm-runtime");
+  // The runtime's launcher lives beside prewarm (cmd/prewarm-runtime).
+  const stdfs::path launcher = prewarm.parent_path() / "prewarm-runtime";
+  if (::access(launcher.c_str(), X_OK) != 0)
+    return Error(ErrorKind::kNotFound, "prewarm-runtime not found beside " + prewarm.string());
+  PW_TRY(place(launcher, root, "/usr/local/bin/prewarm-runtime", 0755));
   PW_TRY(place(runc, root, "/usr/sbin/runc", 0755));
   PW_TRY(place(criu, root, "/usr/local/sbin/criu", 0755));
   PW_TRY(place(o.busybox, root, "/bin/busybox", 0755));
@@ -101,7 +104,7 @@ Result<ociimage::WrittenImage> write_self_image(const SelfImageOptions& o,
     if (ec) return Error::sys("symlink", ec.value(), std::string("bin/") + applet);
   }
   std::set<stdfs::path> libs;
-  for (const stdfs::path& b : {prewarm, runc, criu}) {
+  for (const stdfs::path& b : {prewarm, launcher, runc, criu}) {
     PW_ASSIGN(auto needed, libraries_of(b));
     libs.insert(needed.begin(), needed.end());
   }

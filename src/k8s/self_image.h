@@ -20,7 +20,7 @@ struct SelfImageOptions {
 };
 
 // Writes the image as an OCI archive (`ctr images import`, `skopeo copy oci-archive:...`).
-// Binaries keep their paths (/usr/local/bin/prewarm and prewarm-runtime, /usr/sbin/runc,
+// Binaries keep their paths (/usr/local/bin/prewarm and its runtime launcher prewarm-runtime, /usr/sbin/runc,
 // /usr/local/sbin/criu), with the shared libraries they load (ldd) and the dynamic loader;
 // prewarm is copied without its debug sections.
 Result<ociimage::WrittenImage> write_self_image(const SelfImageOptions& options,

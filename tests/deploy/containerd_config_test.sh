@@ -29,6 +29,7 @@ dump() {  # $1: config, $2: output
 # install.sh writes host paths; a fake root's config must name the fake root's files to dump.
 map_root() { sed -i "s|\"/etc/containerd/|\"$1/etc/containerd/|g" "$1/etc/containerd/config.toml"; }
 printf '#!/bin/sh\n' >"$work/prewarm"
+cp "$work/prewarm" "$work/prewarm-runtime"
 install() { sh "$deploy/node/install.sh" --host-root "$1" --no-restart --no-label --host-exec none --binary "$work/prewarm" >"$work/install.out" 2>&1 || { cat "$work/install.out"; return 1; }; }
 
 # 1. The drop-in as shipped, imported by a minimal version-2 config.

@@ -14,6 +14,7 @@ check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; f
 tree_sum() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum; find . -printf '%p %m\n' | sort) | sha256sum; }
 
 printf '#!/bin/sh\necho fake prewarm\n' >"$work/prewarm"
+printf '#!/bin/sh\necho fake prewarm-runtime\n' >"$work/prewarm-runtime"
 run() {  # $1: root; more: extra arguments
   local root=$1; shift
   NODE_NAME=node-1 KUBERNETES_SERVICE_HOST= sh "$install" --host-root "$root" --no-restart \
@@ -33,7 +34,7 @@ check "imports line is a top-level key (before the first table)" \
 check "the node's own settings are kept" grep -q 'address = "/run/containerd/containerd.sock"' "$r/etc/containerd/config.toml"
 check "drop-in placed as conf.d/prewarm.toml, same as deploy/containerd/prewarm.toml" cmp -s "$deploy/containerd/prewarm.toml" "$r/etc/containerd/conf.d/prewarm.toml"
 check "binary installed as /usr/local/bin/prewarm (0755)" test "$(stat -c %a "$r/usr/local/bin/prewarm")" = 755
-check "binary installed as /usr/local/bin/prewarm-runtime, same content" cmp -s "$work/prewarm" "$r/usr/local/bin/prewarm-runtime"
+check "launcher installed as /usr/local/bin/prewarm-runtime, same content" cmp -s "$work/prewarm-runtime" "$r/usr/local/bin/prewarm-runtime"
 check "original config kept as config.toml.pre-prewarm" grep -q '^root = ' "$r/etc/containerd/config.toml.pre-prewarm"
 check "labelling skipped with a reason (no API server)" grep -q 'skipped: labelling the node (no API server' "$work/out"
 check "restart skipped with a reason (--no-restart)" grep -q 'skipped: restarting containerd (--no-restart)' "$work/out"
