@@ -18,6 +18,7 @@
 #include "engine/context.h"
 #include "k8s/pod_restore.h"
 #include "oci/cgroup.h"
+#include "oci/criu_direct.h"
 
 namespace prewarm::k8s {
 namespace {
@@ -90,25 +91,17 @@ int exec_detached(const RuncCall& c, const PodOutcome& o, pid_t init) {
   if (p.value("terminal", false) || !option(c.args, {"--console-socket"}).empty())
     return fail("exec with a terminal is not supported in a container prewarm restored with "
                 "direct CRIU (set PREWARM_RUNTIME=runc on the node to allow it)");
-  SpawnOptions so;
-  so.argv = {"/bin/sh", "-c",
-             "while [ \"$1\" != -- ]; do echo $$ > \"$1\" || exit 125; shift; done; shift; "
-             "exec \"$@\"",
-             "sh"};
-  for (const auto& d : oci::CgroupSet(o.cgroup).dirs())
-    if (stdfs::exists(d / "cgroup.procs")) so.argv.push_back((d / "cgroup.procs").string());
-  so.argv.push_back("--");
-  so.argv.insert(so.argv.end(), {find_executable("env"), "-i"});
+  std::vector<std::string> env, args;
   if (p.contains("env") && p["env"].is_array())
     for (const auto& e : p["env"])
-      if (e.is_string()) so.argv.push_back(e.get<std::string>());
+      if (e.is_string()) env.push_back(e.get<std::string>());
+  for (const auto& a : p["args"]) args.push_back(a.is_string() ? a.get<std::string>() : "");
   const json user = p.value("user", json::object());
-  so.argv.insert(so.argv.end(),
-                 {find_executable("nsenter"), "--target", std::to_string(init), "--mount", "--uts",
-                  "--ipc", "--net", "--pid", "--root", "--wd=" + p.value("cwd", std::string("/")),
-                  "--setuid", std::to_string(user.value("uid", 0)), "--setgid",
-                  std::to_string(user.value("gid", 0)), "--"});
-  for (const auto& a : p["args"]) so.argv.push_back(a.is_string() ? a.get<std::string>() : "");
+  auto argv = oci::enter_argv(init, o.cgroup, env, p.value("cwd", std::string("/")), args,
+                              std::pair<uid_t, gid_t>(user.value("uid", 0), user.value("gid", 0)));
+  if (!argv.ok()) return fail("exec: " + argv.error().message());
+  SpawnOptions so;
+  so.argv = std::move(argv).value();
   so.stdin_fd = STDIN_FILENO;
   so.stdout_fd = STDOUT_FILENO;
   so.stderr_fd = STDERR_FILENO;
@@ -146,7 +139,7 @@ int update(const RuncCall& c, const PodOutcome& o) {
   if (!r.is_object()) return fail("update: resources are not JSON");
   auto write = [&](const char* hierarchy, const char* file, const json& v) -> bool {
     if (!v.is_number()) return true;
-    auto path = stdfs::path("/sys/fs/cgroup") / hierarchy / stdfs::path(o.cgroup).relative_path() / file;
+    auto path = oci::CgroupSet(o.cgroup).in(hierarchy) / file;
     if (!stdfs::exists(path)) return true;
     return fs::write_file(path, std::to_string(v.get<long long>()), 0644).ok();
   };

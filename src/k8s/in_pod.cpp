@@ -14,7 +14,6 @@
 
 #include <cstdio>
 #include <cstring>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -23,6 +22,7 @@
 #include "images/load.h"
 #include "lifecycle/instance.h"
 #include "lifecycle/sandbox.h"
+#include "oci/cgroup.h"
 
 namespace prewarm::k8s {
 namespace {
@@ -57,41 +57,6 @@ std::string pod_ip() {
   return ip;
 }
 
-std::string own_cgroup() {
-  auto text = fs::read_file("/proc/self/cgroup", 64 << 10);
-  if (!text.ok()) return {};
-  std::istringstream in(*text);
-  std::string line, unified, memory;
-  while (std::getline(in, line)) {
-    // "ID:CONTROLLERS:PATH"
-    auto a = line.find(':'), b = line.find(':', a + 1);
-    if (a == std::string::npos || b == std::string::npos) continue;
-    std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
-    if (controllers.empty()) unified = path;
-    std::istringstream cs(controllers);
-    for (std::string c; std::getline(cs, c, ',');)
-      if (c == "memory") memory = path;
-  }
-  const bool v1 = !memory.empty();
-  std::string p = v1 ? memory : unified;
-  // Inside a container the hierarchy is often mounted from the container's own cgroup (its
-  // mountinfo root): paths under /sys/fs/cgroup are then relative to that root.
-  const std::string mount_point = v1 ? "/sys/fs/cgroup/memory" : "/sys/fs/cgroup";
-  if (auto info = fs::read_file("/proc/self/mountinfo", 4 << 20); info.ok()) {
-    std::istringstream mi(*info);
-    for (std::string l; std::getline(mi, l);) {
-      // "ID PARENT MAJ:MIN ROOT MOUNTPOINT ..."
-      std::istringstream f(l);
-      std::string id, parent, dev, root, point;
-      f >> id >> parent >> dev >> root >> point;
-      if (point != mount_point || root == "/") continue;
-      if (p == root) p = "/";
-      else if (p.rfind(root + "/", 0) == 0) p = p.substr(root.size());
-    }
-  }
-  return p == "/" ? std::string() : p;
-}
-
 Result<int> run_in_pod(const engine::Context& ctx, const InPodOptions& o) {
   // The app (restored by CRIU or started by runc, both of which exit) is re-parented to this
   // process, so its exit status can be collected.
@@ -110,7 +75,7 @@ Result<int> run_in_pod(const engine::Context& ctx, const InPodOptions& o) {
   if (given.ip.empty())
     return Error(ErrorKind::kIncompatibleHost,
                  "this container's network namespace has no IPv4 address to reach the app at");
-  given.cgroup_parent = own_cgroup();
+  given.cgroup_parent = oci::own_cgroup();
   lifecycle::Seams seams = lifecycle::default_seams(ctx);
   seams.sandbox = lifecycle::make_given_sandbox(given);
   lifecycle::Instances instances(ctx, std::move(seams));

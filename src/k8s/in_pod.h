@@ -28,7 +28,5 @@ Result<int> run_in_pod(const engine::Context& ctx, const InPodOptions& opts);
 
 // This network namespace's first IPv4 address other than loopback (the pod IP), or "".
 std::string pod_ip();
-// The cgroup this process is in (the memory controller's, or the unified one), "" for the root.
-std::string own_cgroup();
 
 }  // namespace prewarm::k8s

@@ -146,6 +146,26 @@ Result<std::vector<std::pair<V1Hierarchy, std::string>>> thread_v1_cgroups() {
 
 }  // namespace
 
+std::string own_cgroup() {
+  std::string under;
+  if (auto v1 = thread_v1_cgroups(); v1.ok()) {
+    for (const auto& [h, path] : *v1) {
+      for (const auto& part : split(h.key, ','))
+        if (part == "memory") under = path;
+    }
+  }
+  if (under.empty()) {
+    // v2 only: the unified line "0::PATH", under the cgroup2 mount's root.
+    auto own = fs::read_file("/proc/thread-self/cgroup", 1 << 20);
+    for (const auto& line : split(own.ok() ? *own : std::string(), '\n'))
+      if (line.rfind("0::", 0) == 0) under = line.substr(3);
+    for (const auto& m : cgroup_mounts())
+      if (m.v2 && m.root != "/" && (under == m.root || under.rfind(m.root + "/", 0) == 0))
+        under = under.substr(m.root.size());
+  }
+  return under == "/" ? std::string() : under;
+}
+
 ThreadInCgroups::~ThreadInCgroups() {
   // Back where it was, each hierarchy; a thread left in an instance's cgroups would keep them
   // from being removed.

@@ -19,6 +19,11 @@ namespace prewarm::oci {
 // name=systemd, and a v2 "unified" mount), read once from /proc/self/mountinfo.
 const std::vector<std::filesystem::path>& cgroup_hierarchies();
 
+// The calling thread's cgroup as a path under the hierarchies mounted here (the memory
+// controller's on v1, the unified one on v2), relative to what is mounted (inside a container
+// often its own cgroup); "" for the root. A CgroupSet of `own_cgroup() + "/x"` is a child of it.
+std::string own_cgroup();
+
 // The calling thread, moved into a CgroupSet's v1 cgroups; moved back where it was when this
 // is destroyed. Children it spawns meanwhile start in the set.
 class ThreadInCgroups {
@@ -62,9 +67,10 @@ class CgroupSet {
   // Thaws, SIGKILLs every process and waits until the set is empty, then removes every
   // directory. Missing directories are fine.
   Status destroy(std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  // The set's directory in one hierarchy ("memory", "cpu", ...).
+  std::filesystem::path in(const char* hierarchy) const;
 
  private:
-  std::filesystem::path in(const char* hierarchy) const;
   std::string rel_;
 };
 

@@ -315,30 +315,10 @@ class CriuDirect final : public Runtime {
     PW_ASSIGN(OwnState s, load(id));
     if (!alive(s)) return Error(ErrorKind::kConflict, "exec in " + id + ": it is not running");
     PW_ASSIGN(BundleConfig cfg, read_config(s.bundle));
-    // The shell joins the container's cgroups first, then becomes env + nsenter, which enter
-    // the init's namespaces, root and cwd and run the command with the config's environment.
     SpawnOptions so;
-    so.argv = {"/bin/sh", "-c",
-               "while [ \"$1\" != -- ]; do echo $$ > \"$1\" || exit 125; shift; done; shift; "
-               "exec \"$@\"",
-               "sh"};
-    for (const auto& d : CgroupSet(s.cgroup).dirs()) so.argv.push_back((d / "cgroup.procs").string());
-    so.argv.push_back("--");
-    std::string nsenter = find_executable("nsenter");
-    std::string env = find_executable("env");
-    if (nsenter.empty() || env.empty())
-      return Error(ErrorKind::kIncompatibleHost, "exec in " + id + ": nsenter or env not found");
-    // The host's env clears the environment to the config's; nsenter (after --root) finds the
-    // command on the container's PATH.
-    so.argv.push_back(env);
-    so.argv.push_back("-i");
-    for (const auto& e : cfg.env) so.argv.push_back(e);
-    for (std::string a : {nsenter, std::string("--target"), std::to_string(s.pid),
-                          std::string("--mount"), std::string("--uts"), std::string("--ipc"),
-                          std::string("--net"), std::string("--pid"), std::string("--root"),
-                          "--wd=" + cfg.cwd, std::string("--")})
-      so.argv.push_back(std::move(a));
-    so.argv.insert(so.argv.end(), cmd.begin(), cmd.end());
+    auto argv = enter_argv(s.pid, s.cgroup, cfg.env, cfg.cwd, cmd);
+    if (!argv.ok()) return std::move(argv).error().with_context("exec in " + id);
+    so.argv = std::move(argv).value();
     PW_ASSIGN(RunResult r, run_capture(so, timeout));
     if (WIFEXITED(r.status)) return WEXITSTATUS(r.status);
     return Error(ErrorKind::kRuntime, "exec in " + id + " " + r.describe());
@@ -665,6 +645,42 @@ class CriuDirect final : public Runtime {
 };
 
 }  // namespace
+
+Result<std::vector<std::string>> enter_argv(pid_t pid, const std::string& cgroup,
+                                            const std::vector<std::string>& env,
+                                            const std::string& cwd,
+                                            const std::vector<std::string>& cmd,
+                                            std::optional<std::pair<uid_t, gid_t>> user) {
+  // The shell joins the container's cgroups first, then becomes env + nsenter, which enter
+  // the init's namespaces, root and cwd and run the command with the given environment.
+  std::vector<std::string> argv = {
+      "/bin/sh", "-c",
+      "while [ \"$1\" != -- ]; do echo $$ > \"$1\" || exit 125; shift; done; shift; "
+      "exec \"$@\"",
+      "sh"};
+  for (const auto& d : CgroupSet(cgroup).dirs()) argv.push_back((d / "cgroup.procs").string());
+  argv.push_back("--");
+  std::string nsenter = find_executable("nsenter");
+  std::string env_bin = find_executable("env");
+  if (nsenter.empty() || env_bin.empty())
+    return Error(ErrorKind::kIncompatibleHost, "nsenter or env not found");
+  // The host's env clears the environment to the given one; nsenter (after --root) finds the
+  // command on the container's PATH.
+  argv.push_back(env_bin);
+  argv.push_back("-i");
+  argv.insert(argv.end(), env.begin(), env.end());
+  for (std::string a : {nsenter, std::string("--target"), std::to_string(pid),
+                        std::string("--mount"), std::string("--uts"), std::string("--ipc"),
+                        std::string("--net"), std::string("--pid"), std::string("--root"),
+                        "--wd=" + cwd})
+    argv.push_back(std::move(a));
+  if (user)
+    argv.insert(argv.end(), {"--setuid", std::to_string(user->first), "--setgid",
+                             std::to_string(user->second)});
+  argv.push_back("--");
+  argv.insert(argv.end(), cmd.begin(), cmd.end());
+  return argv;
+}
 
 std::unique_ptr<Runtime> make_criu_direct(std::shared_ptr<Runtime> runc, stdfs::path state_root) {
   return std::make_unique<CriuDirect>(std::move(runc), std::move(state_root));

@@ -28,6 +28,15 @@ constexpr std::string_view kDockerConfig = "application/vnd.docker.container.ima
 
 std::string hex_of(const std::string& digest) { return digest.substr(digest.find(':') + 1); }
 
+// A blob larger than the caller reads is refused before any of it is fetched.
+Status check_declared_size(const std::string& what, const Descriptor& d, size_t max) {
+  if (d.size > max)
+    return Error(ErrorKind::kInvalidInput, what + ": blob " + d.digest + " declares " +
+                                               std::to_string(d.size) + " bytes, more than " +
+                                               std::to_string(max) + "; refusing it");
+  return {};
+}
+
 Status check_content(const std::string& what, const Descriptor& d, std::string_view data) {
   if (data.size() != d.size)
     return Error(ErrorKind::kInvalidInput,
@@ -109,10 +118,7 @@ class RegistrySource : public ImageSource {
       : ImageSource(ref.to_string()), ref_(std::move(ref)), opts_(opts) {}
 
   Result<std::string> read_blob(const Descriptor& d, size_t max, const stdfs::path& scratch) override {
-    if (d.size > max)
-      return Error(ErrorKind::kInvalidInput, what() + ": blob " + d.digest + " declares " +
-                                                 std::to_string(d.size) + " bytes, more than " +
-                                                 std::to_string(max) + "; refusing it");
+    PW_TRY(check_declared_size(what(), d, max));
     const stdfs::path path = scratch / hex_of(d.digest);
     PW_TRY(registry::pull_blobs(ref_, {{d.digest, d.size, d.media_type, path}}, opts_));
     return fs::read_file(path, max);
@@ -167,10 +173,7 @@ class LayoutSource : public ImageSource {
   }
 
   Result<std::string> read_blob(const Descriptor& d, size_t max, const stdfs::path&) override {
-    if (d.size > max)
-      return Error(ErrorKind::kInvalidInput, what() + ": blob " + d.digest + " declares " +
-                                                 std::to_string(d.size) + " bytes, more than " +
-                                                 std::to_string(max) + "; refusing it");
+    PW_TRY(check_declared_size(what(), d, max));
     PW_ASSIGN(UniqueFd fd, open_blob(d));
     PW_ASSIGN(std::string data, fs::read_fd(fd.get(), blob_path(d), max));
     PW_TRY(check_content(what(), d, data));
@@ -266,10 +269,7 @@ class ArchiveSource : public ImageSource {
   }
 
   Result<std::string> read_blob(const Descriptor& d, size_t max, const stdfs::path&) override {
-    if (d.size > max)
-      return Error(ErrorKind::kInvalidInput, what() + ": blob " + d.digest + " declares " +
-                                                 std::to_string(d.size) + " bytes, more than " +
-                                                 std::to_string(max) + "; refusing it");
+    PW_TRY(check_declared_size(what(), d, max));
     PW_ASSIGN(Member m, blob(d));
     PW_ASSIGN(std::string data, read_member(m, d.size));
     PW_TRY(check_content(what(), d, data));

@@ -68,13 +68,7 @@ class ImageRootfsTest : public ::testing::Test {
     return prepare_base(spec->rootfs, cache_,
                         [this](const std::string& m) { progress_.push_back(m); }, opts_);
   }
-  std::vector<std::string> cache_entries() const {
-    std::vector<std::string> out;
-    std::error_code ec;
-    for (const auto& e : stdfs::directory_iterator(cache_ / "image", ec))
-      if (e.path().extension() != ".lock") out.push_back(e.path().filename().string());
-    return out;
-  }
+  std::vector<std::string> cache_entries() const { return testing::image_cache_entries(cache_); }
 
   TempDir dir_{"image-rootfs"};
   stdfs::path cache_ = dir_.path() / "cache";

@@ -24,6 +24,15 @@
 
 namespace prewarm::testing {
 
+// What an image-base cache (CACHE/image/) holds besides lock files.
+inline std::vector<std::string> image_cache_entries(const std::filesystem::path& cache) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(cache / "image", ec))
+    if (e.path().extension() != ".lock") out.push_back(e.path().filename().string());
+  return out;
+}
+
 inline std::string tar_end() { return std::string(1024, '\0'); }
 
 // A directory as an uncompressed tar, by GNU tar (numeric owners, entries "./...").

@@ -159,14 +159,7 @@ class ImageBases : public ::testing::Test {
     s.image = image;
     return prepare_base(s, cache_);
   }
-  // What the cache holds besides lock files.
-  std::vector<std::string> cache_entries() const {
-    std::vector<std::string> out;
-    std::error_code ec;
-    for (const auto& e : stdfs::directory_iterator(cache_ / "image", ec))
-      if (e.path().extension() != ".lock") out.push_back(e.path().filename().string());
-    return out;
-  }
+  std::vector<std::string> cache_entries() const { return testing::image_cache_entries(cache_); }
 
   TempDir dir_{"image-bases"};
   stdfs::path cache_ = dir_.path() / "cache";
