@@ -78,8 +78,9 @@ int main(int argc, char** argv) {
   if (call && !call->id.empty() && call->id.find('/') == std::string::npos) {
     if (call->command == "create" && !call->bundle.empty())
       prewarms = asks_for_checkpoint(call->bundle);
-    else
-      prewarms = ::access((std::string(kPodStateDir) + "/" + call->id + ".json").c_str(), F_OK) == 0;
+    else  // restored by prewarm, or a restore that died half-way (its directory is left)
+      prewarms = ::access((std::string(kPodStateDir) + "/" + call->id + ".json").c_str(), F_OK) == 0 ||
+                 ::access((std::string(kPodStateDir) + "/" + call->id).c_str(), F_OK) == 0;
   }
   if (prewarms) exec(dir_of_self() + "/prewarm", {"runtime"}, argc, argv);
   exec(find_runc(), {}, argc, argv);

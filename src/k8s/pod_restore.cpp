@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/clock.h"
+#include "base/fault.h"
 #include "base/fs.h"
 #include "base/subprocess.h"
 #include "cri/client.h"
@@ -29,6 +30,8 @@
 #include "lifecycle/identity.h"
 #include "lifecycle/instance.h"
 #include "registry/registry.h"
+#include "oci/cgroup.h"
+#include "oci/criu_direct.h"
 #include "oci/runtime.h"
 #include "rootfs/rootfs.h"
 #include "spec/image_ref.h"
@@ -146,11 +149,8 @@ Result<std::string> ensure_image(const engine::Context& ctx, const std::string& 
   // digest is always resolved, which costs no download when the store has its blobs.
   if (ref->digest.empty() && stdfs::exists(ctx.image_dir(name) / "manifest.json")) return name;
   Stopwatch sw;
-  registry::Options o;
-  o.username = ctx.config.registry_user;
-  o.password = ctx.config.registry_password;
-  o.stall_timeout = ctx.config.registry_timeout;
-  PW_ASSIGN(std::string pulled, images::pull_image(ctx, checkpoint, name, o, {}));
+  PW_ASSIGN(std::string pulled,
+            images::pull_image(ctx, checkpoint, name, images::registry_options(ctx), {}));
   out.pull_ms = sw.millis();
   return pulled;
 }
@@ -325,6 +325,11 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
   const stdfs::path dir = pod_dir(c.id);
   release_pod_container(c.id);  // what an earlier attempt for this id may have left
   PW_TRY(fs::make_dirs(dir, 0700));
+  // Recorded before anything is made in it: a runtime killed mid-restore leaves no outcome,
+  // and the shim's delete that follows finds what to undo from this directory alone
+  // (release_pod_container).
+  if (!pod.cgroups_path.empty())
+    PW_TRY(fs::write_file_atomic(dir / "cgroup", pod.cgroups_path, 0600));
   bool runc_started = false;
   auto attempt = [&]() -> Result<pid_t> {
     std::vector<stdfs::path> lowers;
@@ -358,7 +363,9 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
       ro.before_resume = [&](pid_t pid) -> Status {
         PW_TRY(check_image_id(img));
         if (!pod.hostname.empty()) PW_TRY(lifecycle::set_hostname(pid, pod.hostname));
-        return attach_mounts(pid, pod.mounts);
+        PW_TRY(attach_mounts(pid, pod.mounts));
+        fault_point("pod.before_resume");  // the fault suite: the runtime dies mid-restore
+        return Status{};
       };
       runc_started = true;
       PW_ASSIGN(oci::Restored restored, rt->restore(c.id, dir, ro));
@@ -469,6 +476,12 @@ void release_pod_container(const std::string& id) {
   const stdfs::path dir = pod_dir(id);
   std::error_code ec;
   if (stdfs::exists(dir, ec)) {
+    // A restore that died half-way (the runtime killed): the direct backend's state and the
+    // container's cgroup, with whatever CRIU had restored into it.
+    if (stdfs::exists(stdfs::path(oci::kCriuDirectStateRoot) / id, ec))
+      if (auto ctx = engine::make_context(); ctx.ok()) (void)ctx->runtime_named("criu")->remove(id);
+    if (auto cg = fs::read_file(dir / "cgroup", 4096); cg.ok() && !cg->empty())
+      (void)oci::CgroupSet(*cg).destroy();
     (void)rootfs::unmount(dir / "rootfs");
     (void)fs::unmount_under(dir);
     (void)fs::remove_all(dir);

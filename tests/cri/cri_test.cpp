@@ -22,6 +22,7 @@
 #include "base/unique_fd.h"
 #include "cri/client.h"
 #include "cri/configs.h"
+#include "oci/criu_direct.h"
 #include "support/cli.h"
 #include "support/cri_node.h"
 #include "support/engine_fixture.h"
@@ -471,6 +472,7 @@ class PrewarmPodTest : public CriTest {
     // no environment of ours).
     std::string script = "#!/bin/sh\n";
     for (const auto& e : env_) script += "export " + e + "\n";
+    if (!extra_runtime_env_.empty()) script += "export " + extra_runtime_env_ + "\n";
     script += "exec " PREWARM_BINARY_DIR "/cmd/prewarm/prewarm-runtime \"$@\"\n";
     ASSERT_TRUE(fs::write_file(state_ / "prewarm-runtime", script, 0755).ok());
     prewarm_binary_ = (state_ / "prewarm-runtime").string();
@@ -579,6 +581,14 @@ class PrewarmPodTest : public CriTest {
     return slurp(p.options.log_directory + "/counter/0.log");
   }
 
+  // The CRI log once it holds `needle` (the runtime writes it shortly), or as it is after 5 s.
+  std::string log_once_it_has(const Pod& p, const std::string& needle) {
+    std::string log;
+    for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
+      if ((log = container_log(p)).find(needle) != std::string::npos) break;
+    return log;
+  }
+
   void remove_pod(const Pod& p) {
     Status s = node_->cri().stop_pod_sandbox(p.id);
     EXPECT_TRUE(s.ok()) << s.error().to_string();
@@ -588,6 +598,7 @@ class PrewarmPodTest : public CriTest {
 
   std::string tag_, bridge_;
   std::string runtime_;  // the restore backend ("" : the default, direct CRIU)
+  std::string extra_runtime_env_;  // one more KEY=VALUE for the runtime only (not the bake)
   std::filesystem::path state_;
   std::vector<std::string> env_, containers_;
 };
@@ -635,16 +646,13 @@ TEST_P(PrewarmPodBackendTest, RestoredPodServesTheCheckpointedStateAtItsPodIp) {
   EXPECT_EQ(ex->stdout_data, "warm\n");
   EXPECT_EQ(ex->exit_code, 4);
   // What the runtime said is in the container's log (kubectl logs).
-  std::string log;
-  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
-    if ((log = container_log(p)).find("restored from checkpoint") != std::string::npos) break;
+  std::string log = log_once_it_has(p, "restored from checkpoint");
   EXPECT_NE(log.find(" stderr F prewarm: restored from checkpoint tiny-pod in "), std::string::npos)
       << log;
   // The app's output after the restore lands there too: the checkpoint's stdout pipe is the
   // shim's now.
   EXPECT_EQ(http_get(p.ip, 8080, "/log"), "logged\n");
-  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
-    if ((log = container_log(p)).find("count is 6") != std::string::npos) break;
+  log = log_once_it_has(p, "count is 6");
   EXPECT_NE(log.find(" stdout F count is 6\n"), std::string::npos) << log;
   auto status = cri.container_status(p.container);
   ASSERT_TRUE(status.ok()) << status.error().to_string();
@@ -690,9 +698,7 @@ TEST_F(PrewarmPodTest, ImpossibleRestoresColdStartWithTheReason) {
   ASSERT_TRUE(o.is_object());
   EXPECT_EQ(o["restored"], false);
   EXPECT_NE(o.value("reason", "").find("no-such-checkpoint"), std::string::npos) << o.dump();
-  std::string log;
-  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
-    if ((log = container_log(missing)).find("cold start") != std::string::npos) break;
+  std::string log = log_once_it_has(missing, "cold start");
   EXPECT_NE(log.find("prewarm: cold start (checkpoint no-such-checkpoint not restored): "),
             std::string::npos)
       << log;
@@ -754,12 +760,47 @@ TEST_F(PrewarmPodTest, CheckpointNotOnTheNodeIsPulledOnDemand) {
   ASSERT_TRUE(o.is_object());
   EXPECT_EQ(o["restored"], true) << o.dump();
   EXPECT_GT(o.value("pullMs", 0.0), 0.0) << o.dump();
-  std::string log;
-  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
-    if ((log = container_log(p)).find("pulled first") != std::string::npos) break;
+  std::string log = log_once_it_has(p, "pulled first");
   EXPECT_NE(log.find("(pulled first: "), std::string::npos) << log;
   remove_pod(p);
   EXPECT_EQ(node_->leftovers(), "");
+}
+
+// The runtime killed while CRIU holds the restored tasks stopped: the container does not
+// start, and once the pod is removed nothing of the attempt is left (the shim's delete finds
+// the runtime's directory and undoes the overlay, the direct backend's state and the cgroup).
+class PrewarmPodFaultTest : public PrewarmPodTest {
+ protected:
+  void SetUp() override {
+    extra_runtime_env_ = "PREWARM_FAULT=pod.before_resume";
+    PrewarmPodTest::SetUp();
+  }
+};
+
+TEST_F(PrewarmPodFaultTest, RuntimeKilledMidRestoreLeavesNothing) {
+  auto& cri = node_->cri();
+  cri::PodOptions po = node_->pod_options("killed");
+  po.annotations["prewarm.dev/checkpoint"] = prewarm_pods::kCheckpoint;
+  v1::PodSandboxConfig pc = cri::kubelet_pod_config(po);
+  auto pod = node_->run_pod(pc, CriNode::kPrewarmHandler);
+  ASSERT_TRUE(pod.ok()) << pod.error().to_string();
+  cri::ContainerOptions c;
+  c.name = "counter";
+  c.image = tiny_.config_digest;
+  auto cid = cri.create_container(*pod, cri::kubelet_container_config(po, c), pc);
+  ASSERT_TRUE(cid.ok()) << cid.error().to_string();
+  containers_.push_back(*cid);
+  Status started = cri.start_container(*cid);
+  EXPECT_FALSE(started.ok()) << "the runtime died in create";
+  Status s = cri.remove_container(*cid);
+  EXPECT_TRUE(s.ok()) << s.error().to_string();
+  s = cri.stop_pod_sandbox(*pod);
+  EXPECT_TRUE(s.ok()) << s.error().to_string();
+  s = cri.remove_pod_sandbox(*pod);
+  EXPECT_TRUE(s.ok()) << s.error().to_string();
+  EXPECT_EQ(node_->leftovers(), "");
+  EXPECT_FALSE(std::filesystem::exists(std::string(oci::kCriuDirectStateRoot) + "/" + *cid));
+  // (TearDown checks /run/prewarm/pods/<id> and its outcome file are gone.)
 }
 
 // A pod of the prewarm class that asks for no checkpoint runs exactly as under runc.
@@ -829,8 +870,7 @@ TEST_F(PrewarmPodTest, RuntimeInRuntimePodRestoresAndServesAtItsPodIp) {
   EXPECT_NE(log.find("prewarm: restored tiny-pod as "), std::string::npos) << log;
   // The app's output is the container's.
   EXPECT_EQ(http_get(p.ip, 8080, "/log"), "logged\n");
-  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms))
-    if ((log = container_log(p)).find("count is 6") != std::string::npos) break;
+  log = log_once_it_has(p, "count is 6");
   EXPECT_NE(log.find(" stdout F count is 6\n"), std::string::npos) << log;
 
   // The kubelet's stop reaches the app through prewarm, and prewarm exits as the app did.
