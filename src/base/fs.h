@@ -27,6 +27,15 @@ std::string random_hex(size_t bytes);
 // Bytes in the regular files of a tree (symlinks not followed); unreadable parts count 0.
 uint64_t tree_bytes(const std::filesystem::path& dir);
 
+// Makes `view` (emptied first, 0700) a directory of relative symlinks to the files of `src`,
+// except those named in `skip` (the caller writes its own versions there). Relative, because
+// CRIU opens some images after it has moved into the restored mount namespace and root, where
+// an absolute link would point into the container; a relative one resolves from the view's
+// directory fd, outside that root. Not hard links: a link changes the file's ctime, which makes
+// the next start re-hash the image (its verification stamp records ctime).
+Status symlink_view(const std::filesystem::path& src, const std::filesystem::path& view,
+                    const std::vector<std::string>& skip = {});
+
 // This process's mount points (/proc/self/mountinfo), in mount order.
 std::vector<std::string> mount_points();
 // Detaches every mount at or below `dir`, deepest first (a build's chroot mounts, or what a

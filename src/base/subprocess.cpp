@@ -11,6 +11,9 @@
 
 #include <cstring>
 #include <map>
+#include <sstream>
+
+#include "base/fs.h"
 
 extern char** environ;
 
@@ -245,6 +248,21 @@ std::string find_executable(const std::string& name) {
     start = colon + 1;
   }
   return {};
+}
+
+std::optional<unsigned long long> process_start_time(pid_t pid) {
+  auto text = fs::read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
+  if (!text.ok()) return std::nullopt;
+  auto close = text->rfind(')');
+  if (close == std::string::npos || close + 2 > text->size()) return std::nullopt;
+  std::istringstream in(text->substr(close + 2));
+  std::string field;
+  // Fields 3.. follow the comm; start time is field 22.
+  for (int i = 3; i < 22 && in >> field; ++i) {
+  }
+  unsigned long long t = 0;
+  if (!(in >> t)) return std::nullopt;
+  return t;
 }
 
 }  // namespace prewarm

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -68,5 +69,9 @@ std::string join_argv(const std::vector<std::string>& argv);
 
 // Directories searched for helper binaries first (criu, runc), then $PATH.
 std::string find_executable(const std::string& name);
+
+// Field 22 of /proc/PID/stat (start time in clock ticks since boot), nullopt when there is no
+// such process: a pid with another start time is another process.
+std::optional<unsigned long long> process_start_time(pid_t pid);
 
 }  // namespace prewarm

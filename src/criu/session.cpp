@@ -115,6 +115,7 @@ Result<RestoreResult> restore(const RestoreRequest& r) {
   o->set_evasive_devices(r.evasive_devices);
   o->set_rst_sibling(r.rst_sibling);
   o->set_notify_scripts(true);
+  if (r.lazy_pages) o->set_lazy_pages(true);
 
   RestoreResult out;
   std::shared_ptr<void> spawn_scope;

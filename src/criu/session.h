@@ -52,6 +52,9 @@ struct RestoreRequest {
   bool rst_sibling = true;
   // Large anonymous areas are filled with transparent huge pages (kFillHugePagesEnv).
   bool huge_pages = false;
+  // Lazy-able pages are left to a `criu lazy-pages` daemon already listening in work_dir
+  // (criu/lazy_pages.h).
+  bool lazy_pages = false;
   // Called once criu runs and before the request is sent, with criu's pid: e.g. to move criu
   // into the container's cgroups, which the restored tasks then inherit.
   std::function<Status(pid_t criu_pid)> before_request;

@@ -44,6 +44,11 @@ Config config_from_env() {
   c.registry_user = env_or("PREWARM_REGISTRY_USER", "");
   c.registry_password = env_or("PREWARM_REGISTRY_PASSWORD", "");
   c.huge_pages = env_or("PREWARM_HUGE_PAGES", "0") == "1";
+  c.paging = env_or("PREWARM_PAGING", c.paging);
+  const std::string lazy_min = env_or("PREWARM_LAZY_MIN_MB", "");
+  if (!lazy_min.empty() && lazy_min.find_first_not_of("0123456789") == std::string::npos &&
+      lazy_min.size() < 9)
+    c.lazy_min_bytes = std::strtoull(lazy_min.c_str(), nullptr, 10) << 20;
   // Whole seconds, at least 1; anything else keeps the default.
   const std::string timeout = env_or("PREWARM_REGISTRY_TIMEOUT", "");
   if (unsigned long s = std::strtoul(timeout.c_str(), nullptr, 10);
@@ -73,6 +78,9 @@ Status Context::use_runtime(const std::string& name) {
 Result<Context> make_context(Config config, const std::filesystem::path& state_dir_override) {
   Context ctx;
   if (!state_dir_override.empty()) config.state_dir = state_dir_override;
+  if (config.paging != "auto" && config.paging != "lazy" && config.paging != "eager")
+    return Error(ErrorKind::kInvalidInput,
+                 "PREWARM_PAGING='" + config.paging + "': expected auto, lazy or eager");
   ctx.state_dir = std::filesystem::absolute(config.state_dir);
   ctx.cache_dir = config.cache_dir;
   PW_TRY(check_state_dir_access(ctx.state_dir));

@@ -36,6 +36,13 @@ struct Config {
   // (free page reporting), idle memory goes back in huge-page-sized blocks and a huge-page fill
   // then costs ~5x a 4 KiB one (bench/memory_fill.sh with IDLE_S); elsewhere it is ~0.6x.
   bool huge_pages = false;
+  // How restores get their memory: "eager" (all of it before the app resumes), "lazy" (the
+  // working set before, the rest served by userfaultfd after) or "auto" (lazy for checkpoints
+  // of at least lazy_min_bytes of memory). PREWARM_PAGING; `prewarm run --paging` and the
+  // spec's restore.paging choose per start and per image.
+  std::string paging = "auto";
+  // PREWARM_LAZY_MIN_MB.
+  uint64_t lazy_min_bytes = 256ull << 20;
 };
 
 // Config from the environment (PREWARM_* variables); the fields' comments name them.

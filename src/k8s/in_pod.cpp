@@ -84,6 +84,7 @@ Result<int> run_in_pod(const engine::Context& ctx, const InPodOptions& o) {
   (void)::gethostname(host, sizeof host - 1);
   lifecycle::StartOptions so;
   so.mode = o.cold ? lifecycle::StartMode::kCold : lifecycle::StartMode::kRestore;
+  so.paging = o.paging;
   so.hostname = o.hostname.empty() ? std::string(host) : o.hostname;
   so.stdio_fd = STDOUT_FILENO;  // the app's output is this container's output
   // Held while the app runs: another prewarm sharing the node's store never takes it for a

@@ -18,6 +18,7 @@ struct InPodOptions {
   std::string image;     // the checkpoint image's local name
   std::string hostname;  // "" : this container's hostname (the pod's)
   bool cold = false;     // cold-start instead of restoring
+  std::string paging;    // lifecycle::StartOptions::paging
   // What happened (restored or cold, and why), as JSON, for a controller or `kubectl exec`.
   std::filesystem::path outcome_file = "/run/prewarm/outcome.json";
 };

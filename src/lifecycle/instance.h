@@ -84,7 +84,16 @@ struct StartOptions {
   // instance stays "in use" for recovery while the caller works on it (a bake's warm-up and
   // checkpoint).
   bool keep_lock = false;
+  // How the restore gets the app's memory: "lazy", "eager" or "auto"; "" takes the image's
+  // spec (restore.paging), then the context's default (engine::Config::paging).
+  std::string paging;
+  // The bake's trial restore: lazy, nothing copied in the background, and every page fault the
+  // app takes recorded in this file (criu::LazyPagesOptions::record_faults).
+  std::filesystem::path record_faults;
 };
+
+// Whether a restore of `img` is lazy, for the requested paging ("" as in StartOptions).
+Result<bool> restore_is_lazy(const Context& ctx, const LoadedImage& img, const std::string& paging);
 
 struct InstanceStatus {
   InstanceRecord record;

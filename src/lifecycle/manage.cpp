@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <set>
 
+#include "criu/lazy_pages.h"
 #include "base/fault.h"
 #include "base/fs.h"
 #include "base/log.h"
@@ -31,6 +32,9 @@ Status Instances::undo(const std::string& id, const InstanceRecord* rec) {
   auto note = [&](Status st) {
     if (!st.ok()) problems += (problems.empty() ? "" : "; ") + st.error().message();
   };
+  // A lazy restore's page server first: it would stop the instance itself, and call that a
+  // failure, once its pages can no longer be copied.
+  note(criu::stop_lazy_pages(dir / "criu"));
   // The backend that made the container; without a record, each one (removing a container a
   // runtime does not know is fine).
   if (rec != nullptr && !rec->runtime.empty()) {
@@ -113,6 +117,11 @@ Result<std::vector<InstanceStatus>> Instances::list() {
     }
     auto it = known->second.find(s.record.id);
     s.runtime_state = it == known->second.end() ? "missing" : it->second.status;
+    if (s.record.paging == "lazy" && s.record.error.empty()) {
+      auto lazy = criu::lazy_pages_outcome(ctx_.instance_dir(s.record.id) / "criu");
+      if (lazy.state == criu::LazyPagesOutcome::State::kFailed)
+        s.record.error = "lazy restore " + lazy.reason;
+    }
     s.pid = it == known->second.end() ? 0 : it->second.pid;
   }
   std::sort(out.begin(), out.end(),

@@ -24,6 +24,7 @@ std::string record_to_json(const InstanceRecord& r) {
             {"startedBy", r.started_by},
             {"fallbackReason", r.fallback_reason},
             {"restoreNote", r.restore_note},
+            {"paging", r.paging},
             {"error", r.error},
             {"created", r.created},
             {"readySeconds", r.ready_s}};
@@ -64,6 +65,7 @@ Result<InstanceRecord> record_from_json(std::string_view text, const std::string
   r.started_by = str("startedBy");
   r.fallback_reason = str("fallbackReason");
   r.restore_note = str("restoreNote");
+  r.paging = str("paging");
   r.error = str("error");
   r.created = str("created");
   if (auto it = j.find("readySeconds"); it != j.end() && it->is_number()) r.ready_s = it->get<double>();

@@ -25,6 +25,7 @@ struct InstanceRecord {
   std::string netns;         // netns name (own sandbox) or path (given)
   std::string host_veth;
   std::string started_by;       // "restore" or "cold" ("" until decided)
+  std::string paging;           // a restore's: "lazy" (pages served after resume) or "eager"
   std::string fallback_reason;  // why a requested restore became a cold start
   std::string restore_note;     // what could not be checked before the restore was attempted
   std::string error;            // why the instance failed (state failed)

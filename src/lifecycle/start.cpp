@@ -14,8 +14,10 @@
 #include "base/fault.h"
 #include "base/fs.h"
 #include "base/log.h"
+#include "criu/lazy_pages.h"
 #include "engine/app_log.h"
 #include "image/image.h"
+#include "image/pagemap.h"
 #include "rootfs/rootfs.h"
 #include "lifecycle/instance.h"
 #include "lifecycle/lock.h"
@@ -259,6 +261,55 @@ Seams default_seams(const Context& ctx) {
   return s;
 }
 
+Result<bool> restore_is_lazy(const Context& ctx, const LoadedImage& img, const std::string& paging) {
+  std::string p = paging.empty() ? img.spec.restore_paging : paging;
+  if (p.empty() || p == "auto") p = ctx.config.paging;
+  if (p == "lazy") return true;
+  if (p == "eager") return false;
+  if (p != "auto")
+    return Error(ErrorKind::kInvalidInput, "paging '" + p + "': expected lazy, eager or auto");
+  uint64_t memory = 0;
+  for (const auto& f : img.manifest.files)
+    if (f.path.rfind(std::string(image::kCheckpointDir) + "/pages-", 0) == 0) memory += f.size;
+  return memory >= ctx.config.lazy_min_bytes;
+}
+
+// A lazy restore's view of the checkpoint (the working set made eager) and its page server,
+// started before the restore so that CRIU finds it listening.
+Result<criu::LazyPages> prepare_lazy(const LoadedImage& img, const stdfs::path& dir,
+                                     const stdfs::path& criu_work, const StartOptions& opts,
+                                     oci::RestoreOptions& ro, StartTimings& t) {
+  Stopwatch sw;
+  image::WorkingSet ws;
+  // The trial that records the working set starts from none; a missing or unreadable file
+  // costs speed, never correctness.
+  if (opts.record_faults.empty()) {
+    auto text = fs::read_file(img.dir / image::kWorkingSetFile, 64 << 20);
+    if (text.ok()) {
+      auto parsed = image::parse_working_set(*text);
+      if (parsed.ok()) ws = std::move(parsed).value();
+      else log::warn("image " + img.name + ": " + parsed.error().message() + "; restoring without a working set");
+    }
+  }
+  PW_ASSIGN(image::LazyView view, image::make_lazy_view(ro.image_dir, criu_work / "lazy-images", ws));
+  if (view.working_set_stale)
+    log::debug("image " + img.name + ": its working set names pages the checkpoint has not as lazy");
+  t.runtime_phases["lazy_view_ms"] = sw.millis();
+  ro.image_dir = view.dir;
+  ro.lazy_pages = true;
+  criu::LazyPagesOptions lo;
+  lo.images_dir = view.dir;
+  lo.work_dir = criu_work;
+  if (opts.stdio_fd < 0) lo.app_log = dir / "app.log";
+  lo.record_faults = opts.record_faults;
+  Stopwatch sd;
+  auto pager = criu::LazyPages::start(lo);
+  t.runtime_phases["lazy_daemon_start_ms"] = sd.millis();
+  t.runtime_phases["lazy_pages"] = static_cast<double>(view.lazy_pages - view.working_set);
+  t.runtime_phases["working_set_pages"] = static_cast<double>(view.working_set);
+  return pager;
+}
+
 Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opts) {
   Stopwatch total;
   Laps lap;
@@ -319,6 +370,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   auto identity = seams_.identity(rec);
   pid_t pid = 0;
   bool restored = false;
+  std::optional<criu::LazyPages> pager;
   if (opts.mode == StartMode::kRestore && fallback.empty()) {
     auto restore = [&]() -> Result<oci::Restored> {
       PW_ASSIGN(stdfs::path root, rootfs->prepare(dir, RootfsPurpose::kRestore));
@@ -341,9 +393,23 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       ro.tcp_established = img.manifest.tcp_established;
       ro.huge_pages = ctx_.config.huge_pages;
       ro.stdio_fd = opts.stdio_fd >= 0 ? opts.stdio_fd : log.get();
+      PW_ASSIGN(bool lazy, restore_is_lazy(ctx_, img, opts.record_faults.empty() ? opts.paging : "lazy"));
+      if (lazy) {
+        PW_ASSIGN(criu::LazyPages lp, prepare_lazy(img, dir, criu_work, opts, ro, t));
+        pager.emplace(std::move(lp));
+        lap.to(t.prepare_ms);
+      }
+      rec.paging = lazy ? "lazy" : "eager";
       // The restored tasks are stopped here (direct CRIU): the app never sees the baked name.
-      ro.before_resume = [&](pid_t p) {
+      ro.before_resume = [&](pid_t p) -> Status {
         fault_point("run.before_resume");
+        // The supervisor holds the page server's userfaultfds from here on: if the server
+        // dies, the app waits instead of faulting in zeros, and is stopped.
+        if (pager) {
+          Stopwatch sa;
+          PW_TRY(pager->arm(p));
+          t.runtime_phases["lazy_arm_ms"] = sa.millis();
+        }
         Stopwatch sw;
         Status st = identity->apply(p);
         t.identity_ms += sw.millis();
@@ -356,6 +422,9 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
     };
     auto r = restore();
     if (r.ok()) {
+      // The instance owns its page server now; removal stops it.
+      if (pager) pager->detach();
+      pager.reset();
       fault_point("run.after_restore");
       pid = r->pid;
       restored = true;
@@ -363,6 +432,8 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
     } else {
       fallback = std::move(r).error().to_string();
       log::warn("restore of " + id + " failed, cold-starting instead: " + fallback);
+      pager.reset();
+      rec.paging.clear();
       // Back to "directory and record only": the runtime, the rootfs and a fresh sandbox (a
       // failed CRIU restore can leave its network lock, firewall rules dropping all traffic).
       PW_TRY(rt.remove(id));

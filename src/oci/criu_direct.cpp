@@ -118,23 +118,6 @@ Result<std::vector<StdioPipe>> stdio_pipe_keys(const stdfs::path& image_dir) {
   return keys;
 }
 
-// Field 22 of /proc/PID/stat (start time in clock ticks since boot): a pid with another start
-// time is another process.
-std::optional<unsigned long long> start_time(pid_t pid) {
-  auto text = fs::read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
-  if (!text.ok()) return std::nullopt;
-  auto close = text->rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::istringstream in(text->substr(close + 2));
-  std::string field;
-  // Fields 3.. follow the comm; start time is field 22.
-  for (int i = 3; i < 22 && in >> field; ++i) {
-  }
-  unsigned long long t = 0;
-  if (!(in >> t)) return std::nullopt;
-  return t;
-}
-
 bool is_mount_root(const stdfs::path& p) {
   struct statx stx{};
   if (::statx(AT_FDCWD, p.c_str(), 0, STATX_BASIC_STATS, &stx) != 0) return false;
@@ -196,24 +179,7 @@ Result<stdfs::path> image_view_without_network_lock(const stdfs::path& image_dir
   std::memcpy(inv.data() + 4, &size, 4);
 
   stdfs::path view = work_dir / "images";
-  PW_TRY(fs::remove_all(view));
-  PW_TRY(fs::make_dirs(view, 0700));
-  std::error_code ec;
-  // One resolution for all links (per file it costs ~40 readlinks).
-  const stdfs::path up = stdfs::relative(stdfs::absolute(image_dir), stdfs::absolute(view), ec);
-  if (ec || up.empty()) return Error::sys("relative path", ec ? ec.value() : EINVAL, image_dir.string());
-  for (const auto& e : stdfs::directory_iterator(image_dir, ec)) {
-    if (e.path().filename() == "inventory.img") continue;
-    // Relative symlinks: CRIU opens some images after it has moved into the restored mount
-    // namespace and root, where an absolute one would point into the container; a relative one
-    // resolves from the view's directory fd, which lies outside that root. Not hard links: a
-    // link changes the image file's ctime, and a changed ctime makes the next start re-hash
-    // the whole image (the verification stamp records it).
-    stdfs::path link = view / e.path().filename();
-    stdfs::create_symlink(up / e.path().filename(), link, ec);
-    if (ec) return Error::sys("symlink", ec.value(), link.string());
-  }
-  if (ec) return Error::sys("read directory", ec.value(), image_dir.string());
+  PW_TRY(fs::symlink_view(image_dir, view, {"inventory.img"}));
   PW_TRY(fs::write_file(view / "inventory.img", inv, 0600));
   return view;
 }
@@ -431,7 +397,7 @@ class CriuDirect final : public Runtime {
 
   static bool alive(const OwnState& s) {
     if (s.pid <= 0) return false;
-    auto t = start_time(s.pid);
+    auto t = process_start_time(s.pid);
     return t && *t == s.start_time;
   }
 
@@ -533,6 +499,7 @@ class CriuDirect final : public Runtime {
     req.root = root;
     req.tcp_established = o.tcp_established;
     req.huge_pages = o.huge_pages;
+    req.lazy_pages = o.lazy_pages;
     // The netns is the instance's own and new: nothing outside can reach it during the
     // restore, so no iptables lock and unlock.
     req.network_lock = criu::NetworkLock::kSkip;
@@ -622,7 +589,7 @@ class CriuDirect final : public Runtime {
     undo.pid = r->pid;
 
     const auto t_state = steady_clock::now();
-    auto started = start_time(r->pid);
+    auto started = process_start_time(r->pid);
     if (!started) return Error(ErrorKind::kRuntime, "restored init " + std::to_string(r->pid) + " is gone");
     st.pid = r->pid;
     st.start_time = *started;

@@ -90,6 +90,7 @@ class Runc final : public Runtime {
                                      "--image-path", o.image_dir.string(), "--work-path",
                                      o.work_dir.string()};
     if (o.tcp_established) args.push_back("--tcp-established");
+    if (o.lazy_pages) args.push_back("--lazy-pages");
     args.push_back(id);
     auto log = o.work_dir / "runc.log";
     PW_TRY(invoke_detached(args, log, o.stdio_fd, o.work_dir / "restore.log", "restore of " + id,

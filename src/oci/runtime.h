@@ -39,6 +39,9 @@ struct RestoreOptions {
   // is faster; the restored areas keep MADV_HUGEPAGE, so memory can grow by what the app left
   // untouched inside each huge page.
   bool huge_pages = false;
+  // Leave lazy-able pages to a `criu lazy-pages` daemon already listening in work_dir
+  // (criu/lazy_pages.h); image_dir is then a lazy view (image/pagemap.h).
+  bool lazy_pages = false;
   // The app's stdout and stderr (a pipe at checkpoint) become this fd (e.g. the log file).
   int stdio_fd = -1;
   // Called once the tasks are restored, before they run again, with the restored init's pid

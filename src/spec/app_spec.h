@@ -103,6 +103,8 @@ struct AppSpec {
   std::vector<WarmupStep> warmup;
   // How long to wait for open client connections to close before the checkpoint.
   Millis quiesce_timeout{2000};
+  // restore.paging: how restores get the app's memory ("lazy", "eager", "auto"; "" as auto).
+  std::string restore_paging;
 
   // command followed by args: what the container runs.
   std::vector<std::string> argv() const;

@@ -398,7 +398,7 @@ Result<AppSpec> parse_app(YamlReader& r, const YAML::Node& root) {
     return field_error("", "expected a mapping at the top level, got " + describe(root));
   PW_TRY(r.check_map(root, "",
                      {"name", "rootfs", "command", "args", "env", "workingDir", "files", "ports",
-                      "readinessProbe", "warmup", "quiesceTimeoutMilliseconds"}));
+                      "readinessProbe", "warmup", "quiesceTimeoutMilliseconds", "restore"}));
   AppSpec spec;
   PW_TRY(parse_name(r, root, spec));
   PW_ASSIGN(spec.rootfs, parse_rootfs(r, root["rootfs"]));
@@ -432,6 +432,18 @@ Result<AppSpec> parse_app(YamlReader& r, const YAML::Node& root) {
   PW_ASSIGN(auto quiesce,
             r.optional_int(root, "", "quiesceTimeoutMilliseconds", 0, kMaxDurationMs));
   if (quiesce) spec.quiesce_timeout = Millis(*quiesce);
+
+  const YAML::Node restore = root["restore"];
+  if (present(restore)) {
+    if (!restore.IsMap()) return field_error("restore", "expected a mapping, got " + describe(restore));
+    PW_TRY(r.check_map(restore, "restore", {"paging"}));
+    PW_ASSIGN(auto paging, r.optional_string(restore, "restore", "paging"));
+    if (paging) {
+      if (*paging != "auto" && *paging != "lazy" && *paging != "eager")
+        return field_error("restore.paging", "must be auto, lazy or eager, got " + quote(*paging));
+      spec.restore_paging = *paging;
+    }
+  }
   return spec;
 }
 

@@ -164,6 +164,11 @@ std::string to_yaml(const AppSpec& spec) {
   }
 
   put_int(out, "quiesceTimeoutMilliseconds", spec.quiesce_timeout.count());
+  if (!spec.restore_paging.empty()) {
+    out << YAML::Key << "restore" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "paging" << YAML::Value << spec.restore_paging;
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

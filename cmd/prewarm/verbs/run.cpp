@@ -1,4 +1,4 @@
-// prewarm run NAME [--count N] [--cold] [--json] [--foreground [--hostname H]]
+// prewarm run NAME [--count N] [--cold] [--paging P] [--json] [--foreground [--hostname H]]
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -15,12 +15,19 @@ void add_run(CLI::App& app, Globals& g) {
     int count = 1;
     bool cold = false, json = false, foreground = false;
     std::string hostname, outcome_file = k8s::InPodOptions{}.outcome_file;
+    std::string paging;
   };
   auto a = std::make_shared<Args>();
   auto* c = app.add_subcommand("run", "start instances of a baked image");
   c->add_option("name", a->image, "image name")->required();
   c->add_option("--count,-n", a->count, "number of instances, started concurrently");
   c->add_flag("--cold", a->cold, "cold-start instead of restoring");
+  c->add_option("--paging", a->paging,
+                "how a restore gets the app's memory: lazy (the working set before the app "
+                "resumes, the rest served on demand and copied in the background), eager (all of "
+                "it before), or auto (lazy for large checkpoints; default: the spec's "
+                "restore.paging, else PREWARM_PAGING, else auto)")
+      ->check(CLI::IsMember({"lazy", "eager", "auto"}));
   c->add_flag("--json", a->json, "print the started instances as JSON (with their timings)");
   c->add_flag("--foreground", a->foreground,
               "run one instance in this container's own network namespace and cgroup and stay "
@@ -45,6 +52,7 @@ void add_run(CLI::App& app, Globals& g) {
       o.hostname = a->hostname;
       o.cold = a->cold;
       o.outcome_file = a->outcome_file;
+      o.paging = a->paging;
       auto rc = k8s::run_in_pod(*ctx, o);
       if (!rc.ok()) return void(g.rc = fail(rc.error()));
       g.rc = *rc;
@@ -58,6 +66,7 @@ void add_run(CLI::App& app, Globals& g) {
     if (!img.ok()) return void(g.rc = fail(img.error()));
     lifecycle::StartOptions o;
     o.mode = a->cold ? lifecycle::StartMode::kCold : lifecycle::StartMode::kRestore;
+    o.paging = a->paging;
     auto results = lifecycle::Instances(*ctx).start_many(*img, a->count, o);
     nlohmann::json out = nlohmann::json::array();
     for (auto& s : results) {
@@ -75,14 +84,16 @@ void add_run(CLI::App& app, Globals& g) {
                        {"pid", s->pid},
                        {"startedBy", r.started_by},
                        {"runtime", r.runtime},
+                       {"paging", r.paging},
                        {"fallbackReason", r.fallback_reason},
                        {"restoreNote", r.restore_note},
                        {"readyMilliseconds", s->timings.total_ms},
                        {"timingsMilliseconds", s->timings.as_map()}});
         continue;
       }
-      std::printf("%-24s %-15s ready in %-9s %s\n", r.id.c_str(), r.ip.c_str(),
-                  fmt_ms(s->timings.total_ms).c_str(), r.started_by.c_str());
+      std::printf("%-24s %-15s ready in %-9s %s%s\n", r.id.c_str(), r.ip.c_str(),
+                  fmt_ms(s->timings.total_ms).c_str(), r.started_by.c_str(),
+                  r.paging == "lazy" ? " (lazy)" : "");
       if (!r.fallback_reason.empty())
         std::printf("  restore was not possible, cold-started instead: %s\n",
                     r.fallback_reason.c_str());
