@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "criu/criu.h"
 #include "engine/app_log.h"
+#include "image/pagemap.h"
 #include "images/images.h"
 #include "lifecycle/instance.h"
 #include "image/image.h"
@@ -95,6 +96,56 @@ Result<int> open_tcp_connections(pid_t pid) {
     }
   }
   return count;
+}
+
+// The trial: a lazy restore of the staged image that copies nothing in the background, whose
+// page faults, from resume through the readiness probe and the warm-up, are the working set.
+// Written to staged/working-set; a trial that cannot run leaves a note instead (lazy restores
+// still work without a working set, only slower).
+Status record_working_set(const Context& ctx, const spec::AppSpec& spec, const image::Manifest& m,
+                          const stdfs::path& staged, BakeResult& res) {
+  images::LoadedImage img;
+  img.name = spec.name;
+  img.dir = staged;
+  img.manifest = m;
+  img.spec = spec;
+  lifecycle::Instances instances(ctx);
+  lifecycle::StartOptions so;
+  so.mode = lifecycle::StartMode::kRestore;
+  so.id = spec.name + "-" + fs::random_hex(4);
+  so.hostname = spec.name;
+  const stdfs::path faults = ctx.instances_dir() / (so.id + ".faults");
+  so.record_faults = faults;
+  fs::RemoveOnExit faults_file(faults);
+  auto started = instances.start(img, so);
+  if (!started.ok()) {
+    res.working_set_note = "trial restore failed: " + started.error().to_string();
+    return {};
+  }
+  struct Remove {
+    lifecycle::Instances& instances;
+    std::string id;
+    ~Remove() {
+      if (Status s = instances.remove(id); !s.ok()) log::warn(s.error().to_string());
+    }
+  } remove{instances, started->record.id};
+  if (started->record.started_by != "restore") {
+    res.working_set_note = "trial restore failed: " + started->record.fallback_reason;
+    return {};
+  }
+  if (!spec.warmup.empty()) {
+    Status w = probe::run_warmup(spec.warmup, lifecycle::probe_target(ctx, started->record));
+    if (!w.ok()) {
+      res.working_set_note = "trial restore's warm-up failed: " + w.error().to_string();
+      return {};
+    }
+  }
+  PW_ASSIGN(std::string record, fs::read_file(faults, 256 << 20));
+  PW_ASSIGN(image::WorkingSet ws, image::working_set_from_faults(record));
+  res.working_set_pages = image::working_set_pages(ws);
+  auto pages = image::checkpoint_pages(staged / image::kCheckpointDir);
+  if (pages.ok()) res.lazy_pages = pages->second;
+  return fs::write_file(staged / image::kWorkingSetFile, image::format_working_set(ws), 0600);
 }
 
 Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const BakeOptions& opts) {
@@ -219,6 +270,13 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   if (auto v = ctx.runtime_named("runc")->version(); v.ok()) runc_v = *v;
   m.host = image::current_host_facts(criu_v, runc_v);
   m.tcp_established = res.tcp_established;
+  if (opts.working_set) {
+    ctx.say("[bake " + spec.name + "] learning the working set (trial lazy restore)");
+    PW_TRY(record_working_set(ctx, spec, m, staged, res));
+    if (!res.working_set_note.empty())
+      ctx.say("[bake " + spec.name + "] no working set recorded: " + res.working_set_note);
+    phase("working-set", sw);
+  }
   m.timings_s = res.timings_s;
   PW_TRY(image::seal(staged, m));
   // Baked here: this image may use the host directory its spec names as its base.
