@@ -250,6 +250,13 @@ std::string find_executable(const std::string& name) {
   return {};
 }
 
+bool process_is_zombie(pid_t pid) {
+  auto text = fs::read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
+  if (!text.ok()) return false;
+  auto close = text->rfind(") ");
+  return close != std::string::npos && close + 2 < text->size() && (*text)[close + 2] == 'Z';
+}
+
 std::optional<unsigned long long> process_start_time(pid_t pid) {
   auto text = fs::read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
   if (!text.ok()) return std::nullopt;

@@ -73,5 +73,7 @@ std::string find_executable(const std::string& name);
 // Field 22 of /proc/PID/stat (start time in clock ticks since boot), nullopt when there is no
 // such process: a pid with another start time is another process.
 std::optional<unsigned long long> process_start_time(pid_t pid);
+// Whether pid has exited and waits to be reaped (state Z in /proc/PID/stat).
+bool process_is_zombie(pid_t pid);
 
 }  // namespace prewarm

@@ -1,5 +1,5 @@
 // The lazy-pages supervisor: fork (twice, so it is nobody's child), the daemon exec'd below it,
-// pipes to the caller. Everything after the fork is a system call: the caller may have threads.
+// a socket to the caller. Everything after the fork is a system call: the caller may have threads.
 #include "criu/lazy_pages.h"
 
 #include <dirent.h>
@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -158,7 +159,7 @@ struct SupervisorArgs {
   char* const* envp = nullptr;
   const char* outcome_path = nullptr;
   const char* app_log = nullptr;
-  int ctl_r = -1, rep_w = -1, status_w = -1, devnull = -1;
+  int sock = -1, status_w = -1, devnull = -1;
 };
 
 // Closes every fd but the `keep` ones (sorted): the supervisor is a fork, not an exec, and
@@ -176,16 +177,18 @@ void close_all_but(const int* keep, int n) {
 
 [[noreturn]] void supervise(const SupervisorArgs& a) {
   {
-    int keep[4] = {a.ctl_r, a.rep_w, a.status_w, a.devnull};
-    for (int i = 0; i < 4; ++i)  // sort (tiny)
-      for (int j = i + 1; j < 4; ++j)
+    int keep[3] = {a.sock, a.status_w, a.devnull};
+    for (int i = 0; i < 3; ++i)  // sort (tiny)
+      for (int j = i + 1; j < 3; ++j)
         if (keep[j] < keep[i]) std::swap(keep[i], keep[j]);
-    close_all_but(keep, 4);
+    close_all_but(keep, 3);
   }
   ::setsid();
   ::prctl(PR_SET_NAME, "prewarm-lazy", 0, 0, 0);
   // Default dispositions: the caller's handlers mean nothing here.
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD}) ::signal(sig, SIG_DFL);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) ::signal(sig, SIG_DFL);
+  // A caller that went away must not take the supervisor (and the app's pages) with it.
+  ::signal(SIGPIPE, SIG_IGN);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -194,6 +197,7 @@ void close_all_but(const int* keep, int n) {
   if (daemon == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (::getppid() != self) ::_exit(127);
+    ::signal(SIGPIPE, SIG_DFL);
     ::dup2(a.devnull, 0);
     ::dup2(a.devnull, 1);
     ::dup2(a.devnull, 2);
@@ -204,7 +208,7 @@ void close_all_but(const int* keep, int n) {
   }
   ::close(a.status_w);
   Hello hello{self, daemon};
-  write_all(a.rep_w, reinterpret_cast<const char*>(&hello), sizeof hello);
+  write_all(a.sock, reinterpret_cast<const char*>(&hello), sizeof hello);
   if (daemon < 0) ::_exit(1);
 
   int daemon_pidfd = pidfd_open(daemon);
@@ -214,7 +218,7 @@ void close_all_but(const int* keep, int n) {
   bool armed = false;
   bool ctl_open = true;
   for (;;) {
-    struct pollfd p[2] = {{daemon_pidfd, POLLIN, 0}, {ctl_open ? a.ctl_r : -1, POLLIN, 0}};
+    struct pollfd p[2] = {{daemon_pidfd, POLLIN, 0}, {ctl_open ? a.sock : -1, POLLIN, 0}};
     int r = ::poll(p, 2, -1);
     if (r < 0) {
       if (errno == EINTR) continue;
@@ -222,11 +226,10 @@ void close_all_but(const int* keep, int n) {
     }
     if (p[1].revents) {
       ArmMsg m;
-      if (!read_full(a.ctl_r, &m, sizeof m)) {
+      if (!read_full(a.sock, &m, sizeof m)) {
         // The caller is gone. Before the arm that means its restore never finished: nothing
         // to serve. After it, the instance is on its own: keep serving.
         ctl_open = false;
-        ::close(a.ctl_r);
         if (!armed) {
           ::kill(daemon, SIGKILL);
           ::waitpid(daemon, nullptr, 0);
@@ -242,7 +245,7 @@ void close_all_but(const int* keep, int n) {
       }
       if (answer == 0) answer = -ENOENT;
       armed = answer > 0;
-      write_all(a.rep_w, reinterpret_cast<const char*>(&answer), sizeof answer);
+      write_all(a.sock, reinterpret_cast<const char*>(&answer), sizeof answer);
       continue;
     }
     if (p[0].revents) break;
@@ -310,7 +313,7 @@ struct LazyPages::Impl {
   pid_t supervisor = 0;
   pid_t daemon = 0;
   UniqueFd supervisor_pidfd;
-  UniqueFd ctl_w, rep_r;
+  UniqueFd sock;  // to the supervisor (a socket: a send to a gone peer is EPIPE, no signal)
   bool detached = false;
 };
 
@@ -330,8 +333,7 @@ pid_t LazyPages::supervisor_pid() const { return impl_->supervisor; }
 pid_t LazyPages::daemon_pid() const { return impl_->daemon; }
 void LazyPages::detach() {
   impl_->detached = true;
-  impl_->ctl_w.reset();
-  impl_->rep_r.reset();
+  impl_->sock.reset();
 }
 
 Result<LazyPages> LazyPages::start(const LazyPagesOptions& o) {
@@ -365,11 +367,10 @@ Result<LazyPages> LazyPages::start(const LazyPagesOptions& o) {
   const std::string outcome = (work / kLazyPagesOutcome).string();
   const std::string app_log = o.app_log.string();
 
-  int ctl[2], rep[2], st[2];
-  if (::pipe2(ctl, O_CLOEXEC) != 0) return Error::sys("pipe", errno);
-  UniqueFd ctl_r(ctl[0]), ctl_w(ctl[1]);
-  if (::pipe2(rep, O_CLOEXEC) != 0) return Error::sys("pipe", errno);
-  UniqueFd rep_r(rep[0]), rep_w(rep[1]);
+  int sp[2], st[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
+    return Error::sys("socketpair", errno);
+  UniqueFd ours(sp[0]), theirs(sp[1]);
   if (::pipe2(st, O_CLOEXEC) != 0) return Error::sys("pipe", errno);
   UniqueFd st_r(st[0]), st_w(st[1]);
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
@@ -381,8 +382,7 @@ Result<LazyPages> LazyPages::start(const LazyPagesOptions& o) {
   a.envp = envp.data();
   a.outcome_path = outcome.c_str();
   a.app_log = app_log.c_str();
-  a.ctl_r = ctl_r.get();
-  a.rep_w = rep_w.get();
+  a.sock = theirs.get();
   a.status_w = st_w.get();
   a.devnull = devnull.get();
 
@@ -391,8 +391,7 @@ Result<LazyPages> LazyPages::start(const LazyPagesOptions& o) {
   if (mid == 0) {
     // The supervisor's parent exits at once: it belongs to init (or the nearest subreaper),
     // never to a caller that might not reap it.
-    ::close(ctl_w.get());
-    ::close(rep_r.get());
+    ::close(ours.get());
     ::close(st_r.get());
     pid_t s = ::fork();
     if (s == 0) supervise(a);
@@ -401,17 +400,15 @@ Result<LazyPages> LazyPages::start(const LazyPagesOptions& o) {
   int mid_status = 0;
   while (::waitpid(mid, &mid_status, 0) < 0 && errno == EINTR) {
   }
-  ctl_r.reset();
-  rep_w.reset();
+  theirs.reset();
   st_w.reset();
 
   LazyPages out;
   out.impl_->work_dir = work;
-  out.impl_->ctl_w = std::move(ctl_w);
-  out.impl_->rep_r = std::move(rep_r);
+  out.impl_->sock = std::move(ours);
   Hello hello;
-  if (!wait_readable(out.impl_->rep_r.get(), o.start_timeout) ||
-      !read_full(out.impl_->rep_r.get(), &hello, sizeof hello) || hello.supervisor <= 0)
+  if (!wait_readable(out.impl_->sock.get(), o.start_timeout) ||
+      !read_full(out.impl_->sock.get(), &hello, sizeof hello) || hello.supervisor <= 0)
     return Error(ErrorKind::kRuntime, "lazy restore: the page server's supervisor did not start");
   out.impl_->supervisor = hello.supervisor;
   out.impl_->supervisor_pidfd.reset(pidfd_open(hello.supervisor));
@@ -435,14 +432,17 @@ Result<LazyPages> LazyPages::start(const LazyPagesOptions& o) {
 }
 
 Status LazyPages::arm(pid_t init) {
-  if (!impl_->ctl_w.valid()) return Error(ErrorKind::kInternal, "lazy restore: armed twice");
+  if (!impl_->sock.valid()) return Error(ErrorKind::kInternal, "lazy restore: armed twice");
   ArmMsg m{init};
-  if (::write(impl_->ctl_w.get(), &m, sizeof m) != static_cast<ssize_t>(sizeof m))
-    return Error::sys("lazy restore: tell the page server's supervisor", errno);
   int answer = 0;
-  if (!wait_readable(impl_->rep_r.get(), std::chrono::seconds(10)) ||
-      !read_full(impl_->rep_r.get(), &answer, sizeof answer))
+  const bool asked = ::send(impl_->sock.get(), &m, sizeof m, MSG_NOSIGNAL) ==
+                     static_cast<ssize_t>(sizeof m);
+  if (!asked || !wait_readable(impl_->sock.get(), std::chrono::seconds(10)) ||
+      !read_full(impl_->sock.get(), &answer, sizeof answer)) {
+    // Where the app resumed before this (runc), a small image may be copied already.
+    if (lazy_pages_outcome(impl_->work_dir).state == LazyPagesOutcome::State::kComplete) return {};
     return Error(ErrorKind::kRuntime, "lazy restore: the page server is gone" + log_lines(impl_->work_dir));
+  }
   if (answer == -ENOENT)
     return Error(ErrorKind::kRuntime,
                  "lazy restore: the page server holds no userfaultfd (no task sent one)" +

@@ -120,7 +120,7 @@ Result<std::vector<InstanceStatus>> Instances::list() {
     if (s.record.paging == "lazy" && s.record.error.empty()) {
       auto lazy = criu::lazy_pages_outcome(ctx_.instance_dir(s.record.id) / "criu");
       if (lazy.state == criu::LazyPagesOutcome::State::kFailed)
-        s.record.error = "lazy restore " + lazy.reason;
+        s.record.error = "lazy restore failed: " + lazy.reason;
     }
     s.pid = it == known->second.end() ? 0 : it->second.pid;
   }

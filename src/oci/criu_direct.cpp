@@ -266,7 +266,9 @@ class CriuDirect final : public Runtime {
     ContainerState out;
     out.id = id;
     out.bundle = s.bundle;
-    if (!alive(s)) {
+    // An exited init its parent has not reaped yet (a long-lived prewarm restored it) is
+    // stopped too.
+    if (!alive(s) || process_is_zombie(s.pid)) {
       out.status = "stopped";
       return out;
     }

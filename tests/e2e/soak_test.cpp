@@ -30,6 +30,7 @@ using Clock = std::chrono::steady_clock;
 // (PREWARM_SOAK_CYCLES, PREWARM_SOAK_SECONDS override them).
 constexpr long kCycles = 1000;
 constexpr long kBudgetSeconds = 540;
+constexpr long kLazyCycles = 200;  // PREWARM_SOAK_LAZY_CYCLES
 
 long env_long(const char* name, long fallback) {
   const char* v = std::getenv(name);
@@ -86,6 +87,22 @@ std::pair<size_t, uint64_t> files_and_bytes(const stdfs::path& dir) {
     bytes += static_cast<uint64_t>(st.st_blocks) * 512;
   }
   return {files, bytes};
+}
+
+// Open userfaultfds of every process on the host (lazy restores' page servers hold them).
+size_t count_userfaultfds() {
+  size_t n = 0;
+  std::error_code ec;
+  for (const auto& p : stdfs::directory_iterator("/proc", ec)) {
+    std::string pid = p.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::error_code ec2;
+    for (const auto& fd : stdfs::directory_iterator(p.path() / "fd", ec2)) {
+      std::error_code ec3;
+      if (stdfs::read_symlink(fd.path(), ec3).string() == "anon_inode:[userfaultfd]") ++n;
+    }
+  }
+  return n;
 }
 
 class SoakTest : public ::testing::Test {
@@ -157,15 +174,19 @@ class SoakTest : public ::testing::Test {
     c["runc containers"] = runc.ok() ? count_lines_with(*runc, {id_marker}) : 0;
     c["criu backend state"] = count_entries("/run/prewarm-criu", has_id);
     c["instance files"] = files_and_bytes(state_ / "instances").first;
+    c["userfaultfds (host-wide)"] = count_userfaultfds();
     auto [files, bytes] = files_and_bytes(state_);
     c["state dir files"] = files;
     c["state dir bytes"] = bytes;
     return c;
   }
 
-  // One run and its rm; the instance id, or "" after a failure (already reported).
-  std::string cycle() {
-    auto run = prewarm({"run", name_});
+  // One run (with extra arguments) and its rm; the instance id, or "" after a failure
+  // (already reported).
+  std::string cycle(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"run", name_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto run = prewarm(args);
     EXPECT_EQ(run.status, 0) << run.err;
     std::smatch m;
     static const std::regex id_re("(" + name_ + "-[0-9a-f]{8}) ");
@@ -179,47 +200,56 @@ class SoakTest : public ::testing::Test {
     return id;
   }
 
+  void run_soak(long want, const std::vector<std::string>& extra) {
+    auto bake = prewarm({"bake", PREWARM_EXAMPLE_TINY_SPEC, "--name", name_});
+    ASSERT_EQ(bake.status, 0) << bake.err;
+    // One cycle first: the bridge, the diff layer and the stamps it creates are meant to stay.
+    auto first_start = Clock::now();
+    ASSERT_NE(cycle(extra), "");
+    double first_s = std::chrono::duration<double>(Clock::now() - first_start).count();
+    auto before = counts();
+
+    const auto budget = std::chrono::seconds(env_long("PREWARM_SOAK_SECONDS", kBudgetSeconds));
+    std::cout << "soak" << (extra.empty() ? "" : " (" + extra.back() + ")") << ": first cycle " << first_s << " s; aiming at " << want << " cycles within "
+              << budget.count() << " s\n";
+    auto start = Clock::now();
+    long done = 0;
+    for (; done < want && Clock::now() - start < budget; ++done) {
+      if (cycle(extra).empty() || HasFailure()) break;
+      if ((done + 1) % 100 == 0)
+        std::cout << "soak: " << done + 1 << " cycles, "
+                  << std::chrono::duration<double>(Clock::now() - start).count() << " s\n"
+                  << std::flush;
+    }
+    double took = std::chrono::duration<double>(Clock::now() - start).count();
+    auto after = counts();
+
+    std::cout << "soak: " << done << " run/rm cycles in " << took << " s ("
+              << (done ? 1000 * took / done : 0) << " ms each)"
+              << (done < want ? " -- fewer than aimed at: the time budget ran out" : "") << "\n";
+    for (const auto& [what, n] : before)
+      std::cout << "soak: " << what << ": before " << n << ", after " << after[what] << "\n";
+    for (const auto& p : prewarm_processes()) std::cout << "soak: process " << p << "\n";
+    EXPECT_GE(done, std::min<long>(want, 10)) << "too few cycles to say anything";
+    for (const auto& [what, n] : before) {
+      if (what == "mounts (all)") continue;  // other tests on this host mount things too
+      EXPECT_EQ(after[what], n) << what << " changed over " << done << " cycles";
+    }
+  }
+
   std::string tag_, name_, bridge_;
   stdfs::path state_;
   std::vector<std::string> env_;
 };
 
 TEST_F(SoakTest, RunRmCyclesLeaveNothingBehind) {
-  auto bake = prewarm({"bake", PREWARM_EXAMPLE_TINY_SPEC, "--name", name_});
-  ASSERT_EQ(bake.status, 0) << bake.err;
-  // One cycle first: the bridge, the diff layer and the stamps it creates are meant to stay.
-  auto first_start = Clock::now();
-  ASSERT_NE(cycle(), "");
-  double first_s = std::chrono::duration<double>(Clock::now() - first_start).count();
-  auto before = counts();
+  run_soak(env_long("PREWARM_SOAK_CYCLES", kCycles), {});
+}
 
-  const long want = env_long("PREWARM_SOAK_CYCLES", kCycles);
-  const auto budget = std::chrono::seconds(env_long("PREWARM_SOAK_SECONDS", kBudgetSeconds));
-  std::cout << "soak: first cycle " << first_s << " s; aiming at " << want << " cycles within "
-            << budget.count() << " s\n";
-  auto start = Clock::now();
-  long done = 0;
-  for (; done < want && Clock::now() - start < budget; ++done) {
-    if (cycle().empty() || HasFailure()) break;
-    if ((done + 1) % 100 == 0)
-      std::cout << "soak: " << done + 1 << " cycles, "
-                << std::chrono::duration<double>(Clock::now() - start).count() << " s\n"
-                << std::flush;
-  }
-  double took = std::chrono::duration<double>(Clock::now() - start).count();
-  auto after = counts();
-
-  std::cout << "soak: " << done << " run/rm cycles in " << took << " s ("
-            << (done ? 1000 * took / done : 0) << " ms each)"
-            << (done < want ? " -- fewer than aimed at: the time budget ran out" : "") << "\n";
-  for (const auto& [what, n] : before)
-    std::cout << "soak: " << what << ": before " << n << ", after " << after[what] << "\n";
-  for (const auto& p : prewarm_processes()) std::cout << "soak: process " << p << "\n";
-  EXPECT_GE(done, std::min<long>(want, 10)) << "too few cycles to say anything";
-  for (const auto& [what, n] : before) {
-    if (what == "mounts (all)") continue;  // other tests on this host mount things too
-    EXPECT_EQ(after[what], n) << what << " changed over " << done << " cycles";
-  }
+// Lazy restores: each has a page server (CRIU's lazy-pages daemon under prewarm's supervisor)
+// holding userfaultfds; none may outlive its instance.
+TEST_F(SoakTest, LazyRestoreCyclesLeaveNoPageServerOrUserfaultfd) {
+  run_soak(env_long("PREWARM_SOAK_LAZY_CYCLES", kLazyCycles), {"--paging", "lazy"});
 }
 
 }  // namespace
