@@ -1,17 +1,19 @@
 #!/bin/sh
-# Assembles the tiny example's rootfs: a statically linked busybox with a few applets, the static
-# counter server, and the minimal /etc a container expects.
+# Assembles a busybox rootfs for the static C examples (tiny's counter server, heap): a statically
+# linked busybox with a few applets, the app's binary as /bin/<its file name>, and the minimal
+# /etc a container expects.
 #
-#   make-rootfs.sh OUT_DIR COUNTER_BINARY [BUSYBOX]
+#   make-rootfs.sh OUT_DIR APP_BINARY [BUSYBOX]
 #
 # Idempotent: the tree is built next to OUT_DIR under a temporary name and then swapped in, so
 # OUT_DIR is always either the previous complete rootfs or the new complete one.
 set -eu
 
-usage() { echo "usage: $0 OUT_DIR COUNTER_BINARY [BUSYBOX]" >&2; exit 2; }
+usage() { echo "usage: $0 OUT_DIR APP_BINARY [BUSYBOX]" >&2; exit 2; }
 [ $# -ge 2 ] && [ $# -le 3 ] || usage
 out=$1
-counter=$2
+app=$2
+app_name=$(basename -- "$app")
 busybox=${3:-/bin/busybox}
 
 die() { echo "make-rootfs.sh: $*" >&2; exit 1; }
@@ -32,11 +34,14 @@ check_static() {
   fi
 }
 check_static "$busybox" "install Debian's busybox-static"
-check_static "$counter" ""
+check_static "$app" ""
 
 # Applets linked into /bin (only those this busybox has).
 applets="sh cat echo ls sleep hostname wget true false mkdir rm ps
   env grep sed head tail wc touch cp mv ln kill id uname date test [ printf ip nc"
+for a in busybox $applets; do
+  [ "$app_name" != "$a" ] || die "$app: its name would replace /bin/$a; rename it"
+done
 
 parent=$(dirname -- "$out")
 name=$(basename -- "$out")
@@ -59,8 +64,8 @@ chmod 0700 "$tmp/root"
 
 cp -- "$busybox" "$tmp/bin/busybox"
 chmod 0755 "$tmp/bin/busybox"
-cp -- "$counter" "$tmp/bin/counter"
-chmod 0755 "$tmp/bin/counter"
+cp -- "$app" "$tmp/bin/$app_name"
+chmod 0755 "$tmp/bin/$app_name"
 
 available=$("$tmp/bin/busybox" --list)
 for a in $applets; do
