@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "engine/context.h"
@@ -36,5 +37,15 @@ struct StoreBenchOptions {
 // second bake, restore from the store (its decompressed copy, and rebuilt from the blobs) vs from
 // the raw CRIU files, push/pull throughput.
 Result<std::string> bench_store(const Context& ctx, const StoreBenchOptions& opts);
+
+struct LazyBenchOptions {
+  std::vector<std::filesystem::path> spec_files;  // e.g. a heap-size sweep, smallest first
+  int runs = 5;
+};
+
+// Per app: plain eager `runc restore` (baseline) vs prewarm eager vs prewarm lazy, to ready,
+// and a lazy restore's time until all memory is resident; ratios; and how lazy restore → ready
+// grows from the first app to the last.
+Result<std::string> bench_lazy(const Context& ctx, const LazyBenchOptions& opts);
 
 }  // namespace prewarm::bench

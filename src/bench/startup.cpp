@@ -40,11 +40,58 @@ json summary(const std::vector<double>& samples) {
   return {{"median_ms", median(samples)}, {"samples_ms", samples}};
 }
 
-struct BaselineSample {
-  double restore_ms = 0;  // runc restore
-  double probe_ms = 0;    // until ready
-  double total_ms = 0;
+// prewarm's own work in a start: everything but CRIU's restore proper (the backend's criu_ms
+// when it reports one, else its whole time) and the readiness probe.
+double own_ms(const StartTimings& t) {
+  auto it = t.runtime_phases.find("criu_ms");
+  double criu = it != t.runtime_phases.end() ? it->second : t.runtime_ms;
+  return t.total_ms - t.probe_ms - criu;
+}
+
+json breakdown(const std::vector<StartTimings>& ts) {
+  json out = json::object();
+  std::map<std::string, std::vector<double>> cols;
+  for (const auto& t : ts) {
+    for (const auto& [k, v] : t.as_map()) cols[k].push_back(v);
+    cols["prewarm_own_ms"].push_back(own_ms(t));
+  }
+  for (auto& [k, v] : cols) out[k] = median(v);
+  return out;
+}
+
+// K starts at once; returns {wall time until all ready, each one's time}.
+template <class F>
+Result<std::pair<double, std::vector<double>>> concurrent_round(int k, F start_one) {
+  Stopwatch sw;
+  std::vector<std::future<Result<double>>> futs;
+  for (int i = 0; i < k; ++i) futs.push_back(std::async(std::launch::async, start_one));
+  std::vector<double> each;
+  std::optional<Error> first_error;
+  for (auto& f : futs) {
+    auto r = f.get();
+    if (r.ok()) each.push_back(*r);
+    else if (!first_error) first_error = std::move(r).error();
+  }
+  if (first_error) return *first_error;
+  return std::make_pair(sw.millis(), each);
+}
+
+// One kind of start the benchmark measures.
+struct Kind {
+  std::string name;      // "baseline" or a runtime name
+  Context ctx;           // for a runtime: the context with that restore backend
+  std::vector<double> single;
+  std::vector<StartTimings> timings;
+  std::vector<double> all_ready, each;  // concurrent rounds
 };
+
+Result<double> start_and_remove(const Context& ctx, const std::string& image, StartTimings* out) {
+  PW_ASSIGN(Started s, timed_start(ctx, image, StartMode::kRestore));
+  if (out) *out = s.timings;
+  return s.timings.total_ms;
+}
+
+}  // namespace
 
 // A plain `runc restore` of the image's checkpoint: everything it needs (network namespace,
 // overlay with the rootfs diff, bundle, log file) is prepared outside the timed part, through
@@ -124,59 +171,6 @@ Result<BaselineSample> baseline_sample(const Context& ctx, const images::LoadedI
   PW_TRY(b.prepare());
   return b.run();
 }
-
-// prewarm's own work in a start: everything but CRIU's restore proper (the backend's criu_ms
-// when it reports one, else its whole time) and the readiness probe.
-double own_ms(const StartTimings& t) {
-  auto it = t.runtime_phases.find("criu_ms");
-  double criu = it != t.runtime_phases.end() ? it->second : t.runtime_ms;
-  return t.total_ms - t.probe_ms - criu;
-}
-
-json breakdown(const std::vector<StartTimings>& ts) {
-  json out = json::object();
-  std::map<std::string, std::vector<double>> cols;
-  for (const auto& t : ts) {
-    for (const auto& [k, v] : t.as_map()) cols[k].push_back(v);
-    cols["prewarm_own_ms"].push_back(own_ms(t));
-  }
-  for (auto& [k, v] : cols) out[k] = median(v);
-  return out;
-}
-
-// K starts at once; returns {wall time until all ready, each one's time}.
-template <class F>
-Result<std::pair<double, std::vector<double>>> concurrent_round(int k, F start_one) {
-  Stopwatch sw;
-  std::vector<std::future<Result<double>>> futs;
-  for (int i = 0; i < k; ++i) futs.push_back(std::async(std::launch::async, start_one));
-  std::vector<double> each;
-  std::optional<Error> first_error;
-  for (auto& f : futs) {
-    auto r = f.get();
-    if (r.ok()) each.push_back(*r);
-    else if (!first_error) first_error = std::move(r).error();
-  }
-  if (first_error) return *first_error;
-  return std::make_pair(sw.millis(), each);
-}
-
-// One kind of start the benchmark measures.
-struct Kind {
-  std::string name;      // "baseline" or a runtime name
-  Context ctx;           // for a runtime: the context with that restore backend
-  std::vector<double> single;
-  std::vector<StartTimings> timings;
-  std::vector<double> all_ready, each;  // concurrent rounds
-};
-
-Result<double> start_and_remove(const Context& ctx, const std::string& image, StartTimings* out) {
-  PW_ASSIGN(Started s, timed_start(ctx, image, StartMode::kRestore));
-  if (out) *out = s.timings;
-  return s.timings.total_ms;
-}
-
-}  // namespace
 
 double median(std::vector<double> v) {
   if (v.empty()) return 0;

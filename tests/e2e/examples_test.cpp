@@ -63,19 +63,26 @@ class ExamplesTest : public ::testing::Test {
   RunResult prewarm(const std::vector<std::string>& args) { return run_prewarm(args, env_); }
   static int code(const RunResult& r) { return WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1; }
 
-  // Bakes `spec` as name_, then starts one instance from it; its IP, or "" after a failure.
-  std::string bake_and_restore(const std::string& spec) {
+  // Bakes `spec` as name_; false after a failure.
+  bool bake(const std::string& spec) {
     auto bake = prewarm({"bake", spec, "--name", name_});
     EXPECT_EQ(code(bake), 0) << bake.out << bake.err;
-    if (code(bake) != 0) return {};
+    if (code(bake) != 0) return false;
     baked_ = true;
-    auto run = prewarm({"run", name_, "--json"});
+    return true;
+  }
+
+  // Starts one instance of name_, restored with `paging` (lazy or eager); its IP, or "" after
+  // a failure.
+  std::string restore(const std::string& paging) {
+    auto run = prewarm({"run", name_, "--paging", paging, "--json"});
     EXPECT_EQ(code(run), 0) << run.err;
     if (code(run) != 0) return {};
     auto started = json::parse(run.out);
     EXPECT_EQ(started.size(), 1u) << run.out;
     if (started.size() != 1) return {};
     EXPECT_EQ(started[0]["startedBy"], "restore") << run.out;
+    EXPECT_EQ(started[0]["paging"], paging) << run.out;
     return started[0]["ip"].get<std::string>();
   }
 
@@ -100,25 +107,31 @@ std::string expected_heap_sum(size_t mb) {
   return buf;
 }
 
+// Eager and lazy restores (the lazy one's pages come through userfaultfd: on demand for what
+// /check reads before the background copy gets there), each checked over every page.
 TEST_F(ExamplesTest, HeapRestoresEveryPageAndTheCount) {
   constexpr size_t kMb = 64;
   name_ = "heap-" + tag_;
   const std::string spec = PREWARM_EXAMPLE_HEAP_SPEC_DIR "/heap-" + std::to_string(kMb) + ".yaml";
-  std::string ip = bake_and_restore(spec);
-  ASSERT_FALSE(ip.empty());
+  ASSERT_TRUE(bake(spec));
+  for (const char* paging : {"eager", "lazy"}) {
+    SCOPED_TRACE(paging);
+    std::string ip = restore(paging);
+    ASSERT_FALSE(ip.empty());
 
-  auto check = probe::http_get(ip, 8080, "/check", {}, std::chrono::seconds(30));
-  ASSERT_TRUE(check.ok()) << check.error().to_string();
-  EXPECT_EQ(check->status, 200) << check->body;
-  EXPECT_EQ(check->body, "heap=64 sum=" + expected_heap_sum(kMb) + " ok\n");
+    auto check = probe::http_get(ip, 8080, "/check", {}, std::chrono::seconds(30));
+    ASSERT_TRUE(check.ok()) << check.error().to_string();
+    EXPECT_EQ(check->status, 200) << check->body;
+    EXPECT_EQ(check->body, "heap=64 sum=" + expected_heap_sum(kMb) + " ok\n");
 
-  // Three counted requests at warm-up; /check does not count.
-  auto first = probe::http_get(ip, 8080, "/", {}, std::chrono::seconds(5));
-  ASSERT_TRUE(first.ok()) << first.error().to_string();
-  EXPECT_EQ(first->body.find("count=4 "), 0u) << first->body;
-  auto second = probe::http_get(ip, 8080, "/", {}, std::chrono::seconds(5));
-  ASSERT_TRUE(second.ok()) << second.error().to_string();
-  EXPECT_EQ(second->body.find("count=5 "), 0u) << second->body;
+    // Three counted requests at warm-up; /check does not count.
+    auto first = probe::http_get(ip, 8080, "/", {}, std::chrono::seconds(5));
+    ASSERT_TRUE(first.ok()) << first.error().to_string();
+    EXPECT_EQ(first->body.find("count=4 "), 0u) << first->body;
+    auto second = probe::http_get(ip, 8080, "/", {}, std::chrono::seconds(5));
+    ASSERT_TRUE(second.ok()) << second.error().to_string();
+    EXPECT_EQ(second->body.find("count=5 "), 0u) << second->body;
+  }
 }
 
 // A RESP client for one command at a time: enough for DBSIZE, GET, STRLEN and CONFIG GET.
@@ -182,18 +195,22 @@ class Resp {
 TEST_F(ExamplesTest, RedisRestoresItsKeysAndTheSentinel) {
   name_ = "redis-" + tag_;
   // The first run builds the Debian base (a minute or two); later runs reuse the cached one.
-  std::string ip = bake_and_restore(PREWARM_EXAMPLE_REDIS_TEST_SPEC);
-  ASSERT_FALSE(ip.empty());
+  ASSERT_TRUE(bake(PREWARM_EXAMPLE_REDIS_TEST_SPEC));
+  for (const char* paging : {"eager", "lazy"}) {
+    SCOPED_TRACE(paging);
+    std::string ip = restore(paging);
+    ASSERT_FALSE(ip.empty());
 
-  Resp redis(ip, 6379);
-  ASSERT_TRUE(redis.connected()) << "connect to " << ip << ":6379";
-  EXPECT_EQ(redis.call({"DBSIZE"}), ":20001\r\n");  // DEBUG POPULATE's 20000 and the sentinel
-  EXPECT_EQ(redis.call({"GET", "prewarm:sentinel"}), "$5\r\nbaked\r\n");
-  EXPECT_EQ(redis.call({"STRLEN", "key:19999"}), ":100\r\n");
-  EXPECT_EQ(redis.call({"CONFIG", "GET", "save"}), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
-  // Writable after the restore too.
-  EXPECT_EQ(redis.call({"INCR", "prewarm:restored"}), ":1\r\n");
-  EXPECT_EQ(redis.call({"DBSIZE"}), ":20002\r\n");
+    Resp redis(ip, 6379);
+    ASSERT_TRUE(redis.connected()) << "connect to " << ip << ":6379";
+    EXPECT_EQ(redis.call({"DBSIZE"}), ":20001\r\n");  // DEBUG POPULATE's 20000 and the sentinel
+    EXPECT_EQ(redis.call({"GET", "prewarm:sentinel"}), "$5\r\nbaked\r\n");
+    EXPECT_EQ(redis.call({"STRLEN", "key:19999"}), ":100\r\n");
+    EXPECT_EQ(redis.call({"CONFIG", "GET", "save"}), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
+    // Writable after the restore too.
+    EXPECT_EQ(redis.call({"INCR", "prewarm:restored"}), ":1\r\n");
+    EXPECT_EQ(redis.call({"DBSIZE"}), ":20002\r\n");
+  }
 }
 
 }  // namespace

@@ -336,6 +336,19 @@ TEST_F(EngineTest, PythonServiceRestoresWarmWithItsModel) {
   // 20 warm-up predictions were made before the checkpoint; the model is already fitted.
   EXPECT_NE(r->body.find("\"count\": 21"), std::string::npos) << r->body;
   EXPECT_NE(r->body.find("\"hostname\": \"" + s->record.id + "\""), std::string::npos) << r->body;
+
+  // Lazily: the working set learnt at bake first, the rest on demand; the same answers.
+  EXPECT_GT(baked->working_set_pages, 0u) << baked->working_set_note;
+  lifecycle::StartOptions lazy;
+  lazy.paging = "lazy";
+  auto l = lifecycle::Instances(ctx_).start(*img, lazy);
+  ASSERT_TRUE(l.ok()) << l.error().to_string();
+  EXPECT_EQ(l->record.started_by, "restore") << l->record.fallback_reason;
+  EXPECT_EQ(l->record.paging, "lazy");
+  auto lr = probe::http_get(l->record.ip, 8080, "/predict", {}, std::chrono::seconds(5));
+  ASSERT_TRUE(lr.ok()) << lr.error().message();
+  EXPECT_NE(lr->body.find("\"count\": 21"), std::string::npos) << lr->body;
+  EXPECT_NE(lr->body.find("\"hostname\": \"" + l->record.id + "\""), std::string::npos) << lr->body;
 }
 
 }  // namespace

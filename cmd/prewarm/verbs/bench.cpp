@@ -1,4 +1,4 @@
-// prewarm bench startup|store SPEC.yaml ...
+// prewarm bench startup|store|lazy SPEC.yaml ...
 #include <cstdio>
 
 #include "bench/bench.h"
@@ -23,6 +23,19 @@ void add_bench(CLI::App& app, Globals& g) {
     auto ctx = open_context(g, false, Recover::kYes);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     auto r = bench::bench_startup(*ctx, *bo);
+    if (!r.ok()) return void(g.rc = fail(r.error()));
+    std::printf("%s\n", r->c_str());
+  });
+  auto lbo = std::make_shared<bench::LazyBenchOptions>();
+  auto* lazy = bench->add_subcommand(
+      "lazy", "lazy vs eager restore vs plain runc restore, per app (e.g. a heap-size sweep)");
+  lazy->add_option("specs", lbo->spec_files, "AppSpec YAML files, smallest first")->required();
+  lazy->add_option("--runs", lbo->runs, "samples of each kind (default 5)");
+  lazy->add_flag("--json", *as_json, "print JSON (the only format)");
+  lazy->callback([&g, lbo] {
+    auto ctx = open_context(g, false, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    auto r = bench::bench_lazy(*ctx, *lbo);
     if (!r.ok()) return void(g.rc = fail(r.error()));
     std::printf("%s\n", r->c_str());
   });
