@@ -6,6 +6,7 @@
 
 #include "base/log.h"
 #include "cli.h"
+#include "images/load.h"
 #include "k8s/oci_runtime.h"
 
 int main(int argc, char** argv) {
@@ -18,6 +19,9 @@ int main(int argc, char** argv) {
     return k8s::runtime_main(std::vector<std::string>(argv + 1, argv + argc));
   if (argc > 1 && std::string(argv[1]) == "runtime")
     return k8s::runtime_main(std::vector<std::string>(argv + 2, argv + argc));
+  // A lazy restore's page server (started by the restore's supervisor, not by users).
+  if (argc > 1 && std::string(argv[1]) == "page-server")
+    return images::page_server_main(std::vector<std::string>(argv + 2, argv + argc));
   CLI::App app{"prewarm: start slow containerized apps in milliseconds by restoring a warm "
                "checkpoint"};
   app.require_subcommand(1);

@@ -45,7 +45,9 @@ struct Sample {
 Result<Sample> prewarm_sample(const Context& ctx, const std::string& name, const std::string& paging) {
   const long long t0 = monotonic_ns();
   Stopwatch sw;
-  PW_ASSIGN(images::LoadedImage img, images::load_image(ctx, name));
+  images::LoadOptions lo;
+  lo.paging = paging;
+  PW_ASSIGN(images::LoadedImage img, images::load_image(ctx, name, lo));
   lifecycle::StartOptions o;
   o.paging = paging;
   PW_ASSIGN(lifecycle::Started s, lifecycle::Instances(ctx).start(img, o));

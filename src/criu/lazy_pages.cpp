@@ -157,6 +157,9 @@ struct SupervisorArgs {
   const char* criu = nullptr;
   char* const* argv = nullptr;
   char* const* envp = nullptr;
+  const char* server = nullptr;  // the page server program, or null
+  char* const* server_argv = nullptr;
+  const char* server_log = nullptr;  // its stderr
   const char* outcome_path = nullptr;
   const char* app_log = nullptr;
   int sock = -1, status_w = -1, devnull = -1;
@@ -182,6 +185,8 @@ void close_all_but(const int* keep, int n) {
       for (int j = i + 1; j < 3; ++j)
         if (keep[j] < keep[i]) std::swap(keep[i], keep[j]);
     close_all_but(keep, 3);
+    for (int fd = 0; fd < 3; ++fd)
+      if (fd != a.devnull) ::dup2(a.devnull, fd);
   }
   ::setsid();
   ::prctl(PR_SET_NAME, "prewarm-lazy", 0, 0, 0);
@@ -193,20 +198,45 @@ void close_all_but(const int* keep, int n) {
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   const pid_t self = ::getpid();
+  // The page server's end is fd 3 in it; the daemon's is fd 4 (its --ps-socket).
+  int ps[2] = {-1, -1};
+  pid_t server = 0;
+  if (a.server && ::socketpair(AF_UNIX, SOCK_STREAM, 0, ps) == 0) {
+    server = ::fork();
+    if (server == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+      if (::getppid() != self) ::_exit(127);
+      ::signal(SIGPIPE, SIG_DFL);
+      // Out of the way of the numbers dup2 fills below.
+      const int sock = ::fcntl(ps[1], F_DUPFD, 10);
+      const int log = a.server_log ? ::open(a.server_log, O_WRONLY | O_CREAT | O_APPEND, 0600) : -1;
+      if (log >= 0) ::dup2(log, 2);
+      if (sock < 0 || ::dup2(sock, 3) < 0) ::_exit(127);
+      ::syscall(SYS_close_range, 4, ~0U, 0);
+      ::execve(a.server, a.server_argv, a.envp);
+      ::_exit(127);
+    }
+    ::close(ps[1]);
+  }
   pid_t daemon = ::fork();
   if (daemon == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (::getppid() != self) ::_exit(127);
     ::signal(SIGPIPE, SIG_DFL);
-    ::dup2(a.devnull, 0);
-    ::dup2(a.devnull, 1);
-    ::dup2(a.devnull, 2);
-    if (::dup2(a.status_w, 3) < 0) ::_exit(127);
-    ::syscall(SYS_close_range, 4, ~0U, 0);
+    const int status_fd = ::fcntl(a.status_w, F_DUPFD, 10);
+    const int sock = ps[0] >= 0 ? ::fcntl(ps[0], F_DUPFD, 10) : -1;
+    if (status_fd < 0 || ::dup2(status_fd, 3) < 0) ::_exit(127);
+    if (sock >= 0 && ::dup2(sock, 4) < 0) ::_exit(127);
+    ::syscall(SYS_close_range, ps[0] >= 0 ? 5 : 4, ~0U, 0);
     ::execve(a.criu, a.argv, a.envp);
     ::_exit(127);
   }
   ::close(a.status_w);
+  if (ps[0] >= 0) ::close(ps[0]);
+  if (a.server && server <= 0) {
+    // No page server: the daemon cannot serve anything.
+    if (daemon > 0) ::kill(daemon, SIGKILL);
+  }
   Hello hello{self, daemon};
   write_all(a.sock, reinterpret_cast<const char*>(&hello), sizeof hello);
   if (daemon < 0) ::_exit(1);
@@ -289,6 +319,11 @@ void close_all_but(const int* keep, int n) {
     }
   }
   for (int i = 0; i < nuffd; ++i) ::close(uffds[i]);
+  if (server > 0) {
+    // The daemon said goodbye to it (it exits then); reap it, or end it.
+    ::kill(server, SIGKILL);
+    ::waitpid(server, nullptr, 0);
+  }
   ::_exit(WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1);
 }
 
@@ -303,6 +338,9 @@ bool wait_readable(int fd, milliseconds timeout) {
 
 std::string log_lines(const stdfs::path& work_dir) {
   std::string tail = relevant_log_tail(work_dir / kLazyPagesLog);
+  auto server = fs::read_file(work_dir / kPageServerLog, 8192);
+  if (server.ok() && !server->empty()) tail += (tail.empty() ? "" : "\n") + *server;
+  while (!tail.empty() && tail.back() == '\n') tail.pop_back();
   return tail.empty() ? "" : "\n" + tail;
 }
 
@@ -354,6 +392,15 @@ Result<LazyPages> LazyPages::start(const LazyPagesOptions& o) {
                                    "-v2",
                                    "--status-fd",
                                    "3"};
+  if (!o.page_server_argv.empty()) {
+    args.push_back("--page-server");
+    args.push_back("--ps-socket");
+    args.push_back("4");
+  }
+  std::vector<std::string> server_args = o.page_server_argv;
+  std::vector<char*> server_argv;
+  for (auto& s : server_args) server_argv.push_back(s.data());
+  server_argv.push_back(nullptr);
   std::vector<std::string> env;
   for (char** e = environ; e && *e; ++e)
     if (std::strncmp(*e, kRecordEnv, std::strlen(kRecordEnv)) != 0) env.emplace_back(*e);
@@ -380,6 +427,12 @@ Result<LazyPages> LazyPages::start(const LazyPagesOptions& o) {
   a.criu = criu.c_str();
   a.argv = argv.data();
   a.envp = envp.data();
+  const std::string server_log = (work / kPageServerLog).string();
+  if (!server_args.empty()) {
+    a.server = server_args[0].c_str();
+    a.server_argv = server_argv.data();
+    a.server_log = server_log.c_str();
+  }
   a.outcome_path = outcome.c_str();
   a.app_log = app_log.c_str();
   a.sock = theirs.get();

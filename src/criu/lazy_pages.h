@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 
@@ -34,10 +35,16 @@ struct LazyPagesOptions {
   // Non-empty: the bake's trial. The daemon serves faults only (nothing in the background) and
   // records each one here ("<pid> <hex address>").
   std::filesystem::path record_faults;
+  // Non-empty: the daemon gets its pages from this program instead of the images' pages files
+  // (CRIU's page-server protocol on fd 3 of the program; criu/page_server.h), e.g. prewarm
+  // serving them straight from the store. It runs under the supervisor beside the daemon; if it
+  // fails, the daemon does, and the instance is stopped.
+  std::vector<std::string> page_server_argv;
   std::chrono::milliseconds start_timeout = std::chrono::seconds(10);
 };
 
 inline constexpr const char* kLazyPagesLog = "lazy-pages.log";
+inline constexpr const char* kPageServerLog = "page-server.log";  // its stderr
 inline constexpr const char* kLazyPagesPidFile = "lazy-pages.pid";
 // "complete <CLOCK_MONOTONIC ns>" or "failed: <why>"; absent while pages are still copied.
 inline constexpr const char* kLazyPagesOutcome = "lazy-pages.outcome";

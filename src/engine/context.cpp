@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "base/fs.h"
+#include "base/subprocess.h"
 #include "oci/criu_direct.h"
 
 namespace prewarm::engine {
@@ -45,6 +46,12 @@ Config config_from_env() {
   c.registry_password = env_or("PREWARM_REGISTRY_PASSWORD", "");
   c.huge_pages = env_or("PREWARM_HUGE_PAGES", "0") == "1";
   c.paging = env_or("PREWARM_PAGING", c.paging);
+  c.prewarm_binary = env_or("PREWARM_BINARY", "");
+  if (c.prewarm_binary.empty()) {
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    c.prewarm_binary = !ec && self.filename() == "prewarm" ? self.string() : find_executable("prewarm");
+  }
   const std::string lazy_min = env_or("PREWARM_LAZY_MIN_MB", "");
   if (!lazy_min.empty() && lazy_min.find_first_not_of("0123456789") == std::string::npos &&
       lazy_min.size() < 9)

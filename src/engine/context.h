@@ -43,6 +43,10 @@ struct Config {
   std::string paging = "auto";
   // PREWARM_LAZY_MIN_MB.
   uint64_t lazy_min_bytes = 256ull << 20;
+  // The prewarm executable, for what runs it again (a lazy restore's page server):
+  // PREWARM_BINARY, else this process's own executable when it is prewarm, else `prewarm` on
+  // PATH.
+  std::string prewarm_binary;
 };
 
 // Config from the environment (PREWARM_* variables); the fields' comments name them.

@@ -113,9 +113,25 @@ Status check_self_contained(const LoadedImage& img) {
 
 }  // namespace
 
+// lazy_copy.cpp: the image as a lazy copy, when it has no unpacked copy here and a restore
+// with `paging` would be lazy; nullopt otherwise.
+Result<std::optional<LoadedImage>> open_lazy_copy(const Context& ctx, const std::string& name,
+                                                  const std::string& paging);
+
 Result<LoadedImage> load_image(const Context& ctx, const std::string& name,
                                const LoadOptions& options) {
   PW_TRY(spec::check_name(name, "image name"));
+  if (options.paging) {
+    PW_ASSIGN(std::optional<LoadedImage> lazy, open_lazy_copy(ctx, name, *options.paging));
+    if (lazy) {
+      auto mounts = image::foreign_mounts(lazy->dir);
+      if (!mounts.ok()) return std::move(mounts).error().with_context("image " + name);
+      lazy->foreign_mounts = std::move(mounts).value();
+      PW_TRY(check_self_contained(*lazy));
+      if (options.need_base) PW_TRY(resolve_base(ctx, *lazy));
+      return std::move(*lazy);
+    }
+  }
   LoadedImage img;
   img.name = name;
   img.dir = ctx.image_dir(name);

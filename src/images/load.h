@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,13 +24,33 @@ struct LoadedImage {
   // For an image imported from a foreign archive: the bind mounts (and others) its container
   // had, re-created per instance.
   std::vector<image::ForeignMount> foreign_mounts;
+  // Set (to store_digest) when `dir` is a lazy copy: every file of the image, except that its
+  // pages files hold only the pages a lazy restore copies before the app resumes (the working
+  // set, and what CRIU never serves lazily). The rest is served straight from the store's
+  // chunks (page_server_main), so this image can only be restored lazily.
+  std::string pages_from_store;
 };
 
 struct LoadOptions {
   // Make sure the base rootfs is on this host. Off for a pod's container, whose runtime
   // prepared the root from the container image itself.
   bool need_base = true;
+  // The paging the start asks for ("" as lifecycle::StartOptions::paging). When the image has
+  // no unpacked copy here and its restore will be lazy, a lazy copy is made instead of
+  // unpacking the whole image: the first restore on a node does not wait for all its memory.
+  std::optional<std::string> paging;
 };
+
+// Whether a restore of an image with this manifest and spec is lazy, for the requested paging
+// ("" : the spec's restore.paging, then the context's default; "auto": checkpoints with at
+// least Config::lazy_min_bytes of memory).
+Result<bool> restore_is_lazy(const engine::Context& ctx, const image::Manifest& manifest,
+                             const spec::AppSpec& spec, const std::string& paging);
+
+// `prewarm page-server STORE_DIR MANIFEST_DIGEST`: serves a lazy restore's pages on fd 3 (CRIU's
+// page-server protocol, for `criu lazy-pages --page-server`) straight from the store's chunks.
+// Exit status 0 when the daemon closed the session, 1 on any failure (reported on stderr).
+int page_server_main(const std::vector<std::string>& args);
 
 // Opens and verifies images/NAME (unpacking it from the store when needed), and makes sure the
 // rootfs it needs is on this host (rebuilding a tarball or debootstrap base from its recipe).

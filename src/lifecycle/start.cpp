@@ -18,6 +18,7 @@
 #include "engine/app_log.h"
 #include "image/image.h"
 #include "image/pagemap.h"
+#include "images/images.h"
 #include "rootfs/rootfs.h"
 #include "lifecycle/instance.h"
 #include "lifecycle/lock.h"
@@ -262,21 +263,14 @@ Seams default_seams(const Context& ctx) {
 }
 
 Result<bool> restore_is_lazy(const Context& ctx, const LoadedImage& img, const std::string& paging) {
-  std::string p = paging.empty() ? img.spec.restore_paging : paging;
-  if (p.empty() || p == "auto") p = ctx.config.paging;
-  if (p == "lazy") return true;
-  if (p == "eager") return false;
-  if (p != "auto")
-    return Error(ErrorKind::kInvalidInput, "paging '" + p + "': expected lazy, eager or auto");
-  uint64_t memory = 0;
-  for (const auto& f : img.manifest.files)
-    if (f.path.rfind(std::string(image::kCheckpointDir) + "/pages-", 0) == 0) memory += f.size;
-  return memory >= ctx.config.lazy_min_bytes;
+  // A lazy copy has only the eager pages: it restores lazily or not at all.
+  if (!img.pages_from_store.empty()) return true;
+  return images::restore_is_lazy(ctx, img.manifest, img.spec, paging);
 }
 
 // A lazy restore's view of the checkpoint (the working set made eager) and its page server,
 // started before the restore so that CRIU finds it listening.
-Result<criu::LazyPages> prepare_lazy(const LoadedImage& img, const stdfs::path& dir,
+Result<criu::LazyPages> prepare_lazy(const Context& ctx, const LoadedImage& img, const stdfs::path& dir,
                                      const stdfs::path& criu_work, const StartOptions& opts,
                                      oci::RestoreOptions& ro, StartTimings& t) {
   Stopwatch sw;
@@ -302,6 +296,15 @@ Result<criu::LazyPages> prepare_lazy(const LoadedImage& img, const stdfs::path& 
   lo.work_dir = criu_work;
   if (opts.stdio_fd < 0) lo.app_log = dir / "app.log";
   lo.record_faults = opts.record_faults;
+  if (!img.pages_from_store.empty()) {
+    // The pages not in the lazy copy come straight from the store's chunks.
+    if (ctx.config.prewarm_binary.empty())
+      return Error(ErrorKind::kIncompatibleHost,
+                   "lazy restore from the store: no prewarm executable to serve pages (set PREWARM_BINARY)");
+    PW_ASSIGN(store::Store st, images::open_store(ctx));
+    lo.page_server_argv = {ctx.config.prewarm_binary, "page-server", st.root().string(),
+                           img.pages_from_store};
+  }
   Stopwatch sd;
   auto pager = criu::LazyPages::start(lo);
   t.runtime_phases["lazy_daemon_start_ms"] = sd.millis();
@@ -395,7 +398,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       ro.stdio_fd = opts.stdio_fd >= 0 ? opts.stdio_fd : log.get();
       PW_ASSIGN(bool lazy, restore_is_lazy(ctx_, img, opts.record_faults.empty() ? opts.paging : "lazy"));
       if (lazy) {
-        PW_ASSIGN(criu::LazyPages lp, prepare_lazy(img, dir, criu_work, opts, ro, t));
+        PW_ASSIGN(criu::LazyPages lp, prepare_lazy(ctx_, img, dir, criu_work, opts, ro, t));
         pager.emplace(std::move(lp));
         lap.to(t.prepare_ms);
       }

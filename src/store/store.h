@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <set>
 #include <string>
 #include <utility>
@@ -202,6 +203,39 @@ class Store {
  private:
   explicit Store(std::filesystem::path root) : root_(std::move(root)) {}
   std::filesystem::path root_;
+};
+
+// Random access to a stored image's files without unpacking it: a read fetches the chunks it
+// needs straight from their packs (each chunk's own zstd frame, by offset), decompresses them and
+// checks each against its SHA-256. A small cache keeps the last chunks read. Holds a Lease, so
+// gc leaves the blobs alone while it lives. Not thread-safe.
+class ImageReader {
+ public:
+  // By name (an indexed image) or by manifest digest ("sha256:..."; e.g. the one a running
+  // restore recorded).
+  static Result<ImageReader> open(const Store& store, const std::string& name_or_digest);
+  ImageReader(ImageReader&&) noexcept;
+  ImageReader& operator=(ImageReader&&) noexcept;
+  ~ImageReader();
+
+  const std::string& manifest_digest() const;
+  // The image's manifest.json, byte for byte.
+  const std::string& manifest_json() const;
+  // Files (relative paths) and their sizes.
+  std::vector<std::pair<std::string, uint64_t>> files() const;
+  // Reads len bytes at offset of `path` into out (kNotFound for a file the image lacks,
+  // kInvalidInput past its end, kIntegrity-like errors name the chunk).
+  Status read(const std::string& path, uint64_t offset, uint64_t len, char* out);
+  // Writes `path` whole to dest (0600), checking its SHA-256 at the end.
+  Status copy_file(const std::string& path, const std::filesystem::path& dest);
+  // Chunk-aligned: the [start, end) of the chunks that cover [offset, offset+len) of `path`.
+  std::pair<uint64_t, uint64_t> chunk_span(const std::string& path, uint64_t offset, uint64_t len) const;
+  uint64_t chunks_read() const;  // decompressed so far (cache misses)
+
+ private:
+  ImageReader();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // Image names: OCI ref.name components, 1..255 characters of [A-Za-z0-9._:/@+-], starting

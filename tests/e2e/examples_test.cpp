@@ -132,6 +132,16 @@ TEST_F(ExamplesTest, HeapRestoresEveryPageAndTheCount) {
     ASSERT_TRUE(second.ok()) << second.error().to_string();
     EXPECT_EQ(second->body.find("count=5 "), 0u) << second->body;
   }
+
+  // As on a node that pulled the image and never unpacked it: the lazy restore's pages come
+  // straight from the store's chunks; /check reads all of them.
+  ASSERT_TRUE(fs::remove_all(state_ / "images" / name_).ok());
+  std::string ip = restore("lazy");
+  ASSERT_FALSE(ip.empty());
+  EXPECT_FALSE(stdfs::exists(state_ / "images" / name_)) << "unpacked anyway";
+  auto check = probe::http_get(ip, 8080, "/check", {}, std::chrono::seconds(30));
+  ASSERT_TRUE(check.ok()) << check.error().to_string();
+  EXPECT_EQ(check->body, "heap=64 sum=" + expected_heap_sum(kMb) + " ok\n");
 }
 
 // A RESP client for one command at a time: enough for DBSIZE, GET, STRLEN and CONFIG GET.

@@ -3,6 +3,7 @@
 // happens when the page server dies with pages still to copy.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -15,6 +16,7 @@
 #include "criu/lazy_pages.h"
 #include "image/image.h"
 #include "image/pagemap.h"
+#include "images/load.h"
 #include "lifecycle/instance.h"
 #include "probe/probe.h"
 #include "support/engine_fixture.h"
@@ -62,6 +64,12 @@ bool wait_for(Pred pred, std::chrono::milliseconds timeout) {
 
 class LazyTest : public EngineTest {
  protected:
+  void SetUp() override {
+    EngineTest::SetUp();
+    // The page server of a restore straight from the store runs prewarm itself.
+    ctx_.config.prewarm_binary = PREWARM_BINARY_DIR "/cmd/prewarm/prewarm";
+  }
+
   images::LoadedImage bake_tiny(bool working_set = true) {
     bake::BakeOptions o;
     o.name = "lazy-" + tag_;
@@ -215,6 +223,53 @@ TEST_F(LazyTest, PageServerKilledMidTransferStopsTheInstanceAndSaysWhy) {
   Status rm = lifecycle::remove_instance(ctx_, id);
   EXPECT_TRUE(rm.ok()) << rm.error().to_string();
   EXPECT_FALSE(stdfs::exists(ctx_.instance_dir(id)));
+}
+
+// A node with the image in its store but no unpacked copy (e.g. just pulled): a lazy restore
+// unpacks only the small files and the working set (a lazy copy, its pages files sparse), and
+// the rest is served straight from the store's compressed chunks by prewarm's page server.
+TEST_F(LazyTest, RestoresStraightFromTheStoreWithoutUnpacking) {
+  auto baked = bake_tiny();
+  ASSERT_FALSE(baked.name.empty());
+  ASSERT_TRUE(fs::remove_all(ctx_.image_dir(baked.name)).ok());
+  images::LoadOptions lo;
+  lo.paging = "lazy";
+  auto img = images::load_image(ctx_, baked.name, lo);
+  ASSERT_TRUE(img.ok()) << img.error().to_string();
+  EXPECT_EQ(img->pages_from_store, img->store_digest);
+  EXPECT_FALSE(stdfs::exists(ctx_.image_dir(baked.name))) << "unpacked anyway";
+  // The lazy copy's pages files hold only what is restored before the app resumes.
+  uint64_t size = 0, allocated = 0;
+  for (const auto& e : stdfs::directory_iterator(img->dir / image::kCheckpointDir)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("pages-", 0) != 0) continue;
+    struct stat st {};
+    ASSERT_EQ(::stat(e.path().c_str(), &st), 0);
+    size += static_cast<uint64_t>(st.st_size);
+    allocated += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  EXPECT_GT(size, 0u);
+  EXPECT_LT(allocated, size) << "the pages file was written whole";
+
+  auto s = start_lazy(*img);
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  expect_warm(*s);
+  expect_transfer_completes(s->record.id);
+  EXPECT_NE(get(s->record.ip, "/").find("count=7 "), std::string::npos);
+  // `prewarm run`'s way, twice: the second start reuses the lazy copy.
+  for (int i = 0; i < 2; ++i) {
+    auto again = images::load_image(ctx_, baked.name, lo);
+    ASSERT_TRUE(again.ok()) << again.error().to_string();
+    EXPECT_EQ(again->dir, img->dir);
+    auto t = start_lazy(*again);
+    ASSERT_TRUE(t.ok()) << t.error().to_string();
+    expect_warm(*t);
+  }
+  // An eager start unpacks the image as before.
+  auto eager = images::load_image(ctx_, baked.name);
+  ASSERT_TRUE(eager.ok()) << eager.error().to_string();
+  EXPECT_TRUE(eager->pages_from_store.empty());
+  EXPECT_EQ(eager->dir, ctx_.image_dir(baked.name));
 }
 
 // Removing an instance while its pages are still being copied stops the page server with it.

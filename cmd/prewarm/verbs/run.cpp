@@ -62,7 +62,10 @@ void add_run(CLI::App& app, Globals& g) {
                                                     "--count must be at least 1")));
     auto ctx = open_context(g, a->json, Recover::kYes);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
-    auto img = images::load_image(*ctx, a->image);
+    // A lazy restore of an image not unpacked here needs only part of it (a lazy copy).
+    images::LoadOptions lo;
+    if (!a->cold) lo.paging = a->paging;
+    auto img = images::load_image(*ctx, a->image, lo);
     if (!img.ok()) return void(g.rc = fail(img.error()));
     lifecycle::StartOptions o;
     o.mode = a->cold ? lifecycle::StartMode::kCold : lifecycle::StartMode::kRestore;

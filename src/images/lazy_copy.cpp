@@ -1,0 +1,239 @@
+// Lazy copies (an image's files with only the eagerly restored pages) and the page server
+// that serves the rest straight from the store.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include "base/fs.h"
+#include "criu/page_server.h"
+#include "image/image.h"
+#include "image/pagemap.h"
+#include "images/images.h"
+#include "images/load.h"
+#include "store/store.h"
+
+namespace prewarm::images {
+namespace {
+
+namespace stdfs = std::filesystem;
+constexpr uint64_t kPage = 4096;
+
+bool is_pages_file(const std::string& path) {
+  const std::string prefix = std::string(image::kCheckpointDir) + "/pages-";
+  return path.rfind(prefix, 0) == 0 && path.size() > prefix.size() + 4 &&
+         path.compare(path.size() - 4, 4, ".img") == 0;
+}
+
+bool is_pagemap_file(const std::string& path, pid_t* pid) {
+  const std::string prefix = std::string(image::kCheckpointDir) + "/pagemap-";
+  if (path.rfind(prefix, 0) != 0 || path.size() <= prefix.size() + 4 ||
+      path.compare(path.size() - 4, 4, ".img") != 0)
+    return false;
+  return std::sscanf(path.c_str() + prefix.size(), "%d", pid) == 1 && *pid > 0;
+}
+
+std::string pages_file(uint32_t pages_id) {
+  return std::string(image::kCheckpointDir) + "/pages-" + std::to_string(pages_id) + ".img";
+}
+
+// A task's present pages: where each pagemap entry's pages lie in its pages file.
+struct Placed {
+  uint64_t vaddr, pages, offset;
+  uint32_t flags;
+};
+struct TaskPages {
+  std::string file;
+  std::vector<Placed> entries;  // in address order
+};
+
+TaskPages place(const image::Pagemap& pm) {
+  TaskPages t;
+  t.file = pages_file(pm.pages_id);
+  uint64_t off = 0;
+  for (const auto& e : pm.entries) {
+    if (!(e.flags & image::kPagemapPresent)) continue;
+    t.entries.push_back({e.vaddr, e.nr_pages, off, e.flags});
+    off += e.nr_pages * kPage;
+  }
+  return t;
+}
+
+Result<TaskPages> read_task_pages(store::ImageReader& r, const std::string& path) {
+  uint64_t size = 0;
+  for (const auto& [p, s] : r.files())
+    if (p == path) size = s;
+  std::string text(size, '\0');
+  PW_TRY(r.read(path, 0, size, text.data()));
+  auto pm = image::parse_pagemap(text);
+  if (!pm.ok()) return std::move(pm).error().with_context(path);
+  return place(*pm);
+}
+
+// Byte ranges of pages files that a lazy restore reads locally: what CRIU never serves lazily,
+// and the working set.
+Result<std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>> eager_ranges(
+    store::ImageReader& r, const image::WorkingSet& ws) {
+  std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> out;
+  for (const auto& [path, size] : r.files()) {
+    pid_t pid = 0;
+    if (!is_pagemap_file(path, &pid)) continue;
+    PW_ASSIGN(TaskPages t, read_task_pages(r, path));
+    auto& ranges = out[t.file];
+    for (const auto& e : t.entries)
+      if (!(e.flags & image::kPagemapLazy)) ranges.emplace_back(e.offset, e.pages * kPage);
+    auto it = ws.find(pid);
+    if (it == ws.end()) continue;
+    for (const auto& w : it->second) {
+      const uint64_t ws_end = w.start + w.pages * kPage;
+      for (const auto& e : t.entries) {
+        const uint64_t e_end = e.vaddr + e.pages * kPage;
+        const uint64_t from = std::max(w.start, e.vaddr), to = std::min(ws_end, e_end);
+        if (from < to) ranges.emplace_back(e.offset + (from - e.vaddr), to - from);
+      }
+    }
+  }
+  return out;
+}
+
+// The lazy copy of the stored image `digest`, made once per node (staged, then renamed).
+Result<stdfs::path> make_lazy_copy(const engine::Context& ctx, store::ImageReader& r) {
+  const std::string hex = r.manifest_digest().substr(r.manifest_digest().find(':') + 1);
+  const stdfs::path parent = ctx.state_dir / "lazy-copies";
+  const stdfs::path dest = parent / hex;
+  std::error_code ec;
+  if (stdfs::exists(dest / image::kManifestFile, ec)) return dest;
+  PW_TRY(fs::make_dirs(parent, 0700));
+  PW_ASSIGN(fs::StagingDir staging, fs::StagingDir::create(parent, "." + hex.substr(0, 12) + "-"));
+  const stdfs::path tmp = staging.path();
+  image::WorkingSet ws;
+  for (const auto& [path, size] : r.files()) {
+    if (path != image::kWorkingSetFile) continue;
+    std::string text(size, '\0');
+    PW_TRY(r.read(path, 0, size, text.data()));
+    auto parsed = image::parse_working_set(text);
+    if (parsed.ok()) ws = std::move(parsed).value();
+  }
+  PW_ASSIGN(auto ranges, eager_ranges(r, ws));
+  std::string buf;
+  for (const auto& [path, size] : r.files()) {
+    const stdfs::path out = tmp / path;
+    if (!is_pages_file(path)) {
+      PW_TRY(r.copy_file(path, out));
+      continue;
+    }
+    // Sparse: the file's full size, and only the eager pages written (each chunk checked).
+    PW_TRY(fs::make_dirs(out.parent_path(), 0700));
+    UniqueFd fd(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid()) return Error::sys("create", errno, out.string());
+    if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0)
+      return Error::sys("truncate", errno, out.string());
+    for (const auto& [off, len] : ranges[path]) {
+      buf.resize(len);
+      PW_TRY(r.read(path, off, len, buf.data()));
+      if (::pwrite(fd.get(), buf.data(), len, static_cast<off_t>(off)) != static_cast<ssize_t>(len))
+        return Error::sys("write", errno, out.string());
+    }
+  }
+  PW_TRY(fs::write_file_atomic(tmp / image::kManifestFile, r.manifest_json(), 0600));
+  PW_TRY(fs::write_file_atomic(tmp / image::kStoreDigestFile, r.manifest_digest() + "\n", 0600));
+  Status moved = staging.rename_to(dest);
+  if (!moved.ok()) {
+    // Another start made it meanwhile.
+    if (stdfs::exists(dest / image::kManifestFile, ec)) return dest;
+    return std::move(moved).error();
+  }
+  staging.release();
+  return dest;
+}
+
+}  // namespace
+
+Result<bool> restore_is_lazy(const engine::Context& ctx, const image::Manifest& manifest,
+                             const spec::AppSpec& spec, const std::string& paging) {
+  std::string p = paging.empty() ? spec.restore_paging : paging;
+  if (p.empty() || p == "auto") p = ctx.config.paging;
+  if (p == "lazy") return true;
+  if (p == "eager") return false;
+  if (p != "auto")
+    return Error(ErrorKind::kInvalidInput, "paging '" + p + "': expected lazy, eager or auto");
+  uint64_t memory = 0;
+  for (const auto& f : manifest.files)
+    if (is_pages_file(f.path)) memory += f.size;
+  return memory >= ctx.config.lazy_min_bytes;
+}
+
+// In load.cpp: a LoadedImage from a lazy copy when that is what the start needs.
+Result<std::optional<LoadedImage>> open_lazy_copy(const engine::Context& ctx, const std::string& name,
+                                                  const std::string& paging) {
+  std::error_code ec;
+  if (stdfs::exists(ctx.image_dir(name) / image::kManifestFile, ec)) return std::optional<LoadedImage>();
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  auto reader = store::ImageReader::open(st, name);
+  if (!reader.ok()) {
+    if (reader.error().kind() == ErrorKind::kNotFound) return std::optional<LoadedImage>();
+    return std::move(reader).error();
+  }
+  auto manifest = image::parse_manifest(reader->manifest_json());
+  if (!manifest.ok()) return std::move(manifest).error().with_context("image " + name);
+  auto spec = spec::parse_spec(manifest->spec_yaml, "/");
+  if (!spec.ok()) return std::move(spec).error().with_context("image " + name + ": stored spec is invalid");
+  PW_ASSIGN(bool lazy, restore_is_lazy(ctx, *manifest, *spec, paging));
+  if (!lazy) return std::optional<LoadedImage>();
+  ctx.say("image " + name + ": no unpacked copy here; restoring lazily straight from the store");
+  PW_ASSIGN(stdfs::path dir, make_lazy_copy(ctx, *reader));
+  LoadedImage img;
+  img.name = name;
+  img.dir = dir;
+  img.store_digest = reader->manifest_digest();
+  img.pages_from_store = img.store_digest;
+  img.manifest = std::move(manifest).value();
+  img.spec = std::move(spec).value();
+  return std::optional<LoadedImage>(std::move(img));
+}
+
+int page_server_main(const std::vector<std::string>& args) {
+  if (args.size() != 2) {
+    std::fprintf(stderr, "usage: prewarm page-server STORE_DIR MANIFEST_DIGEST (fd 3: the daemon)\n");
+    return 2;
+  }
+  auto fail = [](const Error& e) {
+    std::fprintf(stderr, "prewarm page-server: %s\n", e.to_string().c_str());
+    return 1;
+  };
+  auto st = store::Store::open(args[0]);
+  if (!st.ok()) return fail(st.error());
+  auto reader = store::ImageReader::open(*st, args[1]);
+  if (!reader.ok()) return fail(reader.error());
+  std::map<pid_t, TaskPages> tasks;
+  criu::PageSource source = [&](pid_t pid, uint64_t vaddr, uint64_t pages, char* out) -> Status {
+    auto it = tasks.find(pid);
+    if (it == tasks.end()) {
+      const std::string path = std::string(image::kCheckpointDir) + "/pagemap-" + std::to_string(pid) + ".img";
+      PW_ASSIGN(TaskPages t, read_task_pages(*reader, path));
+      it = tasks.emplace(pid, std::move(t)).first;
+    }
+    const auto& entries = it->second.entries;
+    while (pages > 0) {
+      auto e = std::upper_bound(entries.begin(), entries.end(), vaddr,
+                                [](uint64_t a, const Placed& p) { return a < p.vaddr; });
+      if (e == entries.begin() || vaddr >= std::prev(e)->vaddr + std::prev(e)->pages * kPage)
+        return Error(ErrorKind::kInvalidInput,
+                     "no page at " + std::to_string(vaddr) + " in the checkpoint");
+      --e;
+      const uint64_t n = std::min(pages, (e->vaddr + e->pages * kPage - vaddr) / kPage);
+      PW_TRY(reader->read(it->second.file, e->offset + (vaddr - e->vaddr), n * kPage, out));
+      vaddr += n * kPage;
+      out += n * kPage;
+      pages -= n;
+    }
+    return {};
+  };
+  Status served = criu::serve_page_requests(3, source);
+  if (!served.ok()) return fail(served.error());
+  return 0;
+}
+
+}  // namespace prewarm::images

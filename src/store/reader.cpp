@@ -1,0 +1,175 @@
+// ImageReader: a stored image's files read chunk by chunk straight from the packs.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <list>
+#include <map>
+
+#include "base/fs.h"
+#include "base/sha256.h"
+#include "image/image.h"
+#include "store/internal.h"
+#include "store/store.h"
+
+namespace prewarm::store {
+
+using namespace detail;
+
+namespace {
+constexpr size_t kCacheChunks = 64;  // ~2 MiB of ~32 KiB chunks
+}  // namespace
+
+struct ImageReader::Impl {
+  stdfs::path root;
+  Lease lease;
+  LoadedImage img;
+  std::map<std::string, const FileEntry*> by_path;
+  std::map<std::string, UniqueFd> packs;  // open pack blobs
+  // chunk sha256 -> bytes, most recent first
+  std::list<std::pair<std::string, std::string>> cache;
+  uint64_t chunks_read = 0;
+
+  Result<int> pack_fd(const std::string& digest) {
+    auto it = packs.find(digest);
+    if (it != packs.end()) return it->second.get();
+    const stdfs::path p = blob_file(root, digest);
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return Error::sys("open pack", errno, p.string());
+    int raw = fd.get();
+    packs.emplace(digest, std::move(fd));
+    return raw;
+  }
+
+  Result<const std::string*> chunk(const ChunkRef& c) {
+    for (auto it = cache.begin(); it != cache.end(); ++it)
+      if (it->first == c.sha256) {
+        cache.splice(cache.begin(), cache, it);
+        return &cache.front().second;
+      }
+    PW_ASSIGN(int fd, pack_fd(c.digest));
+    std::string frame(c.pack_length, '\0');
+    size_t got = 0;
+    while (got < frame.size()) {
+      ssize_t n = ::pread(fd, frame.data() + got, frame.size() - got,
+                          static_cast<off_t>(c.pack_offset + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0)
+        return Error(ErrorKind::kIo, "pack " + c.digest + ": short read at " +
+                                         std::to_string(c.pack_offset + got), n < 0 ? errno : 0);
+      got += static_cast<size_t>(n);
+    }
+    std::string raw(c.length, '\0');
+    PW_TRY(decompress(frame, raw.data(), raw.size(), c.digest));
+    if (sha256_hex(raw) != c.sha256)
+      return Error(ErrorKind::kInvalidInput,
+                   "pack " + c.digest + ": a chunk at " + std::to_string(c.pack_offset) +
+                       " does not match its SHA-256 (the store is damaged; `prewarm verify`)");
+    ++chunks_read;
+    cache.emplace_front(c.sha256, std::move(raw));
+    if (cache.size() > kCacheChunks) cache.pop_back();
+    return &cache.front().second;
+  }
+
+  Result<const FileEntry*> file(const std::string& path) const {
+    auto it = by_path.find(path);
+    if (it == by_path.end())
+      return Error(ErrorKind::kNotFound, "image " + img.manifest_digest + " has no file " + path);
+    return it->second;
+  }
+};
+
+ImageReader::ImageReader() : impl_(std::make_unique<Impl>()) {}
+ImageReader::ImageReader(ImageReader&&) noexcept = default;
+ImageReader& ImageReader::operator=(ImageReader&&) noexcept = default;
+ImageReader::~ImageReader() = default;
+
+Result<ImageReader> ImageReader::open(const Store& store, const std::string& name_or_digest) {
+  ImageReader r;
+  r.impl_->root = store.root();
+  PW_ASSIGN(r.impl_->lease, store.lease());
+  std::string digest = name_or_digest;
+  int64_t size = -1;
+  if (name_or_digest.rfind("sha256:", 0) != 0) {
+    PW_ASSIGN(IndexEntry entry, find_entry(store.root(), name_or_digest));
+    digest = entry.digest;
+    size = static_cast<int64_t>(entry.size);
+  }
+  auto loaded = load_image(store.root(), digest, size);
+  if (!loaded.ok()) return std::move(loaded).error().with_context("image " + name_or_digest);
+  r.impl_->img = std::move(loaded).value();
+  for (const auto& f : r.impl_->img.config.files) r.impl_->by_path[f.path] = &f;
+  return r;
+}
+
+const std::string& ImageReader::manifest_digest() const { return impl_->img.manifest_digest; }
+const std::string& ImageReader::manifest_json() const { return impl_->img.config.manifest_json; }
+uint64_t ImageReader::chunks_read() const { return impl_->chunks_read; }
+
+std::vector<std::pair<std::string, uint64_t>> ImageReader::files() const {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (const auto& f : impl_->img.config.files) out.emplace_back(f.path, f.size);
+  return out;
+}
+
+std::pair<uint64_t, uint64_t> ImageReader::chunk_span(const std::string& path, uint64_t offset,
+                                                      uint64_t len) const {
+  auto f = impl_->file(path);
+  if (!f.ok() || len == 0) return {offset, offset};
+  const auto& chunks = (*f)->chunks;
+  auto first = std::upper_bound(chunks.begin(), chunks.end(), offset,
+                                [](uint64_t o, const ChunkRef& c) { return o < c.offset; });
+  if (first != chunks.begin()) --first;
+  auto last = std::lower_bound(chunks.begin(), chunks.end(), offset + len,
+                               [](const ChunkRef& c, uint64_t o) { return c.offset < o; });
+  uint64_t start = first == chunks.end() ? offset : first->offset;
+  uint64_t end = last == chunks.begin() ? offset + len : std::prev(last)->offset + std::prev(last)->length;
+  return {start, std::max(end, offset + len)};
+}
+
+Status ImageReader::read(const std::string& path, uint64_t offset, uint64_t len, char* out) {
+  PW_ASSIGN(const FileEntry* f, impl_->file(path));
+  if (offset > f->size || len > f->size - offset)
+    return Error(ErrorKind::kInvalidInput, path + ": read of " + std::to_string(len) + " at " +
+                                               std::to_string(offset) + " is past its end (" +
+                                               std::to_string(f->size) + " bytes)");
+  const auto& chunks = f->chunks;
+  auto it = std::upper_bound(chunks.begin(), chunks.end(), offset,
+                             [](uint64_t o, const ChunkRef& c) { return o < c.offset; });
+  if (it != chunks.begin()) --it;
+  uint64_t at = offset, end = offset + len;
+  for (; at < end && it != chunks.end(); ++it) {
+    if (it->offset + it->length <= at) continue;
+    PW_ASSIGN(const std::string* bytes, impl_->chunk(*it));
+    const uint64_t from = at - it->offset;
+    const uint64_t n = std::min<uint64_t>(it->length - from, end - at);
+    std::copy_n(bytes->data() + from, n, out + (at - offset));
+    at += n;
+  }
+  if (at != end) return Error(ErrorKind::kInvalidInput, path + ": its chunks do not cover it");
+  return {};
+}
+
+Status ImageReader::copy_file(const std::string& path, const stdfs::path& dest) {
+  PW_ASSIGN(const FileEntry* f, impl_->file(path));
+  PW_TRY(fs::make_dirs(dest.parent_path(), 0700));
+  UniqueFd fd(::open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd.valid()) return Error::sys("create", errno, dest.string());
+  Sha256Stream h;
+  for (const auto& c : f->chunks) {
+    PW_ASSIGN(const std::string* bytes, impl_->chunk(c));
+    h.update(*bytes);
+    size_t done = 0;
+    while (done < bytes->size()) {
+      ssize_t n = ::write(fd.get(), bytes->data() + done, bytes->size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Error::sys("write", errno, dest.string());
+      done += static_cast<size_t>(n);
+    }
+  }
+  if (h.final_hex() != f->sha256)
+    return Error(ErrorKind::kInvalidInput, path + ": does not match its SHA-256 in the store");
+  return {};
+}
+
+}  // namespace prewarm::store
