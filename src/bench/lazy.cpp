@@ -11,6 +11,7 @@
 
 #include "bake/bake.h"
 #include "base/clock.h"
+#include "base/fs.h"
 #include "bench/bench.h"
 #include "bench/util.h"
 #include "criu/lazy_pages.h"
@@ -19,6 +20,7 @@
 #include "images/images.h"
 #include "images/load.h"
 #include "lifecycle/instance.h"
+#include "store/store.h"
 
 namespace prewarm::bench {
 namespace {
@@ -81,6 +83,12 @@ Result<Sample> prewarm_sample(const Context& ctx, const std::string& name, const
   return out;
 }
 
+Status unpack(const Context& ctx, const std::string& name) {
+  auto r = images::ensure_unpacked(ctx, name);
+  if (!r.ok()) return std::move(r).error();
+  return {};
+}
+
 json medians(const std::vector<lifecycle::StartTimings>& ts) {
   std::map<std::string, std::vector<double>> cols;
   for (const auto& t : ts)
@@ -107,13 +115,59 @@ Result<std::string> bench_lazy(const Context& ctx, const LazyBenchOptions& opts)
     PW_ASSIGN(images::LoadedImage img, images::load_image(ctx, baked.name));
     PW_ASSIGN(auto pages, image::checkpoint_pages(img.dir / image::kCheckpointDir));
 
-    std::vector<double> base, eager, lazy, resident;
-    std::vector<lifecycle::StartTimings> eager_t, lazy_t;
+    std::vector<double> base, eager, lazy, resident, from_store, from_store_resident, unpack_then;
+    std::vector<lifecycle::StartTimings> eager_t, lazy_t, from_store_t;
+    // As on a node that pulled the image and never unpacked it: the same stored image under a
+    // second name (as a pull indexes it), with no unpacked copy; its lazy copy is removed before
+    // each sample, so every one is that node's first restore.
+    const std::string pulled = baked.name + "-pulled";
+    {
+      PW_ASSIGN(store::Store st, images::open_store(ctx));
+      PW_ASSIGN(auto manifest, st.read_manifest(baked.name));
+      auto added = st.add_manifest(pulled, manifest.first);
+      if (!added.ok()) return std::move(added).error();
+    }
+    auto drop_copies = [&]() -> Status {
+      PW_TRY(fs::remove_all(ctx.image_dir(pulled)));
+      return fs::remove_all(images::lazy_copies_dir(ctx) / images::digest_hex(img.store_digest));
+    };
+    std::vector<double> pulled_ready;
+    constexpr int kKinds = 6;
     for (int i = 0; i < opts.runs; ++i) {
       ctx.say("[bench lazy] " + baked.name + ": round " + std::to_string(i + 1) + "/" +
               std::to_string(opts.runs));
-      for (int j = 0; j < 3; ++j) {
-        switch ((i + j) % 3) {
+      for (int j = 0; j < kKinds; ++j) {
+        switch ((i + j) % kKinds) {
+          case 3: {  // straight from the store
+            PW_TRY(drop_copies());
+            ::sync();
+            PW_ASSIGN(Sample s, prewarm_sample(ctx, pulled, "lazy"));
+            from_store.push_back(s.ready_ms);
+            from_store_resident.push_back(s.resident_ms);
+            from_store_t.push_back(s.timings);
+            break;
+          }
+          case 5: {  // the same after `prewarm pull`, which makes the lazy copy
+            PW_TRY(drop_copies());
+            PW_ASSIGN(bool made, images::prepare_lazy_copy(ctx, pulled));
+            (void)made;
+            ::sync();
+            PW_ASSIGN(Sample s, prewarm_sample(ctx, pulled, "lazy"));
+            pulled_ready.push_back(s.ready_ms);
+            break;
+          }
+          case 4: {  // what such a node did before: unpack the whole image, then restore
+            PW_TRY(drop_copies());
+            ::sync();
+            Stopwatch sw;
+            PW_TRY(unpack(ctx, pulled));
+            const double unpack_ms = sw.millis();
+            PW_ASSIGN(Sample s, prewarm_sample(ctx, pulled, "lazy"));
+            unpack_then.push_back(unpack_ms + s.ready_ms);
+            PW_TRY(drop_copies());
+            ::sync();
+            break;
+          }
           case 0: {
             PW_ASSIGN(BaselineSample b, baseline_sample(ctx, img));
             base.push_back(b.total_ms);
@@ -147,15 +201,24 @@ Result<std::string> bench_lazy(const Context& ctx, const LazyBenchOptions& opts)
         {"prewarm_eager", summary(eager)},
         {"prewarm_lazy", summary(lazy)},
         {"prewarm_lazy_all_resident", summary(resident)},
+        {"prewarm_lazy_from_store_never_unpacked", summary(from_store)},
+        {"prewarm_lazy_from_store_all_resident", summary(from_store_resident)},
+        {"unpack_then_prewarm_lazy", summary(unpack_then)},
+        {"prewarm_lazy_from_store_after_pull", summary(pulled_ready)},
+        {"prewarm_lazy_from_store_breakdown_median_ms", medians(from_store_t)},
         {"prewarm_eager_breakdown_median_ms", medians(eager_t)},
         {"prewarm_lazy_breakdown_median_ms", medians(lazy_t)},
         {"ratios",
          {{"lazy_vs_baseline", median(lazy) / median(base)},
           {"lazy_vs_eager", median(lazy) / median(eager)},
           {"eager_vs_baseline", median(eager) / median(base)},
-          {"lazy_all_resident_vs_baseline", median(resident) / median(base)}}},
+          {"lazy_all_resident_vs_baseline", median(resident) / median(base)},
+          {"from_store_vs_lazy_from_unpacked", median(from_store) / median(lazy)},
+          {"from_store_vs_unpack_then_restore", median(from_store) / median(unpack_then)},
+          {"from_store_after_pull_vs_lazy_from_unpacked", median(pulled_ready) / median(lazy)}}},
     };
     apps.push_back(app);
+    (void)images::remove_image(ctx, pulled);
     (void)images::remove_image(ctx, baked.name);
   }
   json report = {{"benchmark", "lazy"},

@@ -198,10 +198,14 @@ void close_all_but(const int* keep, int n) {
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   const pid_t self = ::getpid();
-  // The page server's end is fd 3 in it; the daemon's is fd 4 (its --ps-socket).
+  // The page server's end is fd 3 in it; the daemon's is fd 4 (its --ps-socket). The page
+  // server starts once the restore is done (at the arm): the daemon asks for nothing before
+  // the tasks run, and its start-up then does not compete with CRIU's restore for the CPUs.
   int ps[2] = {-1, -1};
   pid_t server = 0;
-  if (a.server && ::socketpair(AF_UNIX, SOCK_STREAM, 0, ps) == 0) {
+  if (a.server && ::socketpair(AF_UNIX, SOCK_STREAM, 0, ps) != 0) ps[0] = ps[1] = -1;
+  auto start_server = [&]() {
+    if (ps[1] < 0) return;
     server = ::fork();
     if (server == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
@@ -217,7 +221,8 @@ void close_all_but(const int* keep, int n) {
       ::_exit(127);
     }
     ::close(ps[1]);
-  }
+    ps[1] = -1;
+  };
   pid_t daemon = ::fork();
   if (daemon == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
@@ -233,7 +238,7 @@ void close_all_but(const int* keep, int n) {
   }
   ::close(a.status_w);
   if (ps[0] >= 0) ::close(ps[0]);
-  if (a.server && server <= 0) {
+  if (a.server && ps[1] < 0) {
     // No page server: the daemon cannot serve anything.
     if (daemon > 0) ::kill(daemon, SIGKILL);
   }
@@ -268,6 +273,7 @@ void close_all_but(const int* keep, int n) {
         continue;
       }
       int answer = take_uffds(daemon, daemon_pidfd, uffds, kMaxUffds);
+      start_server();
       if (answer > 0) {
         nuffd = answer;
         init_pidfd = pidfd_open(m.init);

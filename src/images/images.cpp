@@ -1,6 +1,8 @@
 // Store, unpacked copies and registry transfers, glued together.
 #include "images/images.h"
 
+#include "images/load.h"
+
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -112,6 +114,13 @@ Result<std::vector<registry::Blob>> manifest_blobs(const std::string& manifest_j
   return blobs;
 }
 
+std::filesystem::path lazy_copies_dir(const Context& ctx) { return ctx.state_dir / "lazy-copies"; }
+
+std::string digest_hex(const std::string& digest) {
+  auto colon = digest.find(':');
+  return colon == std::string::npos ? digest : digest.substr(colon + 1);
+}
+
 Result<store::Store> open_store(const Context& ctx) {
   return store::Store::open(ctx.state_dir / "store");
 }
@@ -212,6 +221,9 @@ Status remove_image(const Context& ctx, const std::string& name) {
   PW_TRY(spec::check_name(name, "image name"));
   PW_ASSIGN(store::Store st, open_store(ctx));
   bool had_unpacked = stdfs::exists(ctx.image_dir(name));
+  // Its lazy copy (only the store's image had one); gc removes those of an interrupted rmi.
+  if (auto stored = st.stored_image(name); stored.ok())
+    PW_TRY(fs::remove_all(lazy_copies_dir(ctx) / digest_hex(stored->manifest_digest)));
   Status s = st.remove(name);
   if (!s.ok() && !had_unpacked) return s;
   fault_point("rmi.after_index_update");
@@ -234,12 +246,23 @@ Result<GcReport> collect_garbage(const Context& ctx, const std::set<std::string>
     ctx.say("removing " + ctx.image_dir(n).string() + ": its image is no longer in the store");
     PW_TRY(fs::remove_all(ctx.image_dir(n)));
   }
+  // Lazy copies of images the store no longer has.
+  std::set<std::string> stored_hex;
+  for (const auto& e : entries) stored_hex.insert(digest_hex(e.manifest_digest));
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(lazy_copies_dir(ctx), ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.empty() || n[0] == '.' || stored_hex.count(n)) continue;
+    ctx.say("removing " + e.path().string() + ": its image is no longer in the store");
+    PW_TRY(fs::remove_all(e.path()));
+  }
   // Staging dirs of bakes, imports, unpackings and checkpoint-image transfers that were killed
   // (a bake's holds a whole checkpoint). Live ones are locked by their maker. Image names never
   // start with '.', so every dot-directory in images/ is one.
   for (const auto& [dir, prefixes] :
        {std::pair<stdfs::path, std::vector<std::string>>{ctx.images_dir(), {"."}},
-        {ctx.state_dir, {".tmp-push-", ".tmp-pull-"}}}) {
+        {ctx.state_dir, {".tmp-push-", ".tmp-pull-"}},
+        {lazy_copies_dir(ctx), {"."}}}) {
     PW_ASSIGN(fs::StaleStaging swept, fs::remove_stale_staging(dir, prefixes));
     r.staging.dirs += swept.dirs;
     r.staging.bytes += swept.bytes;
@@ -371,6 +394,15 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
   for (const auto& b : wanted) PW_TRY(st.add_blob_file(b.path, b.digest));
   auto added = st.add_manifest(name, pm.json);
   if (!added.ok()) return std::move(added).error().with_context("pull " + ref.to_string());
+  // An image restored lazily (a large one, by default) is not unpacked: its lazy copy has the
+  // small files and the working set, and restores read the rest straight from the store.
+  auto lazy = prepare_lazy_copy(ctx, name);
+  if (!lazy.ok()) return std::move(lazy).error().with_context("pull " + ref.to_string());
+  if (*lazy) {
+    PW_TRY(fs::remove_all(ctx.image_dir(name)));  // a copy of what the name held before
+    ctx.say("pulled " + name + ": not unpacked; restores are lazy, straight from the store");
+    return name;
+  }
   store::MaterializeOptions mo;
   mo.replace = true;
   auto r = st.materialize(name, ctx.image_dir(name), mo);

@@ -18,6 +18,10 @@ namespace prewarm::images {
 using engine::Context;
 
 Result<store::Store> open_store(const Context& ctx);
+// Where lazy copies live (STATE/lazy-copies/<manifest digest hex>; see load.h).
+std::filesystem::path lazy_copies_dir(const Context& ctx);
+// "sha256:abc" -> "abc".
+std::string digest_hex(const std::string& digest);
 
 // Adds a freshly baked (sealed) images/NAME to the store.
 Result<store::PutResult> store_image(const Context& ctx, const std::string& name);

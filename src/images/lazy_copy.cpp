@@ -100,8 +100,8 @@ Result<std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>> eager_
 
 // The lazy copy of the stored image `digest`, made once per node (staged, then renamed).
 Result<stdfs::path> make_lazy_copy(const engine::Context& ctx, store::ImageReader& r) {
-  const std::string hex = r.manifest_digest().substr(r.manifest_digest().find(':') + 1);
-  const stdfs::path parent = ctx.state_dir / "lazy-copies";
+  const std::string hex = digest_hex(r.manifest_digest());
+  const stdfs::path parent = lazy_copies_dir(ctx);
   const stdfs::path dest = parent / hex;
   std::error_code ec;
   if (stdfs::exists(dest / image::kManifestFile, ec)) return dest;
@@ -192,6 +192,20 @@ Result<std::optional<LoadedImage>> open_lazy_copy(const engine::Context& ctx, co
   img.manifest = std::move(manifest).value();
   img.spec = std::move(spec).value();
   return std::optional<LoadedImage>(std::move(img));
+}
+
+Result<bool> prepare_lazy_copy(const engine::Context& ctx, const std::string& name) {
+  PW_ASSIGN(store::Store st, open_store(ctx));
+  PW_ASSIGN(store::ImageReader reader, store::ImageReader::open(st, name));
+  auto manifest = image::parse_manifest(reader.manifest_json());
+  if (!manifest.ok()) return std::move(manifest).error().with_context("image " + name);
+  auto spec = spec::parse_spec(manifest->spec_yaml, "/");
+  if (!spec.ok()) return std::move(spec).error().with_context("image " + name + ": stored spec is invalid");
+  PW_ASSIGN(bool lazy, restore_is_lazy(ctx, *manifest, *spec, ""));
+  if (!lazy) return false;
+  auto made = make_lazy_copy(ctx, reader);
+  if (!made.ok()) return std::move(made).error();
+  return true;
 }
 
 int page_server_main(const std::vector<std::string>& args) {

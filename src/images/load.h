@@ -47,6 +47,10 @@ struct LoadOptions {
 Result<bool> restore_is_lazy(const engine::Context& ctx, const image::Manifest& manifest,
                              const spec::AppSpec& spec, const std::string& paging);
 
+// For a stored image whose restores are lazy by default (restore_is_lazy with ""): makes its
+// lazy copy and returns true (a pull does this instead of unpacking it); false otherwise.
+Result<bool> prepare_lazy_copy(const engine::Context& ctx, const std::string& name);
+
 // `prewarm page-server STORE_DIR MANIFEST_DIGEST`: serves a lazy restore's pages on fd 3 (CRIU's
 // page-server protocol, for `criu lazy-pages --page-server`) straight from the store's chunks.
 // Exit status 0 when the daemon closed the session, 1 on any failure (reported on stderr).

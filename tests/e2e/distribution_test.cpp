@@ -205,7 +205,7 @@ class DistributionTest : public ::testing::Test {
     auto run = prewarm(b_, {"run", image});
     EXPECT_EQ(code(run), 0) << run.err;
     std::smatch m;
-    std::regex line("(" + image + "-[0-9a-f]{8}) +([0-9.]+) +ready in .* (restore|cold)\n");
+    std::regex line("(" + image + "-[0-9a-f]{8}) +([0-9.]+) +ready in .* (restore|cold)( \\(lazy\\))?\n");
     if (!std::regex_search(run.out, m, line)) {
       ADD_FAILURE() << "no instance line in: " << run.out;
       return {};
@@ -276,6 +276,30 @@ TEST_F(DistributionTest, PulledCheckpointRestoresWithItsStateOnAnotherNode) {
   EXPECT_EQ(list[0]["startedBy"], "restore");
   EXPECT_EQ(list[0]["image"], pulled_);
   EXPECT_EQ(json::parse(prewarm(a_, {"ps", "--json"}).out).size(), 0u);
+}
+
+// Issue 10: a node that pulls an image its restores take lazily (every image here, with
+// PREWARM_LAZY_MIN_MB=0; by default those of 256 MiB of memory or more) does not unpack it:
+// a lazy copy holds the small files and the working set, and the restore's other pages come
+// straight from the pulled packs.
+TEST_F(DistributionTest, LazyImagesArePulledWithoutUnpackingAndRestoreFromThePacks) {
+  bake_on_a();
+  if (HasFatalFailure()) return;
+  push_from_a();
+  b_.env.push_back("PREWARM_LAZY_MIN_MB=0");
+  auto pull = pull_on_b(registry_->port());
+  ASSERT_EQ(code(pull), 0) << pull.err;
+  EXPECT_FALSE(stdfs::exists(b_.state / "images" / pulled_)) << "unpacked anyway";
+  auto images = prewarm(b_, {"images"});
+  EXPECT_TRUE(std::regex_search(images.out, std::regex(pulled_ + " .* no +sha256:"))) << images.out;
+  std::string body = run_on_b(pulled_);
+  EXPECT_NE(body.find("count=6 "), std::string::npos) << body;
+  EXPECT_FALSE(stdfs::exists(b_.state / "images" / pulled_)) << "unpacked by the restore";
+  // rmi takes the lazy copy with the image.
+  ASSERT_EQ(code(prewarm(b_, {"rm", "--all"})), 0);
+  ASSERT_EQ(code(prewarm(b_, {"rmi", pulled_})), 0);
+  std::error_code ec;
+  EXPECT_TRUE(stdfs::is_empty(b_.state / "lazy-copies", ec)) << "lazy copy left";
 }
 
 // Untrusted images (issue 8): an image from elsewhere must not reach the host. Its files are
