@@ -87,10 +87,24 @@ void write_all(int fd, const char* p, size_t n) {
 
 void write_file_raw(const char* path, const char* text, size_t n, bool append) {
   if (!path || !*path) return;
-  int fd = ::open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0600);
+  if (append) {
+    int fd = ::open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_APPEND, 0600);
+    if (fd < 0) return;
+    write_all(fd, text, n);
+    ::close(fd);
+    return;
+  }
+  // Whole or not at all: readers poll this file.
+  char tmp[4200];
+  size_t at = 0;
+  put_str(tmp, sizeof tmp - 1, &at, path);
+  put_str(tmp, sizeof tmp - 1, &at, ".tmp");
+  tmp[at] = '\0';
+  int fd = ::open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return;
   write_all(fd, text, n);
   ::close(fd);
+  ::rename(tmp, path);
 }
 
 bool read_full(int fd, void* p, size_t n) {
