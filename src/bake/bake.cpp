@@ -99,7 +99,8 @@ Result<int> open_tcp_connections(pid_t pid) {
 }
 
 // The trial: a lazy restore of the staged image that copies nothing in the background, whose
-// page faults, from resume through the readiness probe and the warm-up, are the working set.
+// page faults, from resume through the readiness probe and the warm-up's requests, are the
+// working set.
 // Written to staged/working-set; a trial that cannot run leaves a note instead (lazy restores
 // still work without a working set, only slower).
 Status record_working_set(const Context& ctx, const spec::AppSpec& spec, const image::Manifest& m,
@@ -133,8 +134,13 @@ Status record_working_set(const Context& ctx, const spec::AppSpec& spec, const i
     res.working_set_note = "trial restore failed: " + started->record.fallback_reason;
     return {};
   }
-  if (!spec.warmup.empty()) {
-    Status w = probe::run_warmup(spec.warmup, lifecycle::probe_target(ctx, started->record));
+  // The requests of the warm-up, served again; not its exec steps, which set the app up (e.g.
+  // load a dataset) rather than use it: run again they would touch what serving does not.
+  std::vector<spec::WarmupStep> requests;
+  for (const auto& w : spec.warmup)
+    if (w.http_get) requests.push_back(w);
+  if (!requests.empty()) {
+    Status w = probe::run_warmup(requests, lifecycle::probe_target(ctx, started->record));
     if (!w.ok()) {
       res.working_set_note = "trial restore's warm-up failed: " + w.error().to_string();
       return {};

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "base/fs.h"
+#include "base/sha256.h"
 #include "criu/page_server.h"
 #include "image/image.h"
 #include "image/pagemap.h"
@@ -171,23 +172,42 @@ Result<std::optional<LoadedImage>> open_lazy_copy(const engine::Context& ctx, co
   std::error_code ec;
   if (stdfs::exists(ctx.image_dir(name) / image::kManifestFile, ec)) return std::optional<LoadedImage>();
   PW_ASSIGN(store::Store st, open_store(ctx));
-  auto reader = store::ImageReader::open(st, name);
-  if (!reader.ok()) {
-    if (reader.error().kind() == ErrorKind::kNotFound) return std::optional<LoadedImage>();
-    return std::move(reader).error();
+  auto stored = st.stored_image(name);
+  if (!stored.ok()) {
+    if (stored.error().kind() == ErrorKind::kNotFound) return std::optional<LoadedImage>();
+    return std::move(stored).error();
   }
-  auto manifest = image::parse_manifest(reader->manifest_json());
+  // A lazy copy made before (by the pull, or an earlier start): its manifest.json must be the
+  // one the store holds; the store's config of the image (every chunk) is not read again.
+  const stdfs::path existing = lazy_copies_dir(ctx) / digest_hex(stored->manifest_digest);
+  std::string manifest_json;
+  stdfs::path dir;
+  if (auto text = fs::read_file(existing / image::kManifestFile, 16 << 20);
+      text.ok() && sha256_hex(*text) == stored->manifest_json_sha256) {
+    manifest_json = std::move(text).value();
+    dir = existing;
+  }
+  std::optional<store::ImageReader> reader;
+  if (dir.empty()) {
+    auto r = store::ImageReader::open(st, stored->manifest_digest);
+    if (!r.ok()) return std::move(r).error().with_context("image " + name);
+    reader.emplace(std::move(r).value());
+    manifest_json = reader->manifest_json();
+  }
+  auto manifest = image::parse_manifest(manifest_json);
   if (!manifest.ok()) return std::move(manifest).error().with_context("image " + name);
   auto spec = spec::parse_spec(manifest->spec_yaml, "/");
   if (!spec.ok()) return std::move(spec).error().with_context("image " + name + ": stored spec is invalid");
   PW_ASSIGN(bool lazy, restore_is_lazy(ctx, *manifest, *spec, paging));
   if (!lazy) return std::optional<LoadedImage>();
-  ctx.say("image " + name + ": no unpacked copy here; restoring lazily straight from the store");
-  PW_ASSIGN(stdfs::path dir, make_lazy_copy(ctx, *reader));
+  if (dir.empty()) {
+    ctx.say("image " + name + ": no unpacked copy here; restoring lazily straight from the store");
+    PW_ASSIGN(dir, make_lazy_copy(ctx, *reader));
+  }
   LoadedImage img;
   img.name = name;
   img.dir = dir;
-  img.store_digest = reader->manifest_digest();
+  img.store_digest = stored->manifest_digest;
   img.pages_from_store = img.store_digest;
   img.manifest = std::move(manifest).value();
   img.spec = std::move(spec).value();
