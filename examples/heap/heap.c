@@ -75,64 +75,7 @@ static int make_heap(void) {
   return 0;
 }
 
-static long long now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-// As PID 1 of a container, signals without a handler are ignored: exit on TERM/INT explicitly.
-static void on_signal(int sig) {
-  (void)sig;
-  _exit(0);
-}
-
-// Reads until the end of the headers ("\r\n\r\n"), the buffer is full, EOF or the deadline.
-// Returns the bytes read (NUL-terminated in buf), or -1 if no complete header block arrived.
-static int read_request(int fd, char* buf, size_t cap) {
-  size_t len = 0;
-  long long deadline = now_ms() + kRequestTimeoutMs;
-  buf[0] = '\0';
-  while (len + 1 < cap) {
-    long long left = deadline - now_ms();
-    if (left <= 0) return -1;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r = poll(&p, 1, (int)left);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    len += (size_t)n;
-    buf[len] = '\0';
-    if (strstr(buf, "\r\n\r\n") || strstr(buf, "\n\n")) return (int)len;
-  }
-  return -1;
-}
-
-static void send_all(int fd, const char* data, size_t len) {
-  while (len > 0) {
-    ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // client gone or send timeout: nothing more to do
-    data += n;
-    len -= (size_t)n;
-  }
-}
-
-static void respond(int fd, int status, const char* reason, const char* body, int head_only) {
-  char head[256];
-  size_t body_len = strlen(body);
-  int n = snprintf(head, sizeof head,
-                   "HTTP/1.1 %d %s\r\n"
-                   "Content-Type: text/plain\r\n"
-                   "Content-Length: %zu\r\n"
-                   "Connection: close\r\n"
-                   "\r\n",
-                   status, reason, body_len);
-  send_all(fd, head, (size_t)n);
-  if (!head_only) send_all(fd, body, body_len);
-}
+#include "../common/mini_http.h"
 
 static void handle(int fd) {
   char req[kMaxRequest];
