@@ -824,8 +824,25 @@ TEST(SpecDocument, UnknownTopLevelFields) {
             "workingdir: unknown field (did you mean workingDir?)");
   EXPECT_EQ(error_of(minimal_with("image: nginx\n")),
             "image: unknown field (expected one of: name, rootfs, command, args, env, workingDir, "
-            "files, ports, readinessProbe, warmup, quiesceTimeoutMilliseconds)");
+            "files, ports, readinessProbe, warmup, quiesceTimeoutMilliseconds, restore)");
   EXPECT_EQ(error_of(minimal_with("livenessProbe: {}\n")).rfind("livenessProbe: unknown field", 0),
+            0u);
+}
+
+// restore.paging: how restores get the app's memory (issue 10).
+TEST(SpecRestore, PagingIsParsedCheckedAndRoundTrips) {
+  EXPECT_EQ(parse_ok(minimal_with("")).restore_paging, "");
+  for (const char* p : {"lazy", "eager", "auto"}) {
+    AppSpec s = parse_ok(minimal_with(std::string("restore: {paging: ") + p + "}\n"));
+    EXPECT_EQ(s.restore_paging, p);
+    auto again = parse(to_yaml(s), "/");
+    ASSERT_TRUE(again.ok()) << again.error().message();
+    EXPECT_EQ(*again, s);
+  }
+  EXPECT_EQ(error_of(minimal_with("restore: {paging: sometimes}\n")),
+            "restore.paging: must be auto, lazy or eager, got \"sometimes\"");
+  EXPECT_EQ(error_of(minimal_with("restore: lazy\n")).rfind("restore: expected a mapping", 0), 0u);
+  EXPECT_EQ(error_of(minimal_with("restore: {pages: lazy}\n")).rfind("restore.pages: unknown field", 0),
             0u);
 }
 
