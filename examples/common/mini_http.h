@@ -1,13 +1,16 @@
 // The few pieces of HTTP/1.1 serving the example apps share (tiny's counter, the heap): static
 // C, no libc beyond what a static busybox-style rootfs offers. Include once, in the app's file,
-// after defining kRequestTimeoutMs.
+// after defining kRequestTimeoutMs and kSendTimeoutMs.
 #pragma once
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,4 +71,50 @@ static void respond(int fd, int status, const char* reason, const char* body, in
                    status, reason, body_len);
   send_all(fd, head, (size_t)n);
   if (!head_only) send_all(fd, body, body_len);
+}
+
+// Exits on TERM/INT, listens on port (all addresses) and answers one connection at a time
+// with handle(fd) until killed; returns 1 when it cannot listen (after saying why).
+static int serve_forever(const char* name, int port, void (*handle)(int fd)) {
+  struct sigaction sa = {0};
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (lfd < 0) {
+    fprintf(stderr, "%s: socket: %s\n", name, strerror(errno));
+    return 1;
+  }
+  int one = 1;
+  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in addr = {0};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((unsigned short)port);
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (bind(lfd, (struct sockaddr*)&addr, sizeof addr) != 0) {
+    fprintf(stderr, "%s: bind: %s\n", name, strerror(errno));
+    return 1;
+  }
+  if (listen(lfd, 128) != 0) {
+    fprintf(stderr, "%s: listen: %s\n", name, strerror(errno));
+    return 1;
+  }
+  printf("%s listening on :%d\n", name, port);
+  fflush(stdout);
+
+  for (;;) {
+    int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (cfd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+        usleep(10000);  // out of resources: back off instead of spinning
+      continue;         // EINTR, ECONNABORTED and the like: just accept the next one
+    }
+    struct timeval tv = {.tv_sec = kSendTimeoutMs / 1000,
+                         .tv_usec = (kSendTimeoutMs % 1000) * 1000};
+    setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    handle(cfd);
+    close(cfd);
+  }
 }

@@ -153,45 +153,5 @@ int main(void) {
   printf("heap: %zu MiB filled in %lld ms, sum=%016" PRIx64 "\n", heap_mb, now_ms() - t0,
          heap_sum);
 
-  struct sigaction sa = {0};
-  sa.sa_handler = on_signal;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
-
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (lfd < 0) {
-    perror("heap: socket");
-    return 1;
-  }
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in addr = {0};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons((unsigned short)port);
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (bind(lfd, (struct sockaddr*)&addr, sizeof addr) != 0) {
-    perror("heap: bind");
-    return 1;
-  }
-  if (listen(lfd, 128) != 0) {
-    perror("heap: listen");
-    return 1;
-  }
-  printf("heap listening on :%ld\n", port);
-  fflush(stdout);
-
-  for (;;) {
-    int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (cfd < 0) {
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-        usleep(10000);  // out of resources: back off instead of spinning
-      continue;
-    }
-    struct timeval tv = {.tv_sec = kSendTimeoutMs / 1000,
-                         .tv_usec = (kSendTimeoutMs % 1000) * 1000};
-    setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    handle(cfd);
-    close(cfd);
-  }
+  return serve_forever("heap", (int)port, handle);
 }

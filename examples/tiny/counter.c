@@ -134,45 +134,5 @@ int main(void) {
   const char* env_ballast = getenv("BALLAST_MB");
   if (env_ballast && *env_ballast && make_ballast(env_ballast) != 0) return 2;
 
-  struct sigaction sa = {0};
-  sa.sa_handler = on_signal;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
-
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (lfd < 0) {
-    perror("counter: socket");
-    return 1;
-  }
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in addr = {0};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons((unsigned short)port);
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (bind(lfd, (struct sockaddr*)&addr, sizeof addr) != 0) {
-    perror("counter: bind");
-    return 1;
-  }
-  if (listen(lfd, 128) != 0) {
-    perror("counter: listen");
-    return 1;
-  }
-  printf("counter listening on :%d\n", port);
-  fflush(stdout);
-
-  for (;;) {
-    int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (cfd < 0) {
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-        usleep(10000);  // out of resources: back off instead of spinning
-      continue;         // EINTR, ECONNABORTED and the like: just accept the next one
-    }
-    struct timeval tv = {.tv_sec = kSendTimeoutMs / 1000,
-                         .tv_usec = (kSendTimeoutMs % 1000) * 1000};
-    setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    handle(cfd);
-    close(cfd);
-  }
+  return serve_forever("counter", port, handle);
 }
