@@ -89,6 +89,8 @@ Status for_each_line(std::string_view text, Fn fn) {
   return {};
 }
 
+}  // namespace
+
 bool is_pagemap_name(const std::string& name) {
   return name.rfind("pagemap-", 0) == 0 && name.size() > 12 &&
          name.compare(name.size() - 4, 4, ".img") == 0;
@@ -96,12 +98,16 @@ bool is_pagemap_name(const std::string& name) {
 
 Result<pid_t> pagemap_pid(const std::string& name) {
   pid_t pid = 0;
-  if (!parse_num(std::string_view(name).substr(8, name.size() - 12), pid) || pid <= 0)
+  if (!is_pagemap_name(name) || !parse_num(std::string_view(name).substr(8, name.size() - 12), pid) ||
+      pid <= 0)
     return bad(name + ": not named pagemap-<pid>.img");
   return pid;
 }
 
-}  // namespace
+bool is_pages_name(const std::string& name) {
+  return name.rfind("pages-", 0) == 0 && name.size() > 10 &&
+         name.compare(name.size() - 4, 4, ".img") == 0;
+}
 
 Result<Pagemap> parse_pagemap(std::string_view in) {
   if (in.size() < 8) return bad("truncated");

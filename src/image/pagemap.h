@@ -39,6 +39,11 @@ struct Pagemap {
   std::vector<PagemapEntry> entries;
 };
 
+// CRIU's file names in a checkpoint directory: pagemap-<pid>.img and pages-<id>.img.
+bool is_pagemap_name(const std::string& name);
+Result<pid_t> pagemap_pid(const std::string& name);  // kInvalidInput for another name
+bool is_pages_name(const std::string& name);
+
 Result<Pagemap> parse_pagemap(std::string_view image);
 std::string serialize_pagemap(const Pagemap& pm);
 

@@ -22,18 +22,19 @@ namespace {
 namespace stdfs = std::filesystem;
 constexpr uint64_t kPage = 4096;
 
+// A path in the image: "checkpoint/<name>" with a CRIU name of that kind.
 bool is_pages_file(const std::string& path) {
-  const std::string prefix = std::string(image::kCheckpointDir) + "/pages-";
-  return path.rfind(prefix, 0) == 0 && path.size() > prefix.size() + 4 &&
-         path.compare(path.size() - 4, 4, ".img") == 0;
+  const stdfs::path p(path);
+  return p.parent_path() == image::kCheckpointDir && image::is_pages_name(p.filename().string());
 }
 
 bool is_pagemap_file(const std::string& path, pid_t* pid) {
-  const std::string prefix = std::string(image::kCheckpointDir) + "/pagemap-";
-  if (path.rfind(prefix, 0) != 0 || path.size() <= prefix.size() + 4 ||
-      path.compare(path.size() - 4, 4, ".img") != 0)
-    return false;
-  return std::sscanf(path.c_str() + prefix.size(), "%d", pid) == 1 && *pid > 0;
+  const stdfs::path p(path);
+  if (p.parent_path() != image::kCheckpointDir) return false;
+  auto parsed = image::pagemap_pid(p.filename().string());
+  if (!parsed.ok()) return false;
+  *pid = *parsed;
+  return true;
 }
 
 std::string pages_file(uint32_t pages_id) {
