@@ -115,9 +115,10 @@ Status record_working_set(const Context& ctx, const spec::AppSpec& spec, const i
   so.mode = lifecycle::StartMode::kRestore;
   so.id = spec.name + "-" + fs::random_hex(4);
   so.hostname = spec.name;
-  const stdfs::path faults = ctx.instances_dir() / (so.id + ".faults");
+  // Inside the trial instance's directory, so that its removal (or recovery's, after a crash)
+  // takes the record too.
+  const stdfs::path faults = ctx.instance_dir(so.id) / "faults";
   so.record_faults = faults;
-  fs::RemoveOnExit faults_file(faults);
   auto started = instances.start(img, so);
   if (!started.ok()) {
     res.working_set_note = "trial restore failed: " + started.error().to_string();
