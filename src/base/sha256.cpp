@@ -35,6 +35,13 @@ std::string sha256_hex(std::string_view data) {
   return to_hex(out, n);
 }
 
+std::array<uint8_t, 32> sha256_bytes(std::string_view data) {
+  std::array<uint8_t, 32> out{};
+  unsigned n = 0;
+  EVP_Digest(data.data(), data.size(), out.data(), &n, EVP_sha256(), nullptr);
+  return out;
+}
+
 Result<std::string> sha256_file(const std::filesystem::path& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return Error::sys("open", errno, path.string());

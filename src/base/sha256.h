@@ -1,6 +1,8 @@
 // SHA-256 of files and buffers (OpenSSL EVP), as lowercase hex.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -10,6 +12,7 @@
 namespace prewarm {
 
 std::string sha256_hex(std::string_view data);
+std::array<uint8_t, 32> sha256_bytes(std::string_view data);
 Result<std::string> sha256_file(const std::filesystem::path& path);
 
 // Incremental SHA-256, for data that streams by (a download, a file being written).

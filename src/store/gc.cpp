@@ -130,6 +130,7 @@ Result<GcResult> Store::gc(const std::set<std::string>& protected_manifest_diges
       ++r.removed_temp_files;
   }
   if (r.removed_blobs) PW_TRY(fsync_dir(dir));
+  remove_stale_chunk_tables(root_);
   return r;
 }
 

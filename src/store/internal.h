@@ -147,6 +147,47 @@ Result<LoadedImage> load_image(const stdfs::path& root, const std::string& manif
                                int64_t manifest_size);
 Result<IndexEntry> find_entry(const stdfs::path& root, const std::string& name);
 
+// ---- chunk tables (chunk_table.cpp) ----
+// A stored image's files and chunks in the compact form readers use: no JSON to parse.
+struct ChunkTable {
+  struct Chunk {
+    uint64_t offset;       // in the file
+    uint64_t pack_offset;  // of its zstd frame in packs[pack]
+    uint32_t length;
+    uint32_t pack_length;
+    uint32_t pack;
+    uint32_t reserved;
+    uint8_t sha256[32];  // of the uncompressed bytes
+  };
+  struct File {
+    std::string path;
+    uint64_t size = 0;
+    std::string sha256;  // hex
+    uint64_t first = 0, count = 0;  // its chunks: chunks[first, first + count)
+  };
+  std::string manifest_json;       // the image's manifest.json, byte for byte
+  std::vector<std::string> packs;  // digests
+  std::vector<File> files;
+  std::vector<Chunk> chunks;
+};
+static_assert(sizeof(ChunkTable::Chunk) == 64, "chunk table entries are stored as they are");
+// From a checked config whose chunks all have their pack ranges (format 1's filled in).
+Result<ChunkTable> make_chunk_table(const ImageConfig& config);
+// Writes the table for the next reader; failing to is only logged.
+void keep_chunk_table(const stdfs::path& root, const std::string& config_digest,
+                      const ChunkTable& table);
+std::string serialize_chunk_table(const ChunkTable& t, const std::string& config_digest);
+// Checks the table's SHA-256, that it was made from config_digest and that it is consistent.
+Result<ChunkTable> parse_chunk_table(std::string_view data, const std::string& config_digest);
+stdfs::path chunk_table_path(const stdfs::path& root, const std::string& config_digest);
+// The table of a stored image (its manifest read and verified first): the kept one when it is
+// sound, else made from the config (load_image's checks) and kept for the next reader. The
+// manifest's text goes to manifest_text when given.
+Result<ChunkTable> load_chunk_table(const stdfs::path& root, const std::string& manifest_digest,
+                                    int64_t manifest_size, std::string* manifest_text = nullptr);
+// Removes the tables of configs no longer in the store (gc, with its locks held).
+void remove_stale_chunk_tables(const stdfs::path& root);
+
 // ---- annotations ----
 // CRIU version as checkpointctl/CRI-O/Podman write it: major*10000 + minor*100 + sublevel.
 std::string criu_version_number(const std::string& dotted);

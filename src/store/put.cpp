@@ -294,6 +294,8 @@ Result<PutResult> Store::put(const stdfs::path& image_dir, const std::string& na
   PW_TRY(fsync_dir(blobs_dir(root_)));
   PW_TRY(index_upsert(
       root_, make_index_entry(name, r.manifest_digest, manifest_json.size(), om.annotations)));
+  // Readers of single pages (lazy restores) then need not parse the config; best effort.
+  if (auto table = make_chunk_table(config); table.ok()) keep_chunk_table(root_, om.config.digest, *table);
   r.seconds = sw.seconds();
   return r;
 }

@@ -23,31 +23,33 @@ constexpr size_t kCacheChunks = 64;  // ~2 MiB of ~32 KiB chunks
 struct ImageReader::Impl {
   stdfs::path root;
   Lease lease;
-  LoadedImage img;
-  std::map<std::string, const FileEntry*> by_path;
-  std::map<std::string, UniqueFd> packs;  // open pack blobs
-  // chunk sha256 -> bytes, most recent first
-  std::list<std::pair<std::string, std::string>> cache;
+  std::string manifest_digest;
+  ChunkTable table;
+  std::map<std::string, const ChunkTable::File*> by_path;
+  std::vector<UniqueFd> packs;  // open pack blobs, by the table's pack index
+  // chunk index -> bytes, most recent first
+  std::list<std::pair<uint64_t, std::string>> cache;
   uint64_t chunks_read = 0;
 
-  Result<int> pack_fd(const std::string& digest) {
-    auto it = packs.find(digest);
-    if (it != packs.end()) return it->second.get();
-    const stdfs::path p = blob_file(root, digest);
+  Result<int> pack_fd(uint32_t pack) {
+    if (packs.empty()) packs.resize(table.packs.size());
+    if (packs[pack].valid()) return packs[pack].get();
+    const stdfs::path p = blob_file(root, table.packs[pack]);
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) return Error::sys("open pack", errno, p.string());
-    int raw = fd.get();
-    packs.emplace(digest, std::move(fd));
-    return raw;
+    packs[pack] = std::move(fd);
+    return packs[pack].get();
   }
 
-  Result<const std::string*> chunk(const ChunkRef& c) {
+  Result<const std::string*> chunk(uint64_t index) {
     for (auto it = cache.begin(); it != cache.end(); ++it)
-      if (it->first == c.sha256) {
+      if (it->first == index) {
         cache.splice(cache.begin(), cache, it);
         return &cache.front().second;
       }
-    PW_ASSIGN(int fd, pack_fd(c.digest));
+    const ChunkTable::Chunk& c = table.chunks[index];
+    const std::string& pack = table.packs[c.pack];
+    PW_ASSIGN(int fd, pack_fd(c.pack));
     std::string frame(c.pack_length, '\0');
     size_t got = 0;
     while (got < frame.size()) {
@@ -55,28 +57,33 @@ struct ImageReader::Impl {
                           static_cast<off_t>(c.pack_offset + got));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0)
-        return Error(ErrorKind::kIo, "pack " + c.digest + ": short read at " +
+        return Error(ErrorKind::kIo, "pack " + pack + ": short read at " +
                                          std::to_string(c.pack_offset + got), n < 0 ? errno : 0);
       got += static_cast<size_t>(n);
     }
     std::string raw(c.length, '\0');
-    PW_TRY(decompress(frame, raw.data(), raw.size(), c.digest));
-    if (sha256_hex(raw) != c.sha256)
+    PW_TRY(decompress(frame, raw.data(), raw.size(), pack));
+    const auto sum = sha256_bytes(raw);
+    if (!std::equal(sum.begin(), sum.end(), c.sha256))
       return Error(ErrorKind::kInvalidInput,
-                   "pack " + c.digest + ": a chunk at " + std::to_string(c.pack_offset) +
+                   "pack " + pack + ": a chunk at " + std::to_string(c.pack_offset) +
                        " does not match its SHA-256 (the store is damaged; `prewarm verify`)");
     ++chunks_read;
-    cache.emplace_front(c.sha256, std::move(raw));
+    cache.emplace_front(index, std::move(raw));
     if (cache.size() > kCacheChunks) cache.pop_back();
     return &cache.front().second;
   }
 
-  Result<const FileEntry*> file(const std::string& path) const {
+  Result<const ChunkTable::File*> file(const std::string& path) const {
     auto it = by_path.find(path);
     if (it == by_path.end())
-      return Error(ErrorKind::kNotFound, "image " + img.manifest_digest + " has no file " + path);
+      return Error(ErrorKind::kNotFound, "image " + manifest_digest + " has no file " + path);
     return it->second;
   }
+
+  // The chunks of f, as [begin, end) indexes into table.chunks.
+  const ChunkTable::Chunk* begin(const ChunkTable::File& f) const { return table.chunks.data() + f.first; }
+  const ChunkTable::Chunk* end(const ChunkTable::File& f) const { return begin(f) + f.count; }
 };
 
 ImageReader::ImageReader() : impl_(std::make_unique<Impl>()) {}
@@ -95,20 +102,21 @@ Result<ImageReader> ImageReader::open(const Store& store, const std::string& nam
     digest = entry.digest;
     size = static_cast<int64_t>(entry.size);
   }
-  auto loaded = load_image(store.root(), digest, size);
-  if (!loaded.ok()) return std::move(loaded).error().with_context("image " + name_or_digest);
-  r.impl_->img = std::move(loaded).value();
-  for (const auto& f : r.impl_->img.config.files) r.impl_->by_path[f.path] = &f;
+  auto table = load_chunk_table(store.root(), digest, size);
+  if (!table.ok()) return std::move(table).error().with_context("image " + name_or_digest);
+  r.impl_->manifest_digest = digest;
+  r.impl_->table = std::move(table).value();
+  for (const auto& f : r.impl_->table.files) r.impl_->by_path[f.path] = &f;
   return r;
 }
 
-const std::string& ImageReader::manifest_digest() const { return impl_->img.manifest_digest; }
-const std::string& ImageReader::manifest_json() const { return impl_->img.config.manifest_json; }
+const std::string& ImageReader::manifest_digest() const { return impl_->manifest_digest; }
+const std::string& ImageReader::manifest_json() const { return impl_->table.manifest_json; }
 uint64_t ImageReader::chunks_read() const { return impl_->chunks_read; }
 
 std::vector<std::pair<std::string, uint64_t>> ImageReader::files() const {
   std::vector<std::pair<std::string, uint64_t>> out;
-  for (const auto& f : impl_->img.config.files) out.emplace_back(f.path, f.size);
+  for (const auto& f : impl_->table.files) out.emplace_back(f.path, f.size);
   return out;
 }
 
@@ -116,48 +124,49 @@ std::pair<uint64_t, uint64_t> ImageReader::chunk_span(const std::string& path, u
                                                       uint64_t len) const {
   auto f = impl_->file(path);
   if (!f.ok() || len == 0) return {offset, offset};
-  const auto& chunks = (*f)->chunks;
-  auto first = std::upper_bound(chunks.begin(), chunks.end(), offset,
-                                [](uint64_t o, const ChunkRef& c) { return o < c.offset; });
-  if (first != chunks.begin()) --first;
-  auto last = std::lower_bound(chunks.begin(), chunks.end(), offset + len,
-                               [](const ChunkRef& c, uint64_t o) { return c.offset < o; });
-  uint64_t start = first == chunks.end() ? offset : first->offset;
-  uint64_t end = last == chunks.begin() ? offset + len : std::prev(last)->offset + std::prev(last)->length;
-  return {start, std::max(end, offset + len)};
+  using Chunk = ChunkTable::Chunk;
+  const Chunk* b = impl_->begin(**f);
+  const Chunk* e = impl_->end(**f);
+  const Chunk* first = std::upper_bound(b, e, offset, [](uint64_t o, const Chunk& c) { return o < c.offset; });
+  if (first != b) --first;
+  const Chunk* last = std::lower_bound(b, e, offset + len, [](const Chunk& c, uint64_t o) { return c.offset < o; });
+  uint64_t start = first == e ? offset : first->offset;
+  uint64_t stop = last == b ? offset + len : (last - 1)->offset + (last - 1)->length;
+  return {start, std::max(stop, offset + len)};
 }
 
 Status ImageReader::read(const std::string& path, uint64_t offset, uint64_t len, char* out) {
-  PW_ASSIGN(const FileEntry* f, impl_->file(path));
+  PW_ASSIGN(const ChunkTable::File* f, impl_->file(path));
   if (offset > f->size || len > f->size - offset)
     return Error(ErrorKind::kInvalidInput, path + ": read of " + std::to_string(len) + " at " +
                                                std::to_string(offset) + " is past its end (" +
                                                std::to_string(f->size) + " bytes)");
-  const auto& chunks = f->chunks;
-  auto it = std::upper_bound(chunks.begin(), chunks.end(), offset,
-                             [](uint64_t o, const ChunkRef& c) { return o < c.offset; });
-  if (it != chunks.begin()) --it;
-  uint64_t at = offset, end = offset + len;
-  for (; at < end && it != chunks.end(); ++it) {
+  using Chunk = ChunkTable::Chunk;
+  const Chunk* b = impl_->begin(*f);
+  const Chunk* e = impl_->end(*f);
+  const Chunk* it = std::upper_bound(b, e, offset, [](uint64_t o, const Chunk& c) { return o < c.offset; });
+  if (it != b) --it;
+  uint64_t at = offset, stop = offset + len;
+  for (; at < stop && it != e; ++it) {
     if (it->offset + it->length <= at) continue;
-    PW_ASSIGN(const std::string* bytes, impl_->chunk(*it));
+    PW_ASSIGN(const std::string* bytes, impl_->chunk(static_cast<uint64_t>(it - impl_->table.chunks.data())));
     const uint64_t from = at - it->offset;
-    const uint64_t n = std::min<uint64_t>(it->length - from, end - at);
+    const uint64_t n = std::min<uint64_t>(it->length - from, stop - at);
     std::copy_n(bytes->data() + from, n, out + (at - offset));
     at += n;
   }
-  if (at != end) return Error(ErrorKind::kInvalidInput, path + ": its chunks do not cover it");
+  if (at != stop) return Error(ErrorKind::kInvalidInput, path + ": its chunks do not cover it");
   return {};
 }
 
 Status ImageReader::copy_file(const std::string& path, const stdfs::path& dest) {
-  PW_ASSIGN(const FileEntry* f, impl_->file(path));
+  PW_ASSIGN(const ChunkTable::File* f, impl_->file(path));
   PW_TRY(fs::make_dirs(dest.parent_path(), 0700));
   UniqueFd fd(::open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) return Error::sys("create", errno, dest.string());
   Sha256Stream h;
-  for (const auto& c : f->chunks) {
-    PW_ASSIGN(const std::string* bytes, impl_->chunk(c));
+  for (uint64_t k = f->first; k < f->first + f->count; ++k) {
+    PW_ASSIGN(const std::string* bytes, impl_->chunk(k));
     h.update(*bytes);
     size_t done = 0;
     while (done < bytes->size()) {

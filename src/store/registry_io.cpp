@@ -115,6 +115,8 @@ Result<std::string> Store::add_manifest(const std::string& name,
   PW_TRY(write_blob(root_, digest, manifest_json));
   PW_TRY(fsync_dir(blobs_dir(root_)));
   PW_TRY(index_upsert(root_, make_index_entry(name, digest, manifest_json.size(), m->annotations)));
+  // Readers of single pages (lazy restores) then need not parse the config; best effort.
+  (void)load_chunk_table(root_, digest, static_cast<int64_t>(manifest_json.size()));
   return digest;
 }
 

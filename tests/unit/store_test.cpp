@@ -15,6 +15,7 @@
 #include "base/sha256.h"
 #include "image/image.h"
 #include "store/chunker.h"
+#include "store/internal.h"
 #include "support/files.h"
 
 namespace prewarm::store {
@@ -667,6 +668,113 @@ TEST_F(StoreTest, RefusesBadNamesUnsealedImagesAndForeignDirectories) {
   auto lost = Store::open(store().root());
   ASSERT_FALSE(lost.ok());
   EXPECT_NE(lost.error().message().find("index.json"), std::string::npos);
+}
+
+
+// The chunk table a put keeps for the image (one file under chunk-tables/).
+stdfs::path only_chunk_table(const stdfs::path& store_root) {
+  std::vector<stdfs::path> found;
+  for (auto& e : stdfs::directory_iterator(store_root / "chunk-tables")) found.push_back(e.path());
+  EXPECT_EQ(found.size(), 1u);
+  return found.empty() ? stdfs::path() : found[0];
+}
+
+TEST_F(StoreTest, ImageReaderReadsRangesStraightFromThePacks) {
+  ASSERT_TRUE(store().put(path("img-a"), "app-a").ok());
+  const stdfs::path table = only_chunk_table(path("store"));
+  auto r = ImageReader::open(store(), "app-a");
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->manifest_json(), slurp(path("img-a") / image::kManifestFile));
+  const auto listed = r->files();
+  std::map<std::string, uint64_t> files(listed.begin(), listed.end());
+  EXPECT_EQ(files["checkpoint/pages-1.img"], pages_.size());
+  // Ranges that start and end inside chunks and cross several.
+  for (auto [off, len] : std::vector<std::pair<uint64_t, uint64_t>>{
+           {0, 1}, {4095, 2}, {1 << 20, 3 << 20}, {pages_.size() - 10, 10}, {12345, 0}}) {
+    std::string got(len, '\0');
+    ASSERT_TRUE(r->read("checkpoint/pages-1.img", off, len, got.data()).ok()) << off;
+    EXPECT_EQ(got, pages_.substr(off, len)) << off;
+  }
+  std::string past(8, '\0');
+  auto beyond = r->read("checkpoint/pages-1.img", pages_.size() - 4, 8, past.data());
+  ASSERT_FALSE(beyond.ok());
+  EXPECT_EQ(beyond.error().kind(), ErrorKind::kInvalidInput);
+  EXPECT_EQ(r->read("checkpoint/nope.img", 0, 1, past.data()).error().kind(), ErrorKind::kNotFound);
+  ASSERT_TRUE(r->copy_file("checkpoint/core-1.img", path("out/core")).ok());
+  EXPECT_EQ(slurp(path("out/core")), "core of app-a");
+  // By manifest digest too (as the page server opens it), from the same kept table.
+  auto by_digest = ImageReader::open(store(), r->manifest_digest());
+  ASSERT_TRUE(by_digest.ok());
+  EXPECT_EQ(by_digest->files(), r->files());
+  EXPECT_TRUE(stdfs::exists(table));
+}
+
+TEST_F(StoreTest, DamagedOrForeignChunkTablesAreMadeAgainFromTheConfig) {
+  ASSERT_TRUE(store().put(path("img-a"), "app-a").ok());
+  const stdfs::path table = only_chunk_table(path("store"));
+  const std::string good = slurp(table);
+  make_image(path("img-b"), "app-b", memory_like(1 << 20, 5));
+  ASSERT_TRUE(store().put(path("img-b"), "app-b").ok());
+  std::string other;
+  for (auto& e : stdfs::directory_iterator(path("store/chunk-tables")))
+    if (e.path() != table) other = slurp(e.path());
+  ASSERT_FALSE(other.empty());
+
+  std::string flipped = good;
+  flipped[flipped.size() / 2] ^= 1;
+  for (const std::string& bad : {flipped, good.substr(0, good.size() - 100), std::string("x"), other}) {
+    spit(table, bad);
+    auto r = ImageReader::open(store(), "app-a");
+    ASSERT_TRUE(r.ok()) << r.error().to_string();
+    std::string got(100000, '\0');
+    ASSERT_TRUE(r->read("checkpoint/pages-1.img", 500000, got.size(), got.data()).ok());
+    EXPECT_EQ(got, pages_.substr(500000, got.size()));
+    EXPECT_EQ(slurp(table), good) << "the table was made again";
+  }
+  stdfs::remove(table);
+  ASSERT_TRUE(ImageReader::open(store(), "app-a").ok());
+  EXPECT_EQ(slurp(table), good);
+}
+
+TEST_F(StoreTest, AChunkTableCannotMakeTheReaderServeOtherBytes) {
+  // A table rewritten consistently (its own SHA-256 recomputed) but naming other content for a
+  // chunk: each chunk read is still checked against it, and refused.
+  ASSERT_TRUE(store().put(path("img-a"), "app-a").ok());
+  const stdfs::path table = only_chunk_table(path("store"));
+  const std::string config = "sha256:" + table.filename().string();
+  auto parsed = detail::parse_chunk_table(slurp(table), config);
+  ASSERT_TRUE(parsed.ok()) << parsed.error().to_string();
+  ASSERT_GT(parsed->chunks.size(), 2u);
+  std::swap(parsed->chunks[0].sha256, parsed->chunks[1].sha256);
+  spit(table, detail::serialize_chunk_table(*parsed, config));
+  auto r = ImageReader::open(store(), "app-a");
+  ASSERT_TRUE(r.ok());
+  std::string got(1, '\0');
+  // Which files hold chunks 0 and 1 depends on the manifest's order: read every file's start.
+  bool refused = false;
+  for (const auto& [p, size] : r->files()) {
+    if (size == 0) continue;
+    auto st = r->read(p, 0, 1, got.data());
+    if (!st.ok()) {
+      refused = true;
+      EXPECT_NE(st.error().message().find("does not match its SHA-256"), std::string::npos)
+          << st.error().to_string();
+    }
+  }
+  EXPECT_TRUE(refused);
+}
+
+TEST_F(StoreTest, GcRemovesTheChunkTablesOfRemovedImages) {
+  ASSERT_TRUE(store().put(path("img-a"), "app-a").ok());
+  const stdfs::path table = only_chunk_table(path("store"));
+  spit(path("store/chunk-tables/leftover.tmp-123"), "x");
+  GcOptions now{std::chrono::seconds(0), std::chrono::seconds(0)};
+  ASSERT_TRUE(store().gc({}, now).ok());
+  EXPECT_TRUE(stdfs::exists(table));
+  EXPECT_FALSE(stdfs::exists(path("store/chunk-tables/leftover.tmp-123")));
+  ASSERT_TRUE(store().remove("app-a").ok());
+  ASSERT_TRUE(store().gc({}, now).ok());
+  EXPECT_FALSE(stdfs::exists(table));
 }
 
 }  // namespace
