@@ -90,6 +90,10 @@ struct StartOptions {
   // The bake's trial restore: lazy, nothing copied in the background, and every page fault the
   // app takes recorded in this file (criu::LazyPagesOptions::record_faults).
   std::filesystem::path record_faults;
+  // A pool's instance: restored and left frozen, network attached, not personalised (the
+  // checkpoint's hostname) and not probed; the record says "restored". No cold fallback: a
+  // restore that fails is an error. claim() makes it ready.
+  bool park = false;
 };
 
 // Whether a restore of `img` is lazy, for the requested paging ("" as in StartOptions).
@@ -126,6 +130,14 @@ class Instances {
   Result<Started> start_cold_from_spec(const spec::AppSpec& spec,
                                        const std::filesystem::path& base, const std::string& id,
                                        int stdio_fd);
+
+  // An instance of `img` parked by start(park) made ready: its hostname (opts.hostname, else its
+  // id) applied, thawed, probed. Parked instances of another digest of the image are left
+  // alone; one that fails to come up is removed and the next one tried. kNotFound when none is
+  // parked (the caller restores one instead, or waits for a refill).
+  Result<Started> claim(const LoadedImage& img, const StartOptions& opts = {});
+  // The ids of the parked instances of `img` (its digest), oldest first.
+  Result<std::vector<std::string>> parked(const LoadedImage& img);
 
   // Stops and removes an instance: container, rootfs, sandbox, record, directory. Takes the
   // instance's lock (waiting for a start in progress). Half-made instances, with or without a

@@ -161,9 +161,9 @@ Result<RecoveryReport> Instances::recover() {
       continue;
     }
     auto rec = load_record(dir);
-    // A ready instance of an image is adopted. One without an image is a bake's, which holds
+    // A ready or parked instance of an image is adopted. One without an image is a bake's, which holds
     // its lock until it is done: free, its bake died.
-    if (rec.ok() && rec->state == InstanceState::kReady && !rec->image.empty()) {
+    if (rec.ok() && !is_transitional(rec->state) && !rec->image.empty()) {
       rep.adopted.push_back(id);
       continue;
     }

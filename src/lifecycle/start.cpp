@@ -319,6 +319,9 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   StartTimings t;
   const std::string id = opts.id.empty() ? new_id(img.name) : opts.id;
   PW_TRY(check_id(id));
+  if (opts.park && opts.mode != StartMode::kRestore)
+    return Error(ErrorKind::kInvalidInput, "only a restore can be parked (a pool's instances are "
+                                           "restored, never cold-started)");
   const auto dir = ctx_.instance_dir(id);
   oci::Runtime& rt = *ctx_.runtime;
 
@@ -358,6 +361,9 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
     fallback = std::move(hc.blocker);
     rec.restore_note = std::move(hc.unchecked);
   }
+  if (opts.park && !fallback.empty())
+    return Error(ErrorKind::kIncompatibleHost, "cannot park an instance of " + img.name +
+                                                   ": this host cannot restore it: " + fallback);
   lap.to(t.verify_ms);
 
   PW_ASSIGN(SandboxInfo sb, seams_.sandbox->create(id));
@@ -396,6 +402,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       ro.tcp_established = img.manifest.tcp_established;
       ro.huge_pages = ctx_.config.huge_pages;
       ro.stdio_fd = opts.stdio_fd >= 0 ? opts.stdio_fd : log.get();
+      ro.leave_frozen = opts.park;
       PW_ASSIGN(bool lazy, restore_is_lazy(ctx_, img, opts.record_faults.empty() ? opts.paging : "lazy"));
       if (lazy) {
         PW_ASSIGN(criu::LazyPages lp, prepare_lazy(ctx_, img, dir, criu_work, opts, ro, t));
@@ -413,6 +420,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
           PW_TRY(pager->arm(p));
           t.runtime_phases["lazy_arm_ms"] = sa.millis();
         }
+        if (opts.park) return Status();  // the claim personalises it
         Stopwatch sw;
         Status st = identity->apply(p);
         t.identity_ms += sw.millis();
@@ -432,6 +440,8 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       pid = r->pid;
       restored = true;
       for (const auto& [k, v] : r->phases) t.runtime_phases[k] = v;
+    } else if (opts.park) {
+      return std::move(r).error().with_context("parking an instance of " + img.name);
     } else {
       fallback = std::move(r).error().to_string();
       log::warn("restore of " + id + " failed, cold-starting instead: " + fallback);
@@ -446,6 +456,18 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       t.identity_ms = 0;
       lap.to(t.network_ms);
     }
+  }
+  if (restored && opts.park) {
+    // Frozen, attached, not personalised: claim() takes it from here.
+    rec.started_by = "restore";
+    rec.state = InstanceState::kRestored;
+    PW_TRY(save_record(dir, rec));
+    done = true;
+    lap.to(t.record_ms);
+    t.total_ms = total.millis();
+    t.other_ms = t.total_ms - (t.verify_ms + t.record_ms + t.network_ms + t.prepare_ms +
+                               t.runtime_ms + t.identity_ms + t.probe_ms);
+    return Started{rec, t, pid, nullptr};
   }
   if (restored) {
     // Identity is applied; the probe follows at once. A crash now finds "restoring" on disk,
@@ -505,6 +527,80 @@ std::vector<Result<Started>> Instances::start_many(const LoadedImage& img, int n
     futs.push_back(std::async(std::launch::async, [this, &img, each] { return start(img, each); }));
   for (auto& f : futs) out.push_back(f.get());
   return out;
+}
+
+Result<std::vector<std::string>> Instances::parked(const LoadedImage& img) {
+  std::vector<std::pair<std::string, std::string>> found;  // created, id
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(ctx_.instances_dir(), ec)) {
+    const std::string id = e.path().filename().string();
+    if (id.empty() || id[0] == '.' || !e.is_directory(ec)) continue;
+    auto rec = load_record(e.path());
+    if (!rec.ok() || rec->state != InstanceState::kRestored || rec->image != img.name) continue;
+    // Parked from another build of the image (re-baked or pulled again since): not this one.
+    if (!img.store_digest.empty() && rec->image_digest != img.store_digest) continue;
+    found.emplace_back(rec->created, id);
+  }
+  if (ec) return Error::sys("read", ec.value(), ctx_.instances_dir().string());
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& [created, id] : found) out.push_back(std::move(id));
+  return out;
+}
+
+Result<Started> Instances::claim(const LoadedImage& img, const StartOptions& opts) {
+  PW_ASSIGN(std::vector<std::string> ids, parked(img));
+  for (const auto& id : ids) {
+    Stopwatch total;
+    Laps lap;
+    StartTimings t;
+    const auto dir = ctx_.instance_dir(id);
+    // Another claim (or a removal) has it: the next one.
+    auto locked = InstanceLock::try_acquire(dir);
+    if (!locked.ok() || !locked->has_value()) continue;
+    InstanceLock lock = std::move(**locked);
+    auto loaded = load_record(dir);
+    if (!loaded.ok() || loaded->state != InstanceState::kRestored) continue;
+    InstanceRecord rec = std::move(loaded).value();
+    lap.to(t.record_ms);
+    auto attempt = [&]() -> Result<Started> {
+      oci::Runtime& rt = *ctx_.runtime_named(rec.runtime);
+      PW_ASSIGN(oci::ContainerState cs, rt.state(id));
+      lap.to(t.runtime_ms);
+      rec.hostname = opts.hostname.empty() ? id : opts.hostname;
+      // From here a crash leaves a transitional state, which recovery undoes.
+      rec.state = InstanceState::kPersonalising;
+      PW_TRY(save_record(dir, rec));
+      lap.to(t.record_ms);
+      PW_TRY(seams_.identity(rec)->apply(cs.pid));
+      lap.to(t.identity_ms);
+      PW_TRY(rt.resume(id));
+      lap.to(t.runtime_ms);
+      PW_TRY(wait_ready(rt, img.spec, rec, seams_.probe_target(rec)));
+      lap.to(t.probe_ms);
+      rec.state = InstanceState::kReady;
+      rec.ready_s = total.millis() / 1000.0;
+      PW_TRY(save_record(dir, rec));
+      lap.to(t.record_ms);
+      t.total_ms = total.millis();
+      t.other_ms = t.total_ms - (t.verify_ms + t.record_ms + t.network_ms + t.prepare_ms +
+                                 t.runtime_ms + t.identity_ms + t.probe_ms);
+      return Started{rec, t, cs.pid, nullptr};
+    };
+    auto claimed = attempt();
+    if (claimed.ok()) {
+      if (opts.keep_lock) claimed->lock = std::make_shared<InstanceLock>(std::move(lock));
+      return claimed;
+    }
+    log::warn("claim of parked instance " + id + " failed; removing it: " +
+              claimed.error().to_string());
+    rec.state = InstanceState::kFailed;
+    (void)save_record(dir, rec);
+    if (Status st = undo(id, &rec); !st.ok())
+      log::warn("cleanup of " + id + ": " + st.error().to_string());
+  }
+  return Error(ErrorKind::kNotFound, "no parked instance of image " + img.name +
+                                         " to claim (`prewarm pool " + img.name + " --size N`)");
 }
 
 Result<Started> Instances::start_cold_from_spec(const spec::AppSpec& spec,

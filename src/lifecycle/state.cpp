@@ -32,6 +32,8 @@ std::optional<InstanceState> parse_state(std::string_view name) {
   return std::nullopt;
 }
 
-bool is_transitional(InstanceState s) { return s != InstanceState::kReady; }
+bool is_transitional(InstanceState s) {
+  return s != InstanceState::kReady && s != InstanceState::kRestored;
+}
 
 }  // namespace prewarm::lifecycle

@@ -4,7 +4,8 @@
 //       │            │                                      ▲
 //       └────────────┴─► starting (cold, also the fallback) ─┘        any ─► failed
 //
-// restored: the tasks exist but have not run since the checkpoint (a pool parks here).
+// restored: the tasks exist, frozen, and have not run since the checkpoint (a pool parks here;
+// only parked instances record it, so it is a resting state like ready).
 // A state is what the record says; whether the processes live is the runtime's to say.
 #pragma once
 
@@ -28,7 +29,7 @@ std::string_view state_name(InstanceState s);
 std::optional<InstanceState> parse_state(std::string_view name);
 
 // True while a prewarm process is (or was, before a crash) still working on the instance:
-// preparing, restoring, restored, personalising, starting, stopping, failed. Recovery removes
+// preparing, restoring, personalising, starting, stopping, failed. Recovery removes
 // instances in these states whose lock nobody holds.
 bool is_transitional(InstanceState s);
 

@@ -288,6 +288,10 @@ Status CgroupSet::freeze(milliseconds timeout) const {
   }
 }
 
+Status CgroupSet::leave_freezer(pid_t pid) const {
+  return write_cg(in("freezer").parent_path() / "cgroup.procs", std::to_string(pid));
+}
+
 Status CgroupSet::thaw() const { return write_cg(in("freezer") / "freezer.state", "THAWED"); }
 
 bool CgroupSet::frozen() const {

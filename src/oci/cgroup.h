@@ -60,6 +60,9 @@ class CgroupSet {
   // period, ~1 ms here). The v2 hierarchy of a hybrid host (no controllers) is not joined.
   Result<std::unique_ptr<ThreadInCgroups>> enter_this_thread() const;
   Status freeze(std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  // Moves pid to the freezer cgroup above the set's (e.g. a CRIU that must keep running while
+  // what it restored is frozen).
+  Status leave_freezer(pid_t pid) const;
   Status thaw() const;
   bool frozen() const;
   // The processes in the set (from the pids or freezer hierarchy).

@@ -579,6 +579,18 @@ class CriuDirect final : public Runtime {
       before_resume_ms = ms_since(t);
       return s;
     };
+    // Frozen before CRIU lets the tasks go (after pre-resume it only detaches from them, which
+    // a frozen task allows): a parked instance has not run since its checkpoint. CRIU itself
+    // leaves the freezer cgroup first, or it would freeze with them.
+    double freeze_ms = 0;
+    if (o.leave_frozen)
+      req.on_notify["pre-resume"] = [&](pid_t) -> Status {
+        auto t = steady_clock::now();
+        PW_TRY(cg.leave_freezer(criu_pid_seen));
+        Status s = cg.freeze();
+        freeze_ms = ms_since(t);
+        return s;
+      };
     Restored out;
     out.phases.emplace_back("prepare_ms", ms_since(t0));
     const auto t_criu = steady_clock::now();
@@ -588,6 +600,7 @@ class CriuDirect final : public Runtime {
     out.phases.emplace_back("cgroup_join_ms", join_ms);
     for (const auto& [k, v] : r->phases) out.phases.emplace_back(k + "_ms", v);
     if (o.before_resume) out.phases.emplace_back("before_resume_ms", before_resume_ms);
+    if (o.leave_frozen) out.phases.emplace_back("freeze_ms", freeze_ms);
     undo.pid = r->pid;
 
     const auto t_state = steady_clock::now();

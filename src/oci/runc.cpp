@@ -111,6 +111,13 @@ class Runc final : public Runtime {
         return std::move(st).error();
       }
     }
+    if (o.leave_frozen) {
+      r.ran_before_frozen = true;
+      if (Status st = pause(id); !st.ok()) {
+        (void)remove(id);
+        return std::move(st).error().with_context("restore of " + id);
+      }
+    }
     return r;
   }
 

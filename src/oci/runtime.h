@@ -48,11 +48,16 @@ struct RestoreOptions {
   // (host view). A backend that cannot stop there calls it right after the restore; `restore`
   // reports which one happened. An error fails the restore.
   std::function<Status(pid_t)> before_resume;
+  // Leave the restored container frozen (cgroup freezer; `pause` state): a pool's parked
+  // instance, which a claim personalises and thaws (resume). The direct backend freezes the
+  // tasks before they run again; runc's resumes them itself, so it pauses them at once after.
+  bool leave_frozen = false;
 };
 
 struct Restored {
   pid_t pid = 0;                  // the container's init, host pid
   bool hook_before_resume = true;  // false: before_resume ran after the app had resumed
+  bool ran_before_frozen = false;  // leave_frozen: the app ran a moment before it was frozen
   // Where the backend's time went (milliseconds), e.g. {"criu_ms", ...}; may be empty.
   std::vector<std::pair<std::string, double>> phases;
 };

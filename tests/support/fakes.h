@@ -72,9 +72,9 @@ class FakeRuntime final : public oci::Runtime {
         return std::move(st).error();
       }
     }
-    log_.add("resume " + id);
+    log_.add((o.leave_frozen ? "freeze " : "resume ") + id);
     std::lock_guard l(mu_);
-    containers_[id].status = "running";
+    containers_[id].status = o.leave_frozen ? "paused" : "running";
     oci::Restored r;
     r.pid = pid;
     r.phases = {{"criu_ms", 1.0}};
@@ -91,8 +91,8 @@ class FakeRuntime final : public oci::Runtime {
     return 0;
   }
   Status kill(const std::string&, int) override { return {}; }
-  Status pause(const std::string&) override { return {}; }
-  Status resume(const std::string&) override { return {}; }
+  Status pause(const std::string& id) override { return set_status(id, "pause", "paused"); }
+  Status resume(const std::string& id) override { return set_status(id, "thaw", "running"); }
   Status remove(const std::string& id) override {
     log_.add("remove " + id);
     std::lock_guard l(mu_);
@@ -116,6 +116,15 @@ class FakeRuntime final : public oci::Runtime {
   bool fail_restore = false, fail_run = false, fail_list = false;
 
  private:
+  Status set_status(const std::string& id, const std::string& event, const std::string& status) {
+    log_.add(event + " " + id);
+    std::lock_guard l(mu_);
+    auto it = containers_.find(id);
+    if (it == containers_.end()) return Error(ErrorKind::kNotFound, "no container " + id);
+    it->second.status = status;
+    return {};
+  }
+
   EventLog& log_;
   mutable std::mutex mu_;
   std::map<std::string, oci::ContainerState> containers_;

@@ -316,9 +316,120 @@ TEST_F(LifecycleTest, StateNamesRoundTrip) {
                  InstanceState::kPersonalising, InstanceState::kStarting, InstanceState::kReady,
                  InstanceState::kStopping, InstanceState::kFailed}) {
     EXPECT_EQ(parse_state(state_name(s)), s);
-    EXPECT_EQ(is_transitional(s), s != InstanceState::kReady);
+    // Ready and parked (restored) instances rest; the others are a prewarm's work in progress.
+    EXPECT_EQ(is_transitional(s), s != InstanceState::kReady && s != InstanceState::kRestored);
   }
   EXPECT_FALSE(parse_state("zombie").has_value());
+}
+
+
+StartOptions parking() {
+  StartOptions o;
+  o.park = true;
+  return o;
+}
+
+TEST_F(LifecycleTest, ParkedInstanceIsRestoredFrozenAndNotPersonalised) {
+  Instances inst(ctx_, seams());
+  auto s = inst.start(img_, parking());
+  ASSERT_TRUE(s.ok()) << s.error().to_string();
+  const auto& r = s->record;
+  EXPECT_EQ(r.state, InstanceState::kRestored);
+  EXPECT_EQ(r.started_by, "restore");
+  EXPECT_FALSE(r.ip.empty()) << "the network is attached";
+  // Restored and frozen: no identity, no resume, no probe.
+  EXPECT_EQ(events_for(r.id), (std::vector<std::string>{"sandbox", "rootfs-restore", "restore", "freeze"}));
+  EXPECT_EQ(runtime_->state(r.id)->status, "paused");
+  auto on_disk = load_record(ctx_.instance_dir(r.id));
+  ASSERT_TRUE(on_disk.ok());
+  EXPECT_EQ(on_disk->state, InstanceState::kRestored);
+  EXPECT_EQ(*inst.parked(img_), std::vector<std::string>{r.id});
+  // A parked instance rests: recovery adopts it.
+  auto rep = inst.recover();
+  ASSERT_TRUE(rep.ok());
+  EXPECT_EQ(rep->adopted, std::vector<std::string>{r.id});
+  EXPECT_TRUE(rep->removed.empty());
+}
+
+TEST_F(LifecycleTest, ClaimPersonalisesThawsAndLeavesTheRestParked) {
+  Instances inst(ctx_, seams());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) {
+    auto s = inst.start(img_, parking());
+    ASSERT_TRUE(s.ok()) << s.error().to_string();
+    ids.push_back(s->record.id);
+  }
+  ASSERT_EQ(inst.parked(img_)->size(), 2u);
+  auto c = inst.claim(img_);
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  const std::string first = c->record.id;
+  ASSERT_TRUE(first == ids[0] || first == ids[1]);
+  const std::string other = first == ids[0] ? ids[1] : ids[0];
+  EXPECT_EQ(c->record.state, InstanceState::kReady);
+  EXPECT_EQ(c->record.hostname, first);
+  EXPECT_GE(c->timings.total_ms, c->timings.identity_ms + c->timings.runtime_ms);
+  // Identity while still frozen, then thawed.
+  EXPECT_EQ(events_for(first), (std::vector<std::string>{"sandbox", "rootfs-restore", "restore",
+                                                         "freeze", "identity", "thaw"}));
+  EXPECT_EQ(runtime_->state(first)->status, "running");
+  EXPECT_EQ(load_record(ctx_.instance_dir(first))->state, InstanceState::kReady);
+  EXPECT_EQ(*inst.parked(img_), std::vector<std::string>{other});
+
+  StartOptions named;
+  named.hostname = "web-1";
+  auto second = inst.claim(img_, named);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->record.id, other);
+  EXPECT_EQ(second->record.hostname, "web-1");
+  EXPECT_EQ(load_record(ctx_.instance_dir(other))->hostname, "web-1");
+  auto none = inst.claim(img_);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().kind(), ErrorKind::kNotFound);
+  EXPECT_TRUE(inst.parked(img_)->empty());
+}
+
+TEST_F(LifecycleTest, ClaimLeavesParkedInstancesOfAnotherBuildAlone) {
+  Instances inst(ctx_, seams());
+  ASSERT_TRUE(inst.start(img_, parking()).ok());
+  LoadedImage rebaked = img_;
+  rebaked.store_digest = "sha256:beef";
+  EXPECT_TRUE(inst.parked(rebaked)->empty());
+  auto c = inst.claim(rebaked);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().kind(), ErrorKind::kNotFound);
+  EXPECT_EQ(inst.parked(img_)->size(), 1u);
+}
+
+TEST_F(LifecycleTest, AParkedInstanceThatFailsItsClaimIsRemovedAndTheNextOneServes) {
+  Instances inst(ctx_, seams());
+  ASSERT_TRUE(inst.start(img_, parking()).ok());
+  ASSERT_TRUE(inst.start(img_, parking()).ok());
+  // The first one's container is gone (killed while parked): its claim fails at state().
+  const std::string oldest = (*inst.parked(img_))[0];
+  ASSERT_TRUE(runtime_->remove(oldest).ok());
+  auto c = inst.claim(img_);
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_NE(c->record.id, oldest);
+  EXPECT_FALSE(stdfs::exists(ctx_.instance_dir(oldest))) << "the failed one is removed";
+  EXPECT_EQ(sandbox_->live().size(), 1u);
+}
+
+TEST_F(LifecycleTest, AFailedParkIsAnErrorNotAColdStartAndLeavesNothing) {
+  runtime_->fail_restore = true;
+  Instances inst(ctx_, seams());
+  auto s = inst.start(img_, parking());
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message().find("fake restore failed"), std::string::npos) << s.error().to_string();
+  expect_nothing_left();
+  host_.blocker = "CPU lacks avx512";
+  runtime_->fail_restore = false;
+  auto blocked = inst.start(img_, parking());
+  ASSERT_FALSE(blocked.ok());
+  EXPECT_EQ(blocked.error().kind(), ErrorKind::kIncompatibleHost);
+  expect_nothing_left();
+  StartOptions cold = parking();
+  cold.mode = StartMode::kCold;
+  EXPECT_EQ(inst.start(img_, cold).error().kind(), ErrorKind::kInvalidInput);
 }
 
 }  // namespace
