@@ -5,6 +5,8 @@
 
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "base/log.h"
 #include "images/images.h"
 #include "lifecycle/instance.h"
@@ -54,6 +56,33 @@ registry::Options registry_options(const engine::Context& ctx, const RegistryFla
   if (f.plain_http) o.insecure_http = true;
   o.ca_file = f.ca_file;
   return o;
+}
+
+nlohmann::json started_json(const lifecycle::Started& s) {
+  const auto& r = s.record;
+  return {{"id", r.id},
+          {"ip", r.ip},
+          {"pid", s.pid},
+          {"hostname", r.hostname},
+          {"state", std::string(lifecycle::state_name(r.state))},
+          {"startedBy", r.started_by},
+          {"runtime", r.runtime},
+          {"paging", r.paging},
+          {"fallbackReason", r.fallback_reason},
+          {"restoreNote", r.restore_note},
+          {"readyMilliseconds", s.timings.total_ms},
+          {"timingsMilliseconds", s.timings.as_map()}};
+}
+
+void print_started(const lifecycle::Started& s) {
+  const auto& r = s.record;
+  const bool parked = r.state == lifecycle::InstanceState::kRestored;
+  std::printf("%-24s %-15s %s in %-9s %s%s\n", r.id.c_str(), r.ip.c_str(),
+              parked ? "parked" : "ready", fmt_ms(s.timings.total_ms).c_str(),
+              r.started_by.c_str(), r.paging == "lazy" ? " (lazy)" : "");
+  if (!r.fallback_reason.empty())
+    std::printf("  restore was not possible, cold-started instead: %s\n", r.fallback_reason.c_str());
+  if (!r.restore_note.empty()) std::printf("  note: %s\n", r.restore_note.c_str());
 }
 
 }  // namespace prewarm::cli

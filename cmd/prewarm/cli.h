@@ -7,6 +7,8 @@
 
 #include "base/result.h"
 #include "engine/context.h"
+#include "lifecycle/instance.h"
+#include <nlohmann/json_fwd.hpp>
 #include "registry/registry.h"
 
 namespace prewarm::cli {
@@ -29,6 +31,10 @@ Result<engine::Context> open_context(const Globals& g, bool quiet = false,
                                      Recover recover = Recover::kNo);
 
 std::string fmt_ms(double ms);
+// A started (or claimed) instance: as JSON (id, ip, pid, how it started, timings), or as the
+// line `run` prints (with the fallback's reason and any note below it).
+nlohmann::json started_json(const lifecycle::Started& s);
+void print_started(const lifecycle::Started& s);
 
 // --plain-http and --ca-file, shared by push and pull.
 struct RegistryFlags {
@@ -56,5 +62,7 @@ void add_import(CLI::App& app, Globals& g);
 void add_doctor(CLI::App& app, Globals& g);
 void add_bench(CLI::App& app, Globals& g);
 void add_self_image(CLI::App& app, Globals& g);
+void add_pool(CLI::App& app, Globals& g);
+void add_claim(CLI::App& app, Globals& g);
 
 }  // namespace prewarm::cli

@@ -80,27 +80,11 @@ void add_run(CLI::App& app, Globals& g) {
                          {"kind", error_kind_name(s.error().kind())}});
         continue;
       }
-      const auto& r = s->record;
       if (a->json) {
-        out.push_back({{"id", r.id},
-                       {"ip", r.ip},
-                       {"pid", s->pid},
-                       {"startedBy", r.started_by},
-                       {"runtime", r.runtime},
-                       {"paging", r.paging},
-                       {"fallbackReason", r.fallback_reason},
-                       {"restoreNote", r.restore_note},
-                       {"readyMilliseconds", s->timings.total_ms},
-                       {"timingsMilliseconds", s->timings.as_map()}});
+        out.push_back(started_json(*s));
         continue;
       }
-      std::printf("%-24s %-15s ready in %-9s %s%s\n", r.id.c_str(), r.ip.c_str(),
-                  fmt_ms(s->timings.total_ms).c_str(), r.started_by.c_str(),
-                  r.paging == "lazy" ? " (lazy)" : "");
-      if (!r.fallback_reason.empty())
-        std::printf("  restore was not possible, cold-started instead: %s\n",
-                    r.fallback_reason.c_str());
-      if (!r.restore_note.empty()) std::printf("  note: %s\n", r.restore_note.c_str());
+      print_started(*s);
     }
     if (a->json) std::printf("%s\n", out.dump(2).c_str());
   });

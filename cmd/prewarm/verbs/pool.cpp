@@ -1,0 +1,108 @@
+// prewarm pool NAME --size N [--paging P] [--json]
+// prewarm claim NAME [--hostname H] [--json]
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "images/load.h"
+#include "lifecycle/instance.h"
+
+namespace prewarm::cli {
+
+void add_pool(CLI::App& app, Globals& g) {
+  struct Args {
+    std::string image, paging;
+    int size = 1;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = app.add_subcommand(
+      "pool", "keep instances of an image restored ahead of time: frozen (no CPU), network "
+              "attached, not yet given their hostname; `prewarm claim` makes one ready");
+  c->add_option("name", a->image, "image name")->required();
+  c->add_option("--size,-n", a->size,
+                "parked instances to have: as many as are missing are restored, concurrently")
+      ->required();
+  c->add_option("--paging", a->paging, "lazy, eager or auto, as for `prewarm run`")
+      ->check(CLI::IsMember({"lazy", "eager", "auto"}));
+  c->add_flag("--json", a->json, "print the parked instances as JSON");
+  c->callback([&g, a] {
+    if (a->size < 0)
+      return void(g.rc = fail(Error(ErrorKind::kInvalidInput, "--size must not be negative")));
+    auto ctx = open_context(g, a->json, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    images::LoadOptions lo;
+    lo.paging = a->paging;
+    auto img = images::load_image(*ctx, a->image, lo);
+    if (!img.ok()) return void(g.rc = fail(img.error()));
+    lifecycle::Instances instances(*ctx);
+    auto have = instances.parked(*img);
+    if (!have.ok()) return void(g.rc = fail(have.error()));
+    const int missing = a->size - static_cast<int>(have->size());
+    lifecycle::StartOptions o;
+    o.park = true;
+    o.paging = a->paging;
+    nlohmann::json out = nlohmann::json::array();
+    if (missing > 0) {
+      ctx->say("parking " + std::to_string(missing) + " instance(s) of " + a->image + " (" +
+               std::to_string(have->size()) + " parked already)");
+      for (auto& s : instances.start_many(*img, missing, o)) {
+        if (!s.ok()) {
+          g.rc = fail(s.error());
+          continue;
+        }
+        if (a->json) out.push_back(started_json(*s));
+        else print_started(*s);
+      }
+    } else if (!a->json) {
+      std::printf("%zu instance(s) of %s parked already\n", have->size(), a->image.c_str());
+    }
+    if (a->json) std::printf("%s\n", out.dump(2).c_str());
+  });
+}
+
+void add_claim(CLI::App& app, Globals& g) {
+  struct Args {
+    std::string image, hostname, paging;
+    bool json = false, no_restore = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* c = app.add_subcommand(
+      "claim", "make a parked instance of an image ready (its hostname, thawed, probed); "
+               "with none parked, restore one as `run` does");
+  c->add_option("name", a->image, "image name")->required();
+  c->add_option("--hostname", a->hostname, "the instance's hostname (default: its id)");
+  c->add_flag("--no-restore", a->no_restore,
+              "fail (not found) when nothing is parked instead of restoring an instance");
+  c->add_option("--paging", a->paging, "for a restore when nothing is parked, as for `run`")
+      ->check(CLI::IsMember({"lazy", "eager", "auto"}));
+  c->add_flag("--json", a->json, "print the instance as JSON (claimed: whether it was parked)");
+  c->callback([&g, a] {
+    auto ctx = open_context(g, a->json, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    images::LoadOptions lo;
+    lo.paging = a->paging;
+    auto img = images::load_image(*ctx, a->image, lo);
+    if (!img.ok()) return void(g.rc = fail(img.error()));
+    lifecycle::Instances instances(*ctx);
+    lifecycle::StartOptions o;
+    o.hostname = a->hostname;
+    o.paging = a->paging;
+    auto s = instances.claim(*img, o);
+    bool claimed = s.ok();
+    if (!s.ok() && s.error().kind() == ErrorKind::kNotFound && !a->no_restore) {
+      ctx->say("no parked instance of " + a->image + "; restoring one");
+      s = instances.start(*img, o);
+    }
+    if (!s.ok()) return void(g.rc = fail(s.error()));
+    if (a->json) {
+      auto j = started_json(*s);
+      j["claimed"] = claimed;
+      std::printf("%s\n", j.dump(2).c_str());
+      return;
+    }
+    print_started(*s);
+  });
+}
+
+}  // namespace prewarm::cli
