@@ -48,4 +48,16 @@ struct LazyBenchOptions {
 // grows from the first app to the last.
 Result<std::string> bench_lazy(const Context& ctx, const LazyBenchOptions& opts);
 
+struct PoolBenchOptions {
+  std::vector<std::filesystem::path> spec_files;
+  int claims = 200;
+  int pool_size = 4;
+  int restores = 10;      // restore → ready samples, for comparison
+  int interval_ms = 20;   // between claims
+};
+
+// Per app: claim → ready from a pool kept full in the background (median, p99), restore →
+// ready of the same image, and how fast a pool refills (restores per second).
+Result<std::string> bench_pool(const Context& ctx, const PoolBenchOptions& opts);
+
 }  // namespace prewarm::bench

@@ -1,4 +1,4 @@
-// prewarm bench startup|store|lazy SPEC.yaml ...
+// prewarm bench startup|store|lazy|pool SPEC.yaml ...
 #include <cstdio>
 
 #include "bench/bench.h"
@@ -36,6 +36,22 @@ void add_bench(CLI::App& app, Globals& g) {
     auto ctx = open_context(g, false, Recover::kYes);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     auto r = bench::bench_lazy(*ctx, *lbo);
+    if (!r.ok()) return void(g.rc = fail(r.error()));
+    std::printf("%s\n", r->c_str());
+  });
+  auto pbo = std::make_shared<bench::PoolBenchOptions>();
+  auto* pool = bench->add_subcommand(
+      "pool", "claim → ready from a warm pool kept full in the background, vs restore → ready");
+  pool->add_option("specs", pbo->spec_files, "AppSpec YAML files")->required();
+  pool->add_option("--claims", pbo->claims, "claims per app (default 200)");
+  pool->add_option("--pool-size", pbo->pool_size, "instances kept parked (default 4)");
+  pool->add_option("--restores", pbo->restores, "restore → ready samples (default 10)");
+  pool->add_option("--interval-ms", pbo->interval_ms, "pause between claims (default 20)");
+  pool->add_flag("--json", *as_json, "print JSON (the only format)");
+  pool->callback([&g, pbo] {
+    auto ctx = open_context(g, false, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    auto r = bench::bench_pool(*ctx, *pbo);
     if (!r.ok()) return void(g.rc = fail(r.error()));
     std::printf("%s\n", r->c_str());
   });
