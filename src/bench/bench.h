@@ -60,4 +60,14 @@ struct PoolBenchOptions {
 // ready of the same image, and how fast a pool refills (restores per second).
 Result<std::string> bench_pool(const Context& ctx, const PoolBenchOptions& opts);
 
+struct MemoryBenchOptions {
+  std::filesystem::path spec_file;
+  int instances = 16;
+  unsigned pages_to_scan = 2000;  // ksmd's, while the benchmark runs (restored afterwards)
+};
+
+// N instances' memory (PSS) without and with KSM merging, against one instance alone; ksmd's
+// CPU time; restore → ready in both modes.
+Result<std::string> bench_memory(const Context& ctx, const MemoryBenchOptions& opts);
+
 }  // namespace prewarm::bench

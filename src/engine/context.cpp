@@ -6,6 +6,8 @@
 #include <cstdlib>
 
 #include "base/fs.h"
+#include "base/ksm.h"
+#include "base/log.h"
 #include "base/subprocess.h"
 #include "oci/criu_direct.h"
 
@@ -47,6 +49,7 @@ Config config_from_env() {
   c.huge_pages = env_or("PREWARM_HUGE_PAGES", "0") == "1";
   c.paging = env_or("PREWARM_PAGING", c.paging);
   c.prewarm_binary = env_or("PREWARM_BINARY", "");
+  c.memory_merge = env_or("PREWARM_MEMORY_MERGE", "0") == "1";
   if (c.prewarm_binary.empty()) {
     std::error_code ec;
     auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -82,6 +85,20 @@ Status Context::use_runtime(const std::string& name) {
   return {};
 }
 
+Status enable_memory_merge() {
+  PW_TRY(ksm::set_process_mergeable(true));
+  auto settings = ksm::read_settings();
+  if (!settings.ok()) return std::move(settings).error().with_context("PREWARM_MEMORY_MERGE=1");
+  if (settings->run != 1) {
+    settings->run = 1;
+    PW_TRY(ksm::write_settings(*settings));
+    log::info("PREWARM_MEMORY_MERGE=1: started ksmd (/sys/kernel/mm/ksm/run was off); it "
+              "scans " + std::to_string(settings->pages_to_scan) + " pages every " +
+              std::to_string(settings->sleep_millisecs) + " ms");
+  }
+  return {};
+}
+
 Result<Context> make_context(Config config, const std::filesystem::path& state_dir_override) {
   Context ctx;
   if (!state_dir_override.empty()) config.state_dir = state_dir_override;
@@ -100,6 +117,7 @@ Result<Context> make_context(Config config, const std::filesystem::path& state_d
   std::shared_ptr<oci::Runtime> runc = oci::make_runc(config.runc_binary);
   ctx.runtimes["runc"] = runc;
   ctx.runtimes["criu"] = oci::make_criu_direct(runc);
+  if (config.memory_merge) PW_TRY(enable_memory_merge());
   std::string chosen = config.runtime.empty() ? std::string(kDefaultRuntime) : config.runtime;
   ctx.config = std::move(config);
   PW_TRY(ctx.use_runtime(chosen));

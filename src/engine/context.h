@@ -47,10 +47,18 @@ struct Config {
   // PREWARM_BINARY, else this process's own executable when it is prewarm, else `prewarm` on
   // PATH.
   std::string prewarm_binary;
+  // Restored instances' memory merged across instances by KSM (base/ksm.h): this process and
+  // what it starts are marked mergeable, and ksmd is started if it is stopped.
+  // PREWARM_MEMORY_MERGE=1.
+  bool memory_merge = false;
 };
 
 // Config from the environment (PREWARM_* variables); the fields' comments name them.
 Config config_from_env();
+
+// Config::memory_merge: marks this process (and what it starts) mergeable and starts ksmd
+// when it is stopped.
+Status enable_memory_merge();
 
 struct Context {
   Config config;

@@ -1,4 +1,4 @@
-// prewarm bench startup|store|lazy|pool SPEC.yaml ...
+// prewarm bench startup|store|lazy|pool|memory SPEC.yaml ...
 #include <cstdio>
 
 #include "bench/bench.h"
@@ -52,6 +52,21 @@ void add_bench(CLI::App& app, Globals& g) {
     auto ctx = open_context(g, false, Recover::kYes);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     auto r = bench::bench_pool(*ctx, *pbo);
+    if (!r.ok()) return void(g.rc = fail(r.error()));
+    std::printf("%s\n", r->c_str());
+  });
+  auto mbo = std::make_shared<bench::MemoryBenchOptions>();
+  auto* memory = bench->add_subcommand(
+      "memory", "N instances' memory without and with KSM merging, against one instance");
+  memory->add_option("spec", mbo->spec_file, "AppSpec YAML file")->required();
+  memory->add_option("--instances", mbo->instances, "instances (default 16)");
+  memory->add_option("--pages-to-scan", mbo->pages_to_scan,
+                     "ksmd's pages per 20 ms while measuring (default 2000)");
+  memory->add_flag("--json", *as_json, "print JSON (the only format)");
+  memory->callback([&g, mbo] {
+    auto ctx = open_context(g, false, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    auto r = bench::bench_memory(*ctx, *mbo);
     if (!r.ok()) return void(g.rc = fail(r.error()));
     std::printf("%s\n", r->c_str());
   });
