@@ -28,6 +28,8 @@ PACKAGES=(
   # fuzzing and sanitizer builds (scripts/fuzz.sh, scripts/sanitize.sh): clang with libFuzzer
   # and the ASan/UBSan runtimes (only recommended by clang-14, so named here)
   clang libclang-rt-14-dev
+  # prewarmd's metrics are checked by the Prometheus client library's own parser (tests)
+  python3-prometheus-client
   # registry tests (a real distribution registry, bcrypt htpasswd, certificates, JWT signing)
   docker-registry apache2-utils openssl
   # foreign checkpoint archive tests (a real `podman container checkpoint --export`)

@@ -29,6 +29,7 @@ int status_of(ErrorKind k) {
   switch (k) {
     case ErrorKind::kNotFound: return 404;
     case ErrorKind::kInvalidInput: return 400;
+    case ErrorKind::kPermissionDenied: return 403;
     case ErrorKind::kConflict: return 409;
     case ErrorKind::kIncompatibleHost: return 422;
     case ErrorKind::kUnavailable: return 503;

@@ -18,6 +18,8 @@
 #include <sstream>
 #include <thread>
 
+#include <yaml-cpp/yaml.h>
+
 #include "bake/bake.h"
 #include "base/subprocess.h"
 #include "lifecycle/instance.h"
@@ -308,6 +310,38 @@ TEST_F(DaemonTest, TcpNeedsTheBearerTokenAndBadInputIsRefused) {
   EXPECT_EQ(api("POST", "/v1/instances", {{"image", image_}, {"count", 0}}).status, 400);
   EXPECT_EQ(api("GET", "/v2/health").status, 404);
   EXPECT_EQ(api("GET", "/v1/instances").j().size(), 0u) << "nothing half-made by the refused requests";
+}
+
+// Every operation api/openapi.yaml documents is one the daemon routes (asked with names that
+// do not exist and empty bodies, so nothing is changed): never the router's "no such path" or
+// "not an operation".
+TEST_F(DaemonTest, EveryDocumentedOperationIsServed) {
+  start_daemon();
+  YAML::Node doc = YAML::LoadFile(PREWARM_SOURCE_DIR "/api/openapi.yaml");
+  ASSERT_EQ(doc["openapi"].as<std::string>().substr(0, 2), "3.");
+  int operations = 0;
+  for (const auto& p : doc["paths"]) {
+    std::string path = p.first.as<std::string>();
+    for (const char* param : {"{name}", "{id}", "{image}"})
+      if (auto at = path.find(param); at != std::string::npos) path.replace(at, std::string(param).size(), "no-such-" + tag_);
+    if (path == "/v1/events") path += "?follow=false";
+    for (const auto& op : p.second) {
+      const std::string method = op.first.as<std::string>();
+      if (method == "parameters") continue;
+      ASSERT_TRUE(op.second["responses"]) << path << " " << method;
+      std::string upper;
+      for (char c : method) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      auto a = call(socket_, 0, upper, path, upper == "GET" || upper == "DELETE" ? "" : "{}");
+      EXPECT_NE(a.status, 0) << upper << " " << path;
+      EXPECT_NE(a.status, 405) << upper << " " << path << ": " << a.body;
+      EXPECT_EQ(a.body.find("no such path"), std::string::npos) << upper << " " << path << ": " << a.body;
+      // The status is one the document lists for it (or 200).
+      EXPECT_TRUE(a.status == 200 || op.second["responses"][std::to_string(a.status)])
+          << upper << " " << path << " answered " << a.status << ": " << a.body;
+      ++operations;
+    }
+  }
+  EXPECT_EQ(operations, 15);
 }
 
 }  // namespace
