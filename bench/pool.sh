@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Warm-pool benchmark: claim → ready from a pool a background thread keeps full (refills at
-# nice 10), for the tiny counter and the Python service, with restore → ready of the same image
+# SCHED_IDLE), for the tiny counter and the Python service, with restore → ready of the same image
 # in the same run, and the pool's refill rate. JSON on stdout (progress on stderr).
 #   bench/pool.sh [CLAIMS]     (default 200)
 set -euo pipefail

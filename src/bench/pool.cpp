@@ -2,6 +2,7 @@
 // daemon does: refills at a lower CPU priority, removals of claimed instances beside them), and
 // in the same run restores → ready of the same image, for comparison. Claim latency is what a
 // caller with the image open waits (Instances::claim: hostname, thaw, probe, record).
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -11,8 +12,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <cstdio>
 #include <thread>
 
 #include "bake/bake.h"
@@ -34,6 +37,22 @@ double percentile(std::vector<double> v, double p) {
   return v[std::min(i, v.size() - 1)];
 }
 
+// Field 19 of /proc/PID/stat.
+int nice_of(pid_t pid) {
+  std::string stat;
+  if (FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r")) {
+    char buf[4096];
+    size_t n = std::fread(buf, 1, sizeof buf, f);
+    std::fclose(f);
+    stat.assign(buf, n);
+  }
+  size_t paren = stat.rfind(") ");
+  if (paren == std::string::npos) return -100;
+  int nice = -100;
+  std::sscanf(stat.c_str() + paren + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %d", &nice);
+  return nice;
+}
+
 json stats(const std::vector<double>& v) {
   return {{"count", v.size()},
           {"median_ms", median(v)},
@@ -42,7 +61,7 @@ json stats(const std::vector<double>& v) {
           {"samples_ms", v}};
 }
 
-// Keeps `size` instances parked and removes claimed ones, on its own thread at nice 10 (the
+// Keeps `size` instances parked and removes claimed ones, on its own thread at SCHED_IDLE (the
 // CRIU it spawns inherits it), until stopped.
 class Refiller {
  public:
@@ -85,7 +104,12 @@ class Refiller {
 
  private:
   void loop() {
-    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10);
+    {
+      // SCHED_IDLE: any normal task (a claim, an app) preempts it at once; CRIU restores the
+      // app's own policy and nice, and the lazy-pages tree resets itself to normal.
+      struct sched_param idle {};
+      ::sched_setscheduler(static_cast<pid_t>(::syscall(SYS_gettid)), SCHED_IDLE, &idle);
+    }
     lifecycle::Instances inst(ctx_);
     lifecycle::StartOptions park;
     park.park = true;
@@ -172,6 +196,8 @@ Result<json> bench_one(const Context& ctx, const std::filesystem::path& spec_fil
   // Claims against a pool the refiller keeps full.
   std::vector<double> claim_ms, identity_ms, thaw_ms, probe_ms;
   int waited = 0;
+  int claimed_nice = -100;
+  std::vector<std::pair<double, std::map<std::string, double>>> slowest;
   json out;
   {
     Refiller refill(ctx, img, opts.pool_size);
@@ -187,6 +213,8 @@ Result<json> bench_one(const Context& ctx, const std::filesystem::path& spec_fil
       if (!c.ok()) return std::move(c).error().with_context("claim " + std::to_string(i + 1));
       refill.claimed();
       claim_ms.push_back(c->timings.total_ms);
+      slowest.emplace_back(c->timings.total_ms, c->timings.as_map());
+      if (i == 0) claimed_nice = nice_of(c->pid);
       identity_ms.push_back(c->timings.identity_ms);
       thaw_ms.push_back(c->timings.runtime_ms);
       probe_ms.push_back(c->timings.probe_ms);
@@ -209,6 +237,16 @@ Result<json> bench_one(const Context& ctx, const std::filesystem::path& spec_fil
                 {"refill_restores_per_second_concurrent", concurrent_s > 0 ? opts.pool_size / concurrent_s : 0},
                 {"refill_park_during_claims", stats(refill.park_ms())},
                 {"claims_that_found_the_pool_momentarily_empty", waited},
+                // The app runs at the priority it had at the checkpoint (CRIU restores it), not
+                // at the refill's.
+                {"claimed_instance_nice", claimed_nice},
+                {"slowest_claims_ms", [&] {
+                   std::sort(slowest.begin(), slowest.end(),
+                             [](const auto& a, const auto& b) { return a.first > b.first; });
+                   json j = json::array();
+                   for (size_t k = 0; k < std::min<size_t>(5, slowest.size()); ++k) j.push_back(slowest[k].second);
+                   return j;
+                 }()},
                 {"ratios",
                  {{"claim_median_vs_restore_median", median(claim_ms) / median(restore_ms)},
                   {"claim_p99_vs_restore_median", percentile(claim_ms, 0.99) / median(restore_ms)}}}};

@@ -5,8 +5,10 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -204,6 +206,11 @@ void close_all_but(const int* keep, int n) {
   }
   ::setsid();
   ::prctl(PR_SET_NAME, "prewarm-lazy", 0, 0, 0);
+  // The app's page faults wait on this tree: normal priority even when the restore was started
+  // from a low-priority thread (a pool's refill).
+  struct sched_param normal {};
+  ::sched_setscheduler(0, SCHED_OTHER, &normal);
+  ::setpriority(PRIO_PROCESS, 0, 0);
   // Default dispositions: the caller's handlers mean nothing here.
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) ::signal(sig, SIG_DFL);
   // A caller that went away must not take the supervisor (and the app's pages) with it.

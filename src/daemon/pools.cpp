@@ -1,5 +1,6 @@
 #include "daemon/pools.h"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -202,9 +203,14 @@ Result<lifecycle::Started> Pools::claim(const std::string& image,
 }
 
 void Pools::refill_loop() {
-  // Refills yield to claims and to the apps: nice 10 on this thread, inherited by the CRIU it
+  // Refills yield to claims and to the apps: SCHED_IDLE on this thread, inherited by the CRIU it
   // starts (CRIU gives the restored tasks back the priority they had at the checkpoint).
-  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10);
+  {
+      // SCHED_IDLE: any normal task (a claim, an app) preempts it at once; CRIU restores the
+      // app's own policy and nice, and the lazy-pages tree resets itself to normal.
+      struct sched_param idle {};
+      ::sched_setscheduler(static_cast<pid_t>(::syscall(SYS_gettid)), SCHED_IDLE, &idle);
+    }
   lifecycle::Instances inst(ctx_);
   for (;;) {
     // The pool furthest below its min, that is under its max.
