@@ -64,5 +64,6 @@ void add_bench(CLI::App& app, Globals& g);
 void add_self_image(CLI::App& app, Globals& g);
 void add_pool(CLI::App& app, Globals& g);
 void add_claim(CLI::App& app, Globals& g);
+void add_serve(CLI::App& app, Globals& g);
 
 }  // namespace prewarm::cli

@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   for (auto add : {cli::add_bake, cli::add_run, cli::add_ps, cli::add_rm, cli::add_images,
                    cli::add_inspect, cli::add_rmi, cli::add_gc, cli::add_verify, cli::add_push,
                    cli::add_pull, cli::add_export, cli::add_import, cli::add_doctor,
-                   cli::add_bench, cli::add_self_image, cli::add_pool, cli::add_claim})
+                   cli::add_bench, cli::add_self_image, cli::add_pool, cli::add_claim, cli::add_serve})
     add(app, g);
   CLI11_PARSE(app, argc, argv);
   return g.rc;
