@@ -17,6 +17,7 @@ struct Globals {
   std::string state_dir;
   std::string runtime;  // --runtime: restore backend ("" : PREWARM_RUNTIME or the default)
   bool verbose = false;
+  bool no_daemon = false;  // --no-daemon: work alone even where prewarmd runs
   int rc = 0;
 };
 

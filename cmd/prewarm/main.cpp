@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
   app.add_option("--runtime", g.runtime,
                  "restore backend: criu (direct, default) or runc (or $PREWARM_RUNTIME)");
   app.add_flag("-v,--verbose", g.verbose, "debug output");
+  app.add_flag("--no-daemon", g.no_daemon,
+               "work alone even where prewarmd runs (run, ps, rm, pool and claim otherwise go "
+               "through its API)");
   app.parse_complete_callback([&] {
     if (g.verbose) log::set_level(log::Level::kDebug);
   });

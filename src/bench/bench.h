@@ -70,4 +70,14 @@ struct MemoryBenchOptions {
 // CPU time; restore → ready in both modes.
 Result<std::string> bench_memory(const Context& ctx, const MemoryBenchOptions& opts);
 
+struct ServeBenchOptions {
+  std::filesystem::path spec_file;
+  int runs = 10;
+  bool skip_cold = false;
+};
+
+// `prewarm serve`: first request from zero, first request with a warm pool, restore → ready and
+// cold start → ready, alternating.
+Result<std::string> bench_serve(const Context& ctx, const ServeBenchOptions& opts);
+
 }  // namespace prewarm::bench

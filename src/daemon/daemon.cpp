@@ -282,7 +282,8 @@ Response Daemon::route(const Request& req, std::string& name) {
 
   if (what == "health" && seg.size() == 2) {
     name = "health";
-    return json_response(200, {{"status", "ok"}, {"version", PREWARM_VERSION}, {"api", kApiVersion}});
+    return json_response(200, {{"status", "ok"}, {"version", PREWARM_VERSION}, {"api", kApiVersion},
+                                {"stateDir", ctx_.state_dir.lexically_normal().string()}});
   }
 
   if (what == "images") {

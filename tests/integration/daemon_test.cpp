@@ -344,5 +344,40 @@ TEST_F(DaemonTest, EveryDocumentedOperationIsServed) {
   EXPECT_EQ(operations, 15);
 }
 
+// Where the daemon runs, the CLI goes through it: a pool set with `prewarm pool` is the
+// daemon's (it refills it), a `prewarm claim` is the daemon's claim (its event stream says so).
+TEST_F(DaemonTest, TheCliGoesThroughTheDaemonWhereItRuns) {
+  start_daemon();
+  auto cli = [&](std::vector<std::string> args) {
+    SpawnOptions so;
+    so.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm"};
+    for (auto& a : args) so.argv.push_back(a);
+    so.env = {"PREWARM_STATE_DIR=" + state_.string(), "PREWARM_BRIDGE=" + ctx_.net.bridge,
+              "PREWARM_SUBNET=" + ctx_.net.subnet, "PREWARM_DAEMON_SOCKET=" + socket_};
+    auto r = run_capture(so);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? *r : RunResult{};
+  };
+  auto pool_set = cli({"pool", image_, "--size", "1"});
+  ASSERT_TRUE(pool_set.success()) << pool_set.err;
+  EXPECT_NE(pool_set.out.find("prewarmd keeps 1"), std::string::npos) << pool_set.out;
+  ASSERT_TRUE(wait_for([&] { return pool()["parked"] == 1; }, 30s)) << pool().dump();
+  auto claimed = cli({"claim", image_, "--hostname", "cli-" + tag_, "--json"});
+  ASSERT_TRUE(claimed.success()) << claimed.err;
+  json j = json::parse(claimed.out, nullptr, false);
+  EXPECT_EQ(j["claimed"], true) << claimed.out;
+  EXPECT_NE(get_app(j["ip"]).find("hostname=cli-" + tag_), std::string::npos);
+  auto events = api("GET", "/v1/events?follow=false");
+  EXPECT_NE(events.body.find("\"instance.claimed\""), std::string::npos) << events.body;
+  auto ps = cli({"ps", "--json"});
+  ASSERT_TRUE(ps.success()) << ps.err;
+  EXPECT_NE(ps.out.find(j["id"].get<std::string>()), std::string::npos);
+  // --no-daemon works alone, on the same state.
+  auto alone = cli({"--no-daemon", "ps"});
+  ASSERT_TRUE(alone.success()) << alone.err;
+  EXPECT_NE(alone.out.find(j["id"].get<std::string>()), std::string::npos);
+  ASSERT_TRUE(cli({"pool", image_, "--size", "0"}).success());
+}
+
 }  // namespace
 }  // namespace prewarm::testing

@@ -1,4 +1,4 @@
-// prewarm bench startup|store|lazy|pool|memory SPEC.yaml ...
+// prewarm bench startup|store|lazy|pool|memory|serve SPEC.yaml ...
 #include <cstdio>
 
 #include "bench/bench.h"
@@ -67,6 +67,20 @@ void add_bench(CLI::App& app, Globals& g) {
     auto ctx = open_context(g, false, Recover::kYes);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     auto r = bench::bench_memory(*ctx, *mbo);
+    if (!r.ok()) return void(g.rc = fail(r.error()));
+    std::printf("%s\n", r->c_str());
+  });
+  auto vbo = std::make_shared<bench::ServeBenchOptions>();
+  auto* serve = bench->add_subcommand(
+      "serve", "prewarm serve: first request from zero and with a warm pool, vs restore and cold start");
+  serve->add_option("spec", vbo->spec_file, "AppSpec YAML file")->required();
+  serve->add_option("--runs", vbo->runs, "samples of each kind (default 10)");
+  serve->add_flag("--skip-cold", vbo->skip_cold, "do not measure cold starts");
+  serve->add_flag("--json", *as_json, "print JSON (the only format)");
+  serve->callback([&g, vbo] {
+    auto ctx = open_context(g, false, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    auto r = bench::bench_serve(*ctx, *vbo);
     if (!r.ok()) return void(g.rc = fail(r.error()));
     std::printf("%s\n", r->c_str());
   });

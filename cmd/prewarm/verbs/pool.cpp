@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "daemon_client.h"
 #include "images/load.h"
 #include "lifecycle/instance.h"
 
@@ -29,6 +30,24 @@ void add_pool(CLI::App& app, Globals& g) {
   c->callback([&g, a] {
     if (a->size < 0)
       return void(g.rc = fail(Error(ErrorKind::kInvalidInput, "--size must not be negative")));
+    if (auto d = DaemonClient::find(g)) {
+      // The daemon keeps the pool (and refills it): its min becomes --size.
+      auto cur = d->call("GET", "/v1/pools/" + a->image);
+      int max = 16;
+      if (cur.ok() && cur->status == 200) max = cur->body.value("max", 16);
+      nlohmann::json body = {{"min", a->size}, {"max", std::max(max, a->size)}};
+      if (!a->paging.empty()) body["paging"] = a->paging;
+      auto r = d->call("PUT", "/v1/pools/" + a->image, body);
+      if (!r.ok()) return void(g.rc = fail(r.error()));
+      if (r->status != 200) return void(g.rc = fail(DaemonClient::error_of(*r)));
+      if (a->json) {
+        std::printf("%s\n", r->body.dump(2).c_str());
+        return;
+      }
+      std::printf("prewarmd keeps %d instance(s) of %s parked (max %d; %d parked now)\n", a->size,
+                  a->image.c_str(), r->body.value("max", 0), r->body.value("parked", 0));
+      return;
+    }
     auto ctx = open_context(g, a->json, Recover::kYes);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     images::LoadOptions lo;
@@ -78,6 +97,28 @@ void add_claim(CLI::App& app, Globals& g) {
       ->check(CLI::IsMember({"lazy", "eager", "auto"}));
   c->add_flag("--json", a->json, "print the instance as JSON (claimed: whether it was parked)");
   c->callback([&g, a] {
+    if (auto d = DaemonClient::find(g)) {
+      auto r = d->call("POST", "/v1/pools/" + a->image + "/claim", {{"hostname", a->hostname}});
+      if (!r.ok()) return void(g.rc = fail(r.error()));
+      bool claimed = r->status == 200;
+      if (r->status == 404 && !a->no_restore) {
+        // No pool for it: a restore by the daemon, as `run` would.
+        nlohmann::json body = {{"image", a->image}, {"hostname", a->hostname}};
+        if (!a->paging.empty()) body["paging"] = a->paging;
+        r = d->call("POST", "/v1/instances", body);
+        if (!r.ok()) return void(g.rc = fail(r.error()));
+        if (r->status == 201 && r->body.is_array() && !r->body.empty()) {
+          nlohmann::json one = r->body[0];
+          r->body = one;
+          r->status = one.contains("error") ? 500 : 200;
+        }
+      }
+      if (r->status != 200) return void(g.rc = fail(DaemonClient::error_of(*r)));
+      r->body["claimed"] = claimed && r->body.value("claimed", true);
+      if (a->json) std::printf("%s\n", r->body.dump(2).c_str());
+      else print_instance(r->body);
+      return;
+    }
     auto ctx = open_context(g, a->json, Recover::kYes);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     images::LoadOptions lo;

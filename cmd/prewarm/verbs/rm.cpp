@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "cli.h"
+#include "daemon_client.h"
 #include "lifecycle/instance.h"
 
 namespace prewarm::cli {
@@ -16,6 +17,26 @@ void add_rm(CLI::App& app, Globals& g) {
   c->add_option("ids", a->ids, "instance ids");
   c->add_flag("--all,-a", a->all, "remove every instance");
   c->callback([&g, a] {
+    if (auto d = DaemonClient::find(g)) {
+      std::vector<std::string> ids = a->ids;
+      if (a->all) {
+        auto l = d->call("GET", "/v1/instances");
+        if (!l.ok()) return void(g.rc = fail(l.error()));
+        for (const auto& j : l->body) ids.push_back(j.value("id", ""));
+      } else if (ids.empty()) {
+        return void(g.rc = fail(Error(ErrorKind::kInvalidInput, "rm: give instance ids, or --all")));
+      }
+      for (const auto& id : ids) {
+        auto r = d->call("DELETE", "/v1/instances/" + id);
+        if (!r.ok()) return void(g.rc = fail(r.error()));
+        if (r->status != 200 && !(a->all && r->status == 404)) {
+          g.rc = fail(DaemonClient::error_of(*r));
+          continue;
+        }
+        std::printf("%s\n", id.c_str());
+      }
+      return;
+    }
     auto ctx = open_context(g, true, Recover::kYes);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     lifecycle::Instances instances(*ctx);

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "daemon_client.h"
 #include "images/load.h"
 #include "k8s/in_pod.h"
 #include "lifecycle/instance.h"
@@ -60,6 +61,24 @@ void add_run(CLI::App& app, Globals& g) {
     }
     if (a->count < 1) return void(g.rc = fail(Error(ErrorKind::kInvalidInput,
                                                     "--count must be at least 1")));
+    if (auto d = DaemonClient::find(g)) {
+      nlohmann::json body = {{"image", a->image}, {"count", a->count},
+                             {"mode", a->cold ? "cold" : "restore"}};
+      if (!a->paging.empty()) body["paging"] = a->paging;
+      auto r = d->call("POST", "/v1/instances", body);
+      if (!r.ok()) return void(g.rc = fail(r.error()));
+      if (r->status != 201) return void(g.rc = fail(DaemonClient::error_of(*r)));
+      for (const auto& j : r->body) {
+        if (j.contains("error")) {
+          DaemonClient::Answer one{500, j};
+          g.rc = fail(DaemonClient::error_of(one));
+          continue;
+        }
+        if (!a->json) print_instance(j);
+      }
+      if (a->json) std::printf("%s\n", r->body.dump(2).c_str());
+      return;
+    }
     auto ctx = open_context(g, a->json, Recover::kYes);
     if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
     // A lazy restore of an image not unpacked here needs only part of it (a lazy copy).
