@@ -68,8 +68,9 @@ std::string url_decode(std::string_view s) {
   return out;
 }
 
-// Parses the head (request line and headers); false when malformed.
-bool parse_head(std::string_view head, Request& r) {
+}  // namespace
+
+bool parse_request_head(std::string_view head, Request& r) {
   size_t eol = head.find("\r\n");
   std::string_view line = head.substr(0, eol);
   size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
@@ -106,6 +107,8 @@ bool parse_head(std::string_view head, Request& r) {
   }
   return true;
 }
+
+namespace {
 
 std::string head_of(const Response& resp, size_t length, bool keep_alive) {
   std::string h = "HTTP/1.1 " + std::to_string(resp.status) + " " + reason(resp.status) + "\r\n";
@@ -230,7 +233,7 @@ void HttpServer::serve(UniqueFd conn, bool tcp) {
     Request req;
     req.over_tcp = tcp;
     Response resp;
-    bool ok = parse_head(std::string_view(buf).substr(0, head_end), req);
+    bool ok = parse_request_head(std::string_view(buf).substr(0, head_end), req);
     buf.erase(0, head_end + 4);
     size_t length = 0;
     if (ok && req.headers.count("transfer-encoding")) ok = false;  // not supported

@@ -40,6 +40,10 @@ struct Response {
 
 using Handler = std::function<Response(const Request&)>;
 
+// The request line and headers (without the blank line that ends them) into r: method, path and
+// query decoded, header names lowercased. False when malformed.
+bool parse_request_head(std::string_view head, Request& r);
+
 class HttpServer {
  public:
   explicit HttpServer(Handler handler) : handler_(std::move(handler)) {}

@@ -125,7 +125,10 @@ TEST_F(ServeTest, ConcurrentFirstRequestsStartNoMoreThanMax) {
   EXPECT_LE(hosts.size(), 2u);
   EXPECT_LE(peak.load(), 2);
   EXPECT_LE(act.stats().peak_instances, 2);
-  EXPECT_EQ(act.stats().started, static_cast<int>(hosts.size()));
+  // A second instance may have been started and found the first free again before it was
+  // ready: started counts it, the answers need not.
+  EXPECT_GE(act.stats().started, static_cast<int>(hosts.size()));
+  EXPECT_LE(act.stats().started, 2);
   act.stop();
   EXPECT_EQ(instances(), 0u);
 }
