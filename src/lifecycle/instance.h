@@ -48,6 +48,12 @@ struct StartTimings {
   // The runtime's own split of runtime_ms, when it gives one (e.g. criu_ms).
   std::map<std::string, double> runtime_phases;
   std::map<std::string, double> as_map() const;
+  // Sets total_ms, and other_ms to what no bucket claims.
+  void close(double total) {
+    total_ms = total;
+    other_ms = total_ms - (verify_ms + record_ms + network_ms + prepare_ms + runtime_ms +
+                           identity_ms + probe_ms);
+  }
 };
 
 struct Started {

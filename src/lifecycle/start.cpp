@@ -464,9 +464,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
     PW_TRY(save_record(dir, rec));
     done = true;
     lap.to(t.record_ms);
-    t.total_ms = total.millis();
-    t.other_ms = t.total_ms - (t.verify_ms + t.record_ms + t.network_ms + t.prepare_ms +
-                               t.runtime_ms + t.identity_ms + t.probe_ms);
+    t.close(total.millis());
     return Started{rec, t, pid, nullptr};
   }
   if (restored) {
@@ -505,9 +503,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   PW_TRY(save_record(dir, rec));
   done = true;
   lap.to(t.record_ms);
-  t.total_ms = total.millis();
-  t.other_ms = t.total_ms - (t.verify_ms + t.record_ms + t.network_ms + t.prepare_ms +
-                             t.runtime_ms + t.identity_ms + t.probe_ms);
+  t.close(total.millis());
   Started out{rec, t, pid, nullptr};
   if (opts.keep_lock) out.lock = std::make_shared<InstanceLock>(std::move(lock));
   return out;
@@ -582,9 +578,7 @@ Result<Started> Instances::claim(const LoadedImage& img, const StartOptions& opt
       rec.ready_s = total.millis() / 1000.0;
       PW_TRY(save_record(dir, rec));
       lap.to(t.record_ms);
-      t.total_ms = total.millis();
-      t.other_ms = t.total_ms - (t.verify_ms + t.record_ms + t.network_ms + t.prepare_ms +
-                                 t.runtime_ms + t.identity_ms + t.probe_ms);
+      t.close(total.millis());
       return Started{rec, t, cs.pid, nullptr};
     };
     auto claimed = attempt();

@@ -64,7 +64,9 @@ class Writer {
   void put(const T& v) {
     out_.append(reinterpret_cast<const char*>(&v), sizeof v);
   }
-  void bytes(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
+  void bytes(const void* p, size_t n) {
+    if (n > 0) out_.append(static_cast<const char*>(p), n);
+  }
   void str(std::string_view s) {
     put(static_cast<uint32_t>(s.size()));
     out_.append(s);
@@ -86,6 +88,7 @@ class Reader {
     return true;
   }
   bool bytes(void* p, size_t n) {
+    if (n == 0) return true;  // p may be an empty vector's null data()
     if (in_.size() < n) return false;
     std::memcpy(p, in_.data(), n);
     in_.remove_prefix(n);
@@ -99,6 +102,7 @@ class Reader {
     return true;
   }
   bool done() const { return in_.empty(); }
+  size_t remaining() const { return in_.size(); }
 
  private:
   std::string_view in_;
@@ -216,7 +220,10 @@ Result<ChunkTable> parse_chunk_table(std::string_view data, const std::string& c
     }
     t.files.push_back(std::move(f));
   }
-  if (!r.get(&nchunks) || nchunks > kMaxEntries) return bad("malformed chunk list");
+  // The count is checked against the bytes there before anything is allocated for it.
+  if (!r.get(&nchunks) || nchunks > kMaxEntries ||
+      nchunks != r.remaining() / sizeof(ChunkTable::Chunk))
+    return bad("malformed chunk list");
   t.chunks.resize(nchunks);
   if (!r.bytes(t.chunks.data(), nchunks * sizeof(ChunkTable::Chunk)) || !r.done())
     return bad("malformed chunk list");

@@ -84,16 +84,6 @@ std::string get_app(const std::string& ip) {
   return r.ok() ? r->body : "ERROR " + r.error().message();
 }
 
-template <typename Pred>
-bool wait_for(Pred pred, std::chrono::milliseconds timeout) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
-
 class DaemonTest : public EngineTest {
  protected:
   void SetUp() override {

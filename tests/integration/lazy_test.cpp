@@ -52,16 +52,6 @@ std::pair<pid_t, pid_t> page_server_pids(const stdfs::path& work) {
   return {static_cast<pid_t>(sup), static_cast<pid_t>(daemon)};
 }
 
-template <typename Pred>
-bool wait_for(Pred pred, std::chrono::milliseconds timeout) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return pred();
-}
-
 class LazyTest : public EngineTest {
  protected:
   void SetUp() override {

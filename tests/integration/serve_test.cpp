@@ -42,16 +42,6 @@ std::string get_via(int port) {
   return out;
 }
 
-template <typename Pred>
-bool wait_for(Pred pred, std::chrono::milliseconds timeout) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
-
 class ServeTest : public EngineTest {
  protected:
   void SetUp() override {

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 #include <string>
 
@@ -77,6 +79,17 @@ inline std::string exec_in(const engine::Context& ctx, const std::string& id,
   argv.insert(argv.end(), cmd.begin(), cmd.end());
   auto r = run_checked(argv);
   return r.ok() ? *r : "ERROR " + r.error().message();
+}
+
+// Polls pred every 10 ms until it holds or the timeout passes; its last value.
+template <typename Pred>
+bool wait_for(Pred pred, std::chrono::milliseconds timeout) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
 }
 
 class EngineTest : public ::testing::Test {

@@ -5,6 +5,22 @@
 #include "cli.h"
 
 namespace prewarm::cli {
+namespace {
+
+// A benchmark subcommand's action: the context (recovery first), the benchmark, its JSON.
+template <typename Options>
+void on_run(CLI::App* cmd, Globals& g, std::shared_ptr<Options> opts,
+            Result<std::string> (*bench)(const engine::Context&, const Options&)) {
+  cmd->callback([&g, opts, bench] {
+    auto ctx = open_context(g, false, Recover::kYes);
+    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
+    auto r = bench(*ctx, *opts);
+    if (!r.ok()) return void(g.rc = fail(r.error()));
+    std::printf("%s\n", r->c_str());
+  });
+}
+
+}  // namespace
 
 void add_bench(CLI::App& app, Globals& g) {
   auto bo = std::make_shared<bench::BenchOptions>();
@@ -19,26 +35,14 @@ void add_bench(CLI::App& app, Globals& g) {
   startup->add_option("--concurrency", bo->concurrency, "also start K at once (default 1: off)");
   startup->add_flag("--skip-cold", bo->skip_cold, "do not measure cold starts");
   startup->add_flag("--json", *as_json, "print JSON (the only format)");
-  startup->callback([&g, bo] {
-    auto ctx = open_context(g, false, Recover::kYes);
-    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
-    auto r = bench::bench_startup(*ctx, *bo);
-    if (!r.ok()) return void(g.rc = fail(r.error()));
-    std::printf("%s\n", r->c_str());
-  });
+  on_run(startup, g, bo, bench::bench_startup);
   auto lbo = std::make_shared<bench::LazyBenchOptions>();
   auto* lazy = bench->add_subcommand(
       "lazy", "lazy vs eager restore vs plain runc restore, per app (e.g. a heap-size sweep)");
   lazy->add_option("specs", lbo->spec_files, "AppSpec YAML files, smallest first")->required();
   lazy->add_option("--runs", lbo->runs, "samples of each kind (default 5)");
   lazy->add_flag("--json", *as_json, "print JSON (the only format)");
-  lazy->callback([&g, lbo] {
-    auto ctx = open_context(g, false, Recover::kYes);
-    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
-    auto r = bench::bench_lazy(*ctx, *lbo);
-    if (!r.ok()) return void(g.rc = fail(r.error()));
-    std::printf("%s\n", r->c_str());
-  });
+  on_run(lazy, g, lbo, bench::bench_lazy);
   auto pbo = std::make_shared<bench::PoolBenchOptions>();
   auto* pool = bench->add_subcommand(
       "pool", "claim → ready from a warm pool kept full in the background, vs restore → ready");
@@ -48,13 +52,7 @@ void add_bench(CLI::App& app, Globals& g) {
   pool->add_option("--restores", pbo->restores, "restore → ready samples (default 10)");
   pool->add_option("--interval-ms", pbo->interval_ms, "pause between claims (default 20)");
   pool->add_flag("--json", *as_json, "print JSON (the only format)");
-  pool->callback([&g, pbo] {
-    auto ctx = open_context(g, false, Recover::kYes);
-    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
-    auto r = bench::bench_pool(*ctx, *pbo);
-    if (!r.ok()) return void(g.rc = fail(r.error()));
-    std::printf("%s\n", r->c_str());
-  });
+  on_run(pool, g, pbo, bench::bench_pool);
   auto mbo = std::make_shared<bench::MemoryBenchOptions>();
   auto* memory = bench->add_subcommand(
       "memory", "N instances' memory without and with KSM merging, against one instance");
@@ -63,13 +61,7 @@ void add_bench(CLI::App& app, Globals& g) {
   memory->add_option("--pages-to-scan", mbo->pages_to_scan,
                      "ksmd's pages per 20 ms while measuring (default 2000)");
   memory->add_flag("--json", *as_json, "print JSON (the only format)");
-  memory->callback([&g, mbo] {
-    auto ctx = open_context(g, false, Recover::kYes);
-    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
-    auto r = bench::bench_memory(*ctx, *mbo);
-    if (!r.ok()) return void(g.rc = fail(r.error()));
-    std::printf("%s\n", r->c_str());
-  });
+  on_run(memory, g, mbo, bench::bench_memory);
   auto vbo = std::make_shared<bench::ServeBenchOptions>();
   auto* serve = bench->add_subcommand(
       "serve", "prewarm serve: first request from zero and with a warm pool, vs restore and cold start");
@@ -77,13 +69,7 @@ void add_bench(CLI::App& app, Globals& g) {
   serve->add_option("--runs", vbo->runs, "samples of each kind (default 10)");
   serve->add_flag("--skip-cold", vbo->skip_cold, "do not measure cold starts");
   serve->add_flag("--json", *as_json, "print JSON (the only format)");
-  serve->callback([&g, vbo] {
-    auto ctx = open_context(g, false, Recover::kYes);
-    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
-    auto r = bench::bench_serve(*ctx, *vbo);
-    if (!r.ok()) return void(g.rc = fail(r.error()));
-    std::printf("%s\n", r->c_str());
-  });
+  on_run(serve, g, vbo, bench::bench_serve);
   auto* store = bench->add_subcommand("store", "store and registry: sizes, dedup, restore from "
                                                "the store, push/pull");
   store->add_option("spec", sbo->spec_file, "AppSpec YAML file")->required();
@@ -93,13 +79,7 @@ void add_bench(CLI::App& app, Globals& g) {
                     "KEY=VALUE: also bake the app configured so, to measure what a related app "
                     "on the same base shares");
   store->add_flag("--json", *as_json, "print JSON (the only format)");
-  store->callback([&g, sbo] {
-    auto ctx = open_context(g, false, Recover::kYes);
-    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
-    auto r = bench::bench_store(*ctx, *sbo);
-    if (!r.ok()) return void(g.rc = fail(r.error()));
-    std::printf("%s\n", r->c_str());
-  });
+  on_run(store, g, sbo, bench::bench_store);
 }
 
 }  // namespace prewarm::cli

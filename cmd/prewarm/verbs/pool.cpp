@@ -1,6 +1,7 @@
 // prewarm pool NAME --size N [--paging P] [--json]
 // prewarm claim NAME [--hostname H] [--json]
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
@@ -9,6 +10,24 @@
 #include "lifecycle/instance.h"
 
 namespace prewarm::cli {
+namespace {
+
+// The context (recovery done) and the image, opened as `run` opens them.
+struct Opened {
+  engine::Context ctx;
+  images::LoadedImage img;
+};
+Result<std::unique_ptr<Opened>> open_image(const Globals& g, const std::string& name,
+                                           const std::string& paging, bool quiet) {
+  auto o = std::make_unique<Opened>();
+  PW_ASSIGN(o->ctx, open_context(g, quiet, Recover::kYes));
+  images::LoadOptions lo;
+  lo.paging = paging;
+  PW_ASSIGN(o->img, images::load_image(o->ctx, name, lo));
+  return o;
+}
+
+}  // namespace
 
 void add_pool(CLI::App& app, Globals& g) {
   struct Args {
@@ -48,12 +67,10 @@ void add_pool(CLI::App& app, Globals& g) {
                   a->image.c_str(), r->body.value("max", 0), r->body.value("parked", 0));
       return;
     }
-    auto ctx = open_context(g, a->json, Recover::kYes);
-    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
-    images::LoadOptions lo;
-    lo.paging = a->paging;
-    auto img = images::load_image(*ctx, a->image, lo);
-    if (!img.ok()) return void(g.rc = fail(img.error()));
+    auto opened = open_image(g, a->image, a->paging, a->json);
+    if (!opened.ok()) return void(g.rc = fail(opened.error()));
+    engine::Context* ctx = &(*opened)->ctx;
+    images::LoadedImage* img = &(*opened)->img;
     lifecycle::Instances instances(*ctx);
     auto have = instances.parked(*img);
     if (!have.ok()) return void(g.rc = fail(have.error()));
@@ -119,12 +136,10 @@ void add_claim(CLI::App& app, Globals& g) {
       else print_instance(r->body);
       return;
     }
-    auto ctx = open_context(g, a->json, Recover::kYes);
-    if (!ctx.ok()) return void(g.rc = fail(ctx.error()));
-    images::LoadOptions lo;
-    lo.paging = a->paging;
-    auto img = images::load_image(*ctx, a->image, lo);
-    if (!img.ok()) return void(g.rc = fail(img.error()));
+    auto opened = open_image(g, a->image, a->paging, a->json);
+    if (!opened.ok()) return void(g.rc = fail(opened.error()));
+    engine::Context* ctx = &(*opened)->ctx;
+    images::LoadedImage* img = &(*opened)->img;
     lifecycle::Instances instances(*ctx);
     lifecycle::StartOptions o;
     o.hostname = a->hostname;
