@@ -225,23 +225,40 @@ void Pools::refill_loop() {
       l.unlock();
       int best_gap = 0;
       for (const auto& name : names) {
-        std::optional<images::LoadedImage> pimg;
+        std::optional<images::LoadedImage> pimg, stale;
         PoolSpec pspec;
         {
           std::lock_guard g(mu_);
           auto it = pools_.find(name);
           if (it == pools_.end()) continue;
-          if (!it->second.img) {
-            auto loaded = image_for(it->second.spec);
-            if (!loaded.ok()) {
-              it->second.last_error = loaded.error().to_string();
-              continue;
-            }
-            it->second.img = std::move(loaded).value();
+          if (!it->second.last_error.empty()) continue;  // retried after the back-off below
+          pspec = it->second.spec;
+        }
+        // The image as it is now (outside the lock: claims go on meanwhile). Baked or pulled
+        // again under the same name, it is a new build: the pool follows it, and the parked
+        // instances of the old one go.
+        auto loaded = image_for(pspec);
+        {
+          std::lock_guard g(mu_);
+          auto it = pools_.find(name);
+          if (it == pools_.end()) continue;
+          if (!loaded.ok()) {
+            it->second.last_error = loaded.error().to_string();
+            continue;
+          }
+          if (!it->second.img || it->second.img->store_digest != loaded->store_digest) {
+            stale = it->second.img;
+            it->second.img = *loaded;
           }
           pimg = it->second.img;
-          pspec = it->second.spec;
-          if (!it->second.last_error.empty()) continue;  // retried after the back-off below
+        }
+        if (stale) {
+          events_.publish({{"type", "pool.image_changed"}, {"image", name},
+                           {"from", stale->store_digest}, {"to", pimg->store_digest}});
+          if (auto old = inst.parked(*stale); old.ok())
+            for (const auto& id : *old)
+              if (inst.remove(id).ok())
+                events_.publish({{"type", "instance.removed"}, {"id", id}, {"image", name}});
         }
         auto [parked, ready] = count(*pimg);
         int gap = pspec.min - parked;

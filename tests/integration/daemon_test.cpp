@@ -369,5 +369,31 @@ TEST_F(DaemonTest, TheCliGoesThroughTheDaemonWhereItRuns) {
   ASSERT_TRUE(cli({"pool", image_, "--size", "0"}).success());
 }
 
+// An image baked again under the same name is a new build: the pool follows it, its parked
+// instances of the old build go, and claims get the new one.
+TEST_F(DaemonTest, APoolFollowsItsImageWhenItIsBakedAgain) {
+  start_daemon();
+  ASSERT_EQ(api("PUT", "/v1/pools/" + image_, {{"min", 1}, {"max", 4}}).status, 200);
+  ASSERT_TRUE(wait_for([&] { return pool()["parked"] == 1; }, 30s)) << pool().dump();
+  const std::string old_digest = api("GET", "/v1/instances").j()[0]["imageDigest"];
+  bake::BakeOptions o;
+  o.name = image_;
+  o.working_set = false;
+  auto baked = bake::bake(ctx_, PREWARM_EXAMPLE_TINY_SPEC, o);
+  ASSERT_TRUE(baked.ok()) << baked.error().to_string();
+  auto only_new_parked = [&] {
+    auto all = api("GET", "/v1/instances").j();
+    if (all.size() != 1) return false;
+    return all[0]["state"] == "restored" && all[0]["imageDigest"] != old_digest;
+  };
+  ASSERT_TRUE(wait_for(only_new_parked, 60s)) << api("GET", "/v1/instances").body;
+  auto c = api("POST", "/v1/pools/" + image_ + "/claim");
+  ASSERT_EQ(c.status, 200) << c.body;
+  EXPECT_EQ(c.j()["claimed"], true);
+  EXPECT_NE(c.j()["imageDigest"], old_digest);
+  EXPECT_NE(get_app(c.j()["ip"]).find("count=6 "), std::string::npos);
+  EXPECT_NE(api("GET", "/v1/events?follow=false").body.find("pool.image_changed"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace prewarm::testing
