@@ -1,6 +1,7 @@
 // Runtime backend that restores through one CRIU RPC session instead of `runc restore`, and
 // keeps the little state it needs for the containers it restored.
 #include "oci/criu_direct.h"
+#include "oci/private_tmp.h"
 
 #include <fcntl.h>
 #include <net/if.h>
@@ -191,46 +192,6 @@ struct OwnState {
   stdfs::path bundle;
   std::string cgroup;  // relative path below each hierarchy
   std::string created;
-};
-
-// CRIU makes its mount scratch directory in the host's /tmp (/tmp/.criu.mntns.XXXXXX, a fixed
-// path) and leaves it there when it is killed. So criu is spawned from a thread that has a
-// mount namespace of its own, a copy of the host's (a slave: nothing mounted in it reaches the
-// host) with a fresh tmpfs on /tmp, which goes away with criu. The guard puts the thread back.
-class PrivateTmpForThread {
- public:
-  static Result<std::unique_ptr<PrivateTmpForThread>> enter() {
-    auto g = std::unique_ptr<PrivateTmpForThread>(new PrivateTmpForThread);
-    g->host_ns_.reset(::open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC));
-    g->cwd_.reset(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!g->host_ns_.valid() || !g->cwd_.valid())
-      return Error::sys("open mount namespace", errno, "/proc/thread-self/ns/mnt");
-    // The thread's filesystem context becomes its own (and stays so): the process's other
-    // threads keep the host's namespace throughout.
-    if (::unshare(CLONE_FS | CLONE_NEWNS) != 0) return Error::sys("unshare(CLONE_NEWNS)", errno);
-    g->entered_ = true;
-    if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0)
-      return Error::sys("mount --make-rslave /", errno);
-    if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=4m") != 0)
-      return Error::sys("mount tmpfs", errno, "/tmp");
-    return g;
-  }
-  ~PrivateTmpForThread() {
-    if (!entered_) return;
-    if (::setns(host_ns_.get(), CLONE_NEWNS) != 0) {
-      log::warn("criu restore: could not return to the host's mount namespace: " +
-                std::string(std::strerror(errno)));
-      return;
-    }
-    (void)::fchdir(cwd_.get());  // setns moved the thread to the namespace's root
-  }
-  PrivateTmpForThread(const PrivateTmpForThread&) = delete;
-  PrivateTmpForThread& operator=(const PrivateTmpForThread&) = delete;
-
- private:
-  PrivateTmpForThread() = default;
-  UniqueFd host_ns_, cwd_;
-  bool entered_ = false;
 };
 
 class CriuDirect final : public Runtime {

@@ -16,6 +16,7 @@
 #include "base/unique_fd.h"
 #include "criu/criu.h"
 #include "oci/cgroup.h"
+#include "oci/private_tmp.h"
 #include "oci/runtime.h"
 
 namespace prewarm::oci {
@@ -93,8 +94,13 @@ class Runc final : public Runtime {
     if (o.lazy_pages) args.push_back("--lazy-pages");
     args.push_back(id);
     auto log = o.work_dir / "runc.log";
-    PW_TRY(invoke_detached(args, log, o.stdio_fd, o.work_dir / "restore.log", "restore of " + id,
-                           -1, o.huge_pages));
+    {
+      // The CRIU runc starts inherits a private /tmp: killed mid-restore (runc killed, then the
+      // container removed), it leaves no /tmp/.criu.mntns.* on the host.
+      PW_ASSIGN(auto private_tmp, PrivateTmpForThread::enter());
+      PW_TRY(invoke_detached(args, log, o.stdio_fd, o.work_dir / "restore.log", "restore of " + id,
+                             -1, o.huge_pages));
+    }
     auto s = state(id);
     if (!s.ok()) {
       (void)remove(id);
