@@ -119,10 +119,7 @@ void record_start_metrics(Metrics& m, const lifecycle::Started& s, const char* h
     m.observe("prewarm_cold_start_seconds", t.total_ms / 1000);
     if (!s.record.fallback_reason.empty())
       m.count("prewarm_fallbacks_total",
-              {{"reason", s.record.fallback_reason.find("cannot restore") != std::string::npos ||
-                                  s.record.fallback_reason.find("host") != std::string::npos
-                              ? "host"
-                              : "restore_failed"}});
+              {{"reason", s.host_cannot_restore ? "host" : "restore_failed"}});
     return;
   }
   m.observe("prewarm_restore_seconds", t.total_ms / 1000);

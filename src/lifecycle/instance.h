@@ -60,6 +60,9 @@ struct Started {
   InstanceRecord record;
   StartTimings timings;
   pid_t pid = 0;
+  // A cold start because the host check said this host cannot restore the image (not because
+  // a restore was tried and failed).
+  bool host_cannot_restore = false;
   // The instance's lock, still held, when StartOptions::keep_lock asked for it (release it
   // before removing the instance from this process).
   std::shared_ptr<InstanceLock> lock;

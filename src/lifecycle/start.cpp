@@ -361,6 +361,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
     fallback = std::move(hc.blocker);
     rec.restore_note = std::move(hc.unchecked);
   }
+  const bool host_cannot_restore = !fallback.empty();
   if (opts.park && !fallback.empty())
     return Error(ErrorKind::kIncompatibleHost, "cannot park an instance of " + img.name +
                                                    ": this host cannot restore it: " + fallback);
@@ -465,7 +466,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
     done = true;
     lap.to(t.record_ms);
     t.close(total.millis());
-    return Started{rec, t, pid, nullptr};
+    return Started{rec, t, pid};
   }
   if (restored) {
     // Identity is applied; the probe follows at once. A crash now finds "restoring" on disk,
@@ -504,7 +505,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   done = true;
   lap.to(t.record_ms);
   t.close(total.millis());
-  Started out{rec, t, pid, nullptr};
+  Started out{rec, t, pid, host_cannot_restore, nullptr};
   if (opts.keep_lock) out.lock = std::make_shared<InstanceLock>(std::move(lock));
   return out;
 }
@@ -579,7 +580,7 @@ Result<Started> Instances::claim(const LoadedImage& img, const StartOptions& opt
       PW_TRY(save_record(dir, rec));
       lap.to(t.record_ms);
       t.close(total.millis());
-      return Started{rec, t, cs.pid, nullptr};
+      return Started{rec, t, cs.pid};
     };
     auto claimed = attempt();
     if (claimed.ok()) {

@@ -123,6 +123,7 @@ TEST_F(LifecycleTest, FailedRestoreFallsBackToColdWithTheReasonAndAFreshSandbox)
   EXPECT_EQ(r.state, InstanceState::kReady);
   EXPECT_NE(r.fallback_reason.find("fake restore failed"), std::string::npos);
   EXPECT_NE(r.fallback_reason.find("fake reason"), std::string::npos) << "CRIU's log lines";
+  EXPECT_FALSE(s->host_cannot_restore) << "a restore was tried and failed";
   EXPECT_EQ(events_for(r.id),
             (std::vector<std::string>{"sandbox", "rootfs-restore", "restore", "remove",
                                       "unsandbox", "sandbox", "rootfs-cold", "run"}));
@@ -146,6 +147,7 @@ TEST_F(LifecycleTest, HostThatCannotRestoreGoesColdWithoutTrying) {
   ASSERT_TRUE(s.ok()) << s.error().to_string();
   EXPECT_EQ(s->record.started_by, "cold");
   EXPECT_EQ(s->record.fallback_reason, "CPU lacks avx512");
+  EXPECT_TRUE(s->host_cannot_restore);
   EXPECT_FALSE(log_.has("restore "));
 }
 
