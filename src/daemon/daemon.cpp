@@ -359,11 +359,9 @@ Response Daemon::route(const Request& req, std::string& name) {
       return json_response(201, out);
     }
     if (seg.size() == 3 && m == "GET") {
-      auto l = inst.list();
-      if (!l.ok()) return error_response(l.error());
-      for (const auto& s : *l)
-        if (s.record.id == seg[2]) return json_response(200, instance_json(s.record, s.runtime_state, s.pid));
-      return error_response(Error(ErrorKind::kNotFound, "no instance " + seg[2]));
+      auto s = inst.inspect(seg[2]);
+      if (!s.ok()) return error_response(s.error());
+      return json_response(200, instance_json(s->record, s->runtime_state, s->pid));
     }
     if (seg.size() == 3 && m == "DELETE") {
       Status st = inst.remove(seg[2]);

@@ -154,6 +154,8 @@ class Instances {
   Status remove(const std::string& id);
   // Every instance with its record and what the runtime says of it.
   Result<std::vector<InstanceStatus>> list();
+  // One instance, as list() shows it (kNotFound when there is none).
+  Result<InstanceStatus> inspect(const std::string& id);
   // After a crash: instances whose lock nobody holds and whose state is not ready (or that have
   // no record), and bake instances (no image) whose bake died, are undone; live ready ones are
   // adopted as they are.
@@ -163,6 +165,8 @@ class Instances {
 
  private:
   Status undo(const std::string& id, const InstanceRecord* rec);
+  // A lazy instance whose page serving failed says so in its status.
+  void note_lazy_failure(InstanceStatus& s) const;
 
   const Context& ctx_;
   Seams seams_;

@@ -117,16 +117,48 @@ Result<std::vector<InstanceStatus>> Instances::list() {
     }
     auto it = known->second.find(s.record.id);
     s.runtime_state = it == known->second.end() ? "missing" : it->second.status;
-    if (s.record.paging == "lazy" && s.record.error.empty()) {
-      auto lazy = criu::lazy_pages_outcome(ctx_.instance_dir(s.record.id) / "criu");
-      if (lazy.state == criu::LazyPagesOutcome::State::kFailed)
-        s.record.error = "lazy restore failed: " + lazy.reason;
-    }
     s.pid = it == known->second.end() ? 0 : it->second.pid;
+    note_lazy_failure(s);
   }
   std::sort(out.begin(), out.end(),
             [](const auto& a, const auto& b) { return a.record.created < b.record.created; });
   return out;
+}
+
+void Instances::note_lazy_failure(InstanceStatus& s) const {
+  if (s.record.paging != "lazy" || !s.record.error.empty()) return;
+  auto lazy = criu::lazy_pages_outcome(ctx_.instance_dir(s.record.id) / "criu");
+  if (lazy.state == criu::LazyPagesOutcome::State::kFailed)
+    s.record.error = "lazy restore failed: " + lazy.reason;
+}
+
+Result<InstanceStatus> Instances::inspect(const std::string& id) {
+  if (id.empty() || id.find('/') != std::string::npos || id[0] == '.')
+    return Error(ErrorKind::kInvalidInput, "invalid instance id '" + id + "'");
+  const auto dir = ctx_.instance_dir(id);
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    return Error(ErrorKind::kNotFound, "no instance " + id + " (see `prewarm ps`)");
+  InstanceStatus s;
+  auto rec = load_record(dir);
+  if (rec.ok()) {
+    s.record = *rec;
+  } else {
+    s.record.id = id;
+    s.record.error = rec.error().message();
+  }
+  // Its own runtime only, asked for this container alone (no `runc list`).
+  auto st = ctx_.runtime_named(s.record.runtime)->state(id);
+  if (st.ok()) {
+    s.runtime_state = st->status;
+    s.pid = st->pid;
+  } else if (st.error().kind() == ErrorKind::kNotFound) {
+    s.runtime_state = "missing";
+  } else {
+    return std::move(st).error().with_context("state of " + id);
+  }
+  note_lazy_failure(s);
+  return s;
 }
 
 Result<RecoveryReport> Instances::recover() {

@@ -434,5 +434,25 @@ TEST_F(LifecycleTest, AFailedParkIsAnErrorNotAColdStartAndLeavesNothing) {
   EXPECT_EQ(inst.start(img_, cold).error().kind(), ErrorKind::kInvalidInput);
 }
 
+TEST_F(LifecycleTest, InspectShowsOneInstanceAsListDoes) {
+  Instances inst(ctx_, seams());
+  auto s = inst.start(img_);
+  ASSERT_TRUE(s.ok());
+  auto one = inst.inspect(s->record.id);
+  ASSERT_TRUE(one.ok()) << one.error().to_string();
+  auto all = inst.list();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ(one->record.id, (*all)[0].record.id);
+  EXPECT_EQ(one->record.state, InstanceState::kReady);
+  EXPECT_EQ(one->runtime_state, (*all)[0].runtime_state);
+  EXPECT_EQ(one->runtime_state, "running");
+  EXPECT_EQ(one->pid, (*all)[0].pid);
+  ASSERT_TRUE(runtime_->remove(s->record.id).ok());
+  EXPECT_EQ(inst.inspect(s->record.id)->runtime_state, "missing");
+  EXPECT_EQ(inst.inspect("app-nope").error().kind(), ErrorKind::kNotFound);
+  EXPECT_EQ(inst.inspect("../x").error().kind(), ErrorKind::kInvalidInput);
+}
+
 }  // namespace
 }  // namespace prewarm::lifecycle
