@@ -69,10 +69,10 @@ void add_pool(CLI::App& app, Globals& g) {
     }
     auto opened = open_image(g, a->image, a->paging, a->json);
     if (!opened.ok()) return void(g.rc = fail(opened.error()));
-    engine::Context* ctx = &(*opened)->ctx;
-    images::LoadedImage* img = &(*opened)->img;
-    lifecycle::Instances instances(*ctx);
-    auto have = instances.parked(*img);
+    const engine::Context& ctx = (*opened)->ctx;
+    const images::LoadedImage& img = (*opened)->img;
+    lifecycle::Instances instances(ctx);
+    auto have = instances.parked(img);
     if (!have.ok()) return void(g.rc = fail(have.error()));
     const int missing = a->size - static_cast<int>(have->size());
     lifecycle::StartOptions o;
@@ -80,9 +80,9 @@ void add_pool(CLI::App& app, Globals& g) {
     o.paging = a->paging;
     nlohmann::json out = nlohmann::json::array();
     if (missing > 0) {
-      ctx->say("parking " + std::to_string(missing) + " instance(s) of " + a->image + " (" +
+      ctx.say("parking " + std::to_string(missing) + " instance(s) of " + a->image + " (" +
                std::to_string(have->size()) + " parked already)");
-      for (auto& s : instances.start_many(*img, missing, o)) {
+      for (auto& s : instances.start_many(img, missing, o)) {
         if (!s.ok()) {
           g.rc = fail(s.error());
           continue;
@@ -138,17 +138,17 @@ void add_claim(CLI::App& app, Globals& g) {
     }
     auto opened = open_image(g, a->image, a->paging, a->json);
     if (!opened.ok()) return void(g.rc = fail(opened.error()));
-    engine::Context* ctx = &(*opened)->ctx;
-    images::LoadedImage* img = &(*opened)->img;
-    lifecycle::Instances instances(*ctx);
+    const engine::Context& ctx = (*opened)->ctx;
+    const images::LoadedImage& img = (*opened)->img;
+    lifecycle::Instances instances(ctx);
     lifecycle::StartOptions o;
     o.hostname = a->hostname;
     o.paging = a->paging;
-    auto s = instances.claim(*img, o);
+    auto s = instances.claim(img, o);
     bool claimed = s.ok();
     if (!s.ok() && s.error().kind() == ErrorKind::kNotFound && !a->no_restore) {
-      ctx->say("no parked instance of " + a->image + "; restoring one");
-      s = instances.start(*img, o);
+      ctx.say("no parked instance of " + a->image + "; restoring one");
+      s = instances.start(img, o);
     }
     if (!s.ok()) return void(g.rc = fail(s.error()));
     if (a->json) {
