@@ -74,15 +74,17 @@ nlohmann::json started_json(const lifecycle::Started& s) {
           {"timingsMilliseconds", s.timings.as_map()}};
 }
 
-void print_started(const lifecycle::Started& s) {
-  const auto& r = s.record;
-  const bool parked = r.state == lifecycle::InstanceState::kRestored;
-  std::printf("%-24s %-15s %s in %-9s %s%s\n", r.id.c_str(), r.ip.c_str(),
-              parked ? "parked" : "ready", fmt_ms(s.timings.total_ms).c_str(),
-              r.started_by.c_str(), r.paging == "lazy" ? " (lazy)" : "");
-  if (!r.fallback_reason.empty())
-    std::printf("  restore was not possible, cold-started instead: %s\n", r.fallback_reason.c_str());
-  if (!r.restore_note.empty()) std::printf("  note: %s\n", r.restore_note.c_str());
+void print_started(const lifecycle::Started& s) { print_instance(started_json(s)); }
+
+void print_instance(const nlohmann::json& j) {
+  const bool parked = j.value("state", "") == "restored";
+  std::printf("%-24s %-15s %s in %-9s %s%s\n", j.value("id", "").c_str(), j.value("ip", "").c_str(),
+              parked ? "parked" : "ready", fmt_ms(j.value("readyMilliseconds", 0.0)).c_str(),
+              j.value("startedBy", "").c_str(), j.value("paging", "") == "lazy" ? " (lazy)" : "");
+  if (!j.value("fallbackReason", "").empty())
+    std::printf("  restore was not possible, cold-started instead: %s\n",
+                j.value("fallbackReason", "").c_str());
+  if (!j.value("restoreNote", "").empty()) std::printf("  note: %s\n", j.value("restoreNote", "").c_str());
 }
 
 }  // namespace prewarm::cli

@@ -36,6 +36,8 @@ std::string fmt_ms(double ms);
 // line `run` prints (with the fallback's reason and any note below it).
 nlohmann::json started_json(const lifecycle::Started& s);
 void print_started(const lifecycle::Started& s);
+// The same line from such JSON (started_json's, or the daemon's).
+void print_instance(const nlohmann::json& j);
 
 // --plain-http and --ca-file, shared by push and pull.
 struct RegistryFlags {

@@ -78,13 +78,4 @@ Error DaemonClient::error_of(const Answer& a) {
   return Error(k, "prewarmd: " + (msg.empty() ? "status " + std::to_string(a.status) : msg));
 }
 
-void print_instance(const json& j) {
-  const bool parked = j.value("state", "") == "restored";
-  std::printf("%-24s %-15s %s in %-9s %s%s\n", j.value("id", "").c_str(), j.value("ip", "").c_str(),
-              parked ? "parked" : "ready", fmt_ms(j.value("readyMilliseconds", 0.0)).c_str(),
-              j.value("startedBy", "").c_str(), j.value("paging", "") == "lazy" ? " (lazy)" : "");
-  if (!j.value("fallbackReason", "").empty())
-    std::printf("  restore was not possible, cold-started instead: %s\n", j.value("fallbackReason", "").c_str());
-}
-
 }  // namespace prewarm::cli

@@ -32,7 +32,4 @@ class DaemonClient {
   std::string socket_;
 };
 
-// The line `run` prints for an instance, from the daemon's JSON.
-void print_instance(const nlohmann::json& j);
-
 }  // namespace prewarm::cli

@@ -66,6 +66,7 @@ json instance_json(const lifecycle::InstanceRecord& r, const std::string& runtim
           {"runtime", r.runtime},
           {"paging", r.paging},
           {"fallbackReason", r.fallback_reason},
+          {"restoreNote", r.restore_note},
           {"created", r.created},
           {"readySeconds", r.ready_s}};
 }
