@@ -39,6 +39,29 @@ Status validate_ifname(const std::string& name, const char* what) {
   return {};
 }
 
+std::string subnet_conflict(const Subnet& subnet, const std::string& bridge,
+                            const std::vector<link::Ipv4Address>& addresses) {
+  for (const auto& a : addresses) {
+    if (a.label == bridge || a.prefix_len < 0 || a.prefix_len > 32) continue;
+    // A /32 (or /31) is one address (two) of routing: the check is whether ours holds it.
+    bool overlap = subnet.contains(a.addr);
+    if (!overlap && a.prefix_len < 31) {
+      Subnet theirs;
+      theirs.prefix_len = a.prefix_len;
+      theirs.network = a.prefix_len == 0 ? 0 : a.addr & ~(0xffffffffu >> a.prefix_len);
+      overlap = subnet.overlaps(theirs);
+    }
+    if (!overlap) continue;
+    std::string name = a.label.empty() ? "interface #" + std::to_string(a.index) : a.label;
+    return "subnet " + subnet.to_string() + " overlaps " + format_ipv4(a.addr) + "/" +
+           std::to_string(a.prefix_len) + " on " + name +
+           ", so the host would send some of their traffic to the wrong link; set "
+           "PREWARM_SUBNET to a range that no interface's network overlaps (`ip -4 addr` "
+           "lists them)";
+  }
+  return {};
+}
+
 Result<UniqueFd> lock_bridge(const Config& cfg, bool exclusive) {
   std::filesystem::path path = cfg.state_dir / ("bridge-" + cfg.bridge + ".lock");
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
@@ -65,6 +88,12 @@ Result<int> bridge_index(nl::Socket& sock, const Config& cfg, const Subnet& subn
   if (*found && !full && (found->value().flags & IFF_UP)) return found->value().index;
 
   if (!*found) {
+    // Checked only when the bridge is made: from then on its address holds the range, and a
+    // later overlapping network is that one's creator's to refuse.
+    auto addresses = link::ipv4_addresses(sock);
+    if (!addresses.ok()) return std::move(addresses).error().with_context(fail("list addresses"));
+    if (auto why = subnet_conflict(subnet, name, *addresses); !why.empty())
+      return Error(fail(why), EADDRINUSE);
     Status st = link::create_bridge(sock, name, random_local_mac());
     if (!st.ok() && !is_exists(st)) return std::move(st).error().with_context(fail("create"));
     auto again = link::get(sock, name);

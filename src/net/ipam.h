@@ -25,6 +25,11 @@ struct Subnet {
   uint32_t last_instance() const { return broadcast() - 1; }
   uint32_t instance_count() const { return last_instance() - first_instance() + 1; }
   bool contains(uint32_t ip) const { return (ip & ~host_mask()) == network; }
+  // Whether some address is in both (one of two CIDR networks always contains the other when
+  // they share an address).
+  bool overlaps(const Subnet& other) const {
+    return prefix_len <= other.prefix_len ? contains(other.network) : other.contains(network);
+  }
   std::string to_string() const;
 };
 

@@ -6,6 +6,8 @@
 #include <linux/if_link.h>
 #include <linux/veth.h>
 
+#include <cstring>
+
 namespace prewarm::net::link {
 namespace {
 
@@ -169,6 +171,30 @@ Status add_default_route(nl::Socket& sock, int index, uint32_t gateway) {
   msg.put(RTA_GATEWAY, &gw, sizeof gw);
   msg.put_u32(RTA_OIF, static_cast<uint32_t>(index));
   return sock.request(msg);
+}
+
+Result<std::vector<Ipv4Address>> ipv4_addresses(nl::Socket& sock) {
+  nl::Message msg(RTM_GETADDR, 0);
+  ifaddrmsg ifa{};
+  ifa.ifa_family = AF_INET;
+  msg.put_struct(ifa);
+  std::vector<Ipv4Address> out;
+  PW_TRY(sock.dump(msg, [&](const nlmsghdr* h) {
+    if (h->nlmsg_type != RTM_NEWADDR) return;
+    auto* a = static_cast<const ifaddrmsg*>(NLMSG_DATA(h));
+    if (a->ifa_family != AF_INET) return;
+    size_t hdr = NLMSG_LENGTH(sizeof(ifaddrmsg));
+    if (h->nlmsg_len <= hdr) return;
+    nl::Attrs attrs(reinterpret_cast<const char*>(h) + NLMSG_ALIGN(hdr), h->nlmsg_len - hdr,
+                    IFA_MAX);
+    const rtattr* local = attrs.get(IFA_LOCAL) ? attrs.get(IFA_LOCAL) : attrs.get(IFA_ADDRESS);
+    if (local == nullptr || RTA_PAYLOAD(local) != sizeof(uint32_t)) return;
+    uint32_t be = 0;
+    std::memcpy(&be, RTA_DATA(local), sizeof be);
+    out.push_back({static_cast<int>(a->ifa_index), attrs.str(IFA_LABEL), ntohl(be),
+                   a->ifa_prefixlen});
+  }));
+  return out;
 }
 
 }  // namespace prewarm::net::link

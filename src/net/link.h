@@ -54,4 +54,13 @@ Status release_port(nl::Socket& sock, const std::string& name);
 Status add_ipv4(nl::Socket& sock, int index, uint32_t addr, int prefix_len);
 Status add_default_route(nl::Socket& sock, int index, uint32_t gateway);
 
+struct Ipv4Address {
+  int index = 0;
+  std::string label;  // the interface's name (IPv4 addresses carry it)
+  uint32_t addr = 0;
+  int prefix_len = 0;
+};
+// Every IPv4 address in the socket's network namespace.
+Result<std::vector<Ipv4Address>> ipv4_addresses(nl::Socket& sock);
+
 }  // namespace prewarm::net::link

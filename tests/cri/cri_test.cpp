@@ -28,6 +28,7 @@
 #include "support/engine_fixture.h"
 #include "support/registry_server.h"
 #include "support/files.h"
+#include "support/subnets.h"
 
 namespace prewarm::testing {
 namespace {
@@ -463,10 +464,9 @@ class PrewarmPodTest : public CriTest {
     state_ = std::filesystem::path("/var/tmp") / ("prewarm-pods-" + tag_);
     ASSERT_TRUE(fs::make_dirs(state_, 0700).ok());
     bridge_ = "pwbrp" + tag_;
-    unsigned third = 100 + (std::stoul(tag_, nullptr, 16) % 150);
     env_ = {"PREWARM_STATE_DIR=" + (state_ / "state").string(),
             "PREWARM_CACHE_DIR=" + (state_ / "cache").string(), "PREWARM_BRIDGE=" + bridge_,
-            "PREWARM_SUBNET=10.89." + std::to_string(third) + ".0/24"};
+            "PREWARM_SUBNET=" + testing::free_test_subnet(tag_)};
     if (!runtime_.empty()) env_.push_back("PREWARM_RUNTIME=" + runtime_);
     // The handler's binary: prewarm-runtime with this test's state (containerd gives its shims
     // no environment of ours).

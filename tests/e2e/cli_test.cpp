@@ -19,6 +19,7 @@
 #include "support/cli.h"
 #include "support/engine_fixture.h"
 #include "support/oci_image.h"
+#include "support/subnets.h"
 
 namespace prewarm::testing {
 namespace {
@@ -32,9 +33,8 @@ class CliTest : public ::testing::Test {
     if (auto why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
     tag_ = "e" + fs::random_hex(3);
     state_ = stdfs::path("/var/tmp") / ("prewarm-e2e-" + tag_);
-    unsigned third = 100 + (std::stoul(tag_.substr(1), nullptr, 16) % 150);
     env_ = {"PREWARM_STATE_DIR=" + state_.string(), "PREWARM_BRIDGE=pwbr" + tag_,
-            "PREWARM_SUBNET=10.89." + std::to_string(third) + ".0/24"};
+            "PREWARM_SUBNET=" + testing::free_test_subnet(tag_.substr(1))};
   }
 
   void TearDown() override {

@@ -20,6 +20,7 @@
 #include "support/engine_fixture.h"
 #include "support/oci_image.h"
 #include "support/registry_server.h"
+#include "support/subnets.h"
 
 namespace prewarm::testing {
 namespace {
@@ -30,7 +31,7 @@ using nlohmann::json;
 // One prewarm installation: a state dir, its bridge and subnet, given to the CLI by env.
 struct Node {
   std::string tag;
-  unsigned subnet_third = 0;
+  int subnet_third = 0;
   stdfs::path state;
   std::vector<std::string> env;
   std::string bridge() const { return "pwbr" + tag; }
@@ -39,14 +40,15 @@ struct Node {
   }
 };
 
-Node make_node(unsigned avoid_third) {
+Node make_node(int avoid_third) {
   Node n;
   n.tag = "d" + fs::random_hex(3);
-  n.subnet_third = 100 + (std::stoul(n.tag.substr(1), nullptr, 16) % 150);
-  if (n.subnet_third == avoid_third) n.subnet_third = 100 + (n.subnet_third - 100 + 1) % 150;
+  // The other node's bridge may not be made yet, so its subnet is avoided by hand.
+  n.subnet_third = testing::free_test_octet(std::stoul(n.tag.substr(1), nullptr, 16));
+  if (n.subnet_third == avoid_third) n.subnet_third = testing::free_test_octet(avoid_third + 1);
   n.state = stdfs::path("/var/tmp") / ("prewarm-dist-" + n.tag);
   n.env = {"PREWARM_STATE_DIR=" + n.state.string(), "PREWARM_BRIDGE=" + n.bridge(),
-           "PREWARM_SUBNET=10.89." + std::to_string(n.subnet_third) + ".0/24"};
+           "PREWARM_SUBNET=" + testing::test_subnet(n.subnet_third)};
   return n;
 }
 

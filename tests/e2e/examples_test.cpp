@@ -20,6 +20,7 @@
 #include "probe/probe.h"
 #include "support/cli.h"
 #include "support/engine_fixture.h"
+#include "support/subnets.h"
 
 namespace prewarm::testing {
 namespace {
@@ -33,9 +34,8 @@ class ExamplesTest : public ::testing::Test {
     if (auto why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
     tag_ = "x" + fs::random_hex(3);
     state_ = stdfs::path("/var/tmp") / ("prewarm-e2e-" + tag_);
-    unsigned third = 100 + (std::stoul(tag_.substr(1), nullptr, 16) % 150);
     env_ = {"PREWARM_STATE_DIR=" + state_.string(), "PREWARM_BRIDGE=pwbr" + tag_,
-            "PREWARM_SUBNET=10.89." + std::to_string(third) + ".0/24"};
+            "PREWARM_SUBNET=" + testing::free_test_subnet(tag_.substr(1))};
   }
 
   void TearDown() override {

@@ -14,6 +14,7 @@
 #include "base/fs.h"
 #include "base/subprocess.h"
 #include "support/engine_fixture.h"
+#include "support/subnets.h"
 
 namespace prewarm::testing {
 namespace {
@@ -81,9 +82,8 @@ class FaultsTest : public ::testing::TestWithParam<Fault> {
     if (!skip_reason().empty()) return;
     tag_ = "f" + fs::random_hex(3);
     state_ = stdfs::path("/var/tmp") / ("prewarm-faults-" + tag_);
-    unsigned third = 100 + (std::stoul(tag_.substr(1), nullptr, 16) % 150);
     env_ = {"PREWARM_STATE_DIR=" + state_.string(), "PREWARM_BRIDGE=pwbr" + tag_,
-            "PREWARM_SUBNET=10.89." + std::to_string(third) + ".0/24"};
+            "PREWARM_SUBNET=" + testing::free_test_subnet(tag_.substr(1))};
     image_ = "counter-" + tag_;
     auto bake = prewarm({"bake", PREWARM_EXAMPLE_TINY_SPEC, "--name", image_});
     baked_ = code(bake) == 0;

@@ -19,6 +19,7 @@
 #include "base/subprocess.h"
 #include "support/cli.h"
 #include "support/engine_fixture.h"
+#include "support/subnets.h"
 
 namespace prewarm::testing {
 namespace {
@@ -113,9 +114,8 @@ class SoakTest : public ::testing::Test {
     name_ = "soak-" + tag_;
     bridge_ = "pwbr" + tag_;
     state_ = stdfs::path("/var/tmp") / ("prewarm-soak-" + tag_);
-    unsigned third = 100 + (std::stoul(tag_.substr(1), nullptr, 16) % 150);
     env_ = {"PREWARM_STATE_DIR=" + state_.string(), "PREWARM_BRIDGE=" + bridge_,
-            "PREWARM_SUBNET=10.89." + std::to_string(third) + ".0/24"};
+            "PREWARM_SUBNET=" + testing::free_test_subnet(tag_.substr(1))};
   }
 
   void TearDown() override {

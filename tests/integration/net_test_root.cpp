@@ -1,7 +1,7 @@
 // net on the real kernel (needs root): bridge creation races, two concurrent attaches with
 // distinct addresses, the inside configuration as `ip` sees it, a TCP connection from the host
 // to a listener inside an instance's netns, cleanup on failure and on detach, and the latency
-// of attach/detach (printed, not asserted). Uses a random test bridge and a 10.89.2xx.0/24
+// of attach/detach (printed, not asserted). Uses a random test bridge and a free 10.90.x.0/24
 // subnet; the fixture removes every netns, veth and bridge it made, even when checks fail.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -29,6 +29,7 @@
 #include "base/unique_fd.h"
 #include "net/ipam.h"
 #include "net/net.h"
+#include "support/subnets.h"
 
 namespace prewarm::net {
 namespace {
@@ -76,9 +77,10 @@ class NetRootTest : public ::testing::Test {
     std::string tmpl = (stdfs::temp_directory_path() / "net-root-test-XXXXXX").string();
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
     state_dir_ = tmpl;
-    octet_ = 200 + static_cast<int>(std::stoul(fs::random_hex(1), nullptr, 16) % 48);
+    // Two free /24s: one test makes a second bridge on octet_ + 1.
+    octet_ = testing::free_test_octet(std::stoul(fs::random_hex(2), nullptr, 16), 2);
     cfg_.bridge = "pwtest" + fs::random_hex(3);
-    cfg_.subnet = "10.89." + std::to_string(octet_) + ".0/24";
+    cfg_.subnet = testing::test_subnet(octet_);
     cfg_.state_dir = state_dir_;
     bridges_.push_back(cfg_.bridge);
   }
@@ -203,7 +205,7 @@ TEST_F(NetRootTest, ConcurrentAttachesAreIsolatedReachableAndFullyDetached) {
 
   EXPECT_NE(atts[0]->ip, atts[1]->ip);
   Subnet subnet = *parse_subnet(cfg_.subnet);
-  std::string gw = "10.89." + std::to_string(octet_) + ".1";
+  std::string gw = "10.90." + std::to_string(octet_) + ".1";
   std::string bridge_info = sh({"ip", "-o", "-4", "addr", "show", "dev", cfg_.bridge});
   EXPECT_TRUE(contains(bridge_info, "inet " + gw + "/24")) << bridge_info;
 
@@ -260,7 +262,7 @@ TEST_F(NetRootTest, ConcurrentAttachesAreIsolatedReachableAndFullyDetached) {
 TEST_F(NetRootTest, RacingEnsureBridgeBothSucceed) {
   Config cfg = cfg_;
   cfg.bridge = "pwtr" + fs::random_hex(4);
-  cfg.subnet = "10.89." + std::to_string(octet_ + 1) + ".0/24";
+  cfg.subnet = testing::test_subnet(octet_ + 1);
   bridges_.push_back(cfg.bridge);
   std::vector<std::future<Status>> racers;
   for (int i = 0; i < 4; ++i)
@@ -271,7 +273,7 @@ TEST_F(NetRootTest, RacingEnsureBridgeBothSucceed) {
   }
   std::string info = sh({"ip", "-o", "-4", "addr", "show", "dev", cfg.bridge});
   EXPECT_EQ(std::count(info.begin(), info.end(), '\n'), 1) << info;
-  EXPECT_TRUE(contains(info, "inet 10.89." + std::to_string(octet_ + 1) + ".1/24")) << info;
+  EXPECT_TRUE(contains(info, "inet 10.90." + std::to_string(octet_ + 1) + ".1/24")) << info;
   std::string link = sh({"ip", "-o", "-d", "link", "show", "dev", cfg.bridge});
   EXPECT_TRUE(contains(link, "BROADCAST,MULTICAST,UP")) << link;
   EXPECT_TRUE(contains(link, "bridge")) << link;
@@ -279,6 +281,41 @@ TEST_F(NetRootTest, RacingEnsureBridgeBothSucceed) {
   ASSERT_TRUE(remove_bridge_if_unused(cfg).ok());
   EXPECT_FALSE(link_exists(cfg.bridge));
   ASSERT_TRUE(remove_bridge_if_unused(cfg).ok());  // already gone
+}
+
+// A bridge left by an earlier run held the same /24 as a new test's bridge: every probe of the
+// new instances failed with "No route to host" for six minutes. Now the second bridge is
+// refused, naming the first, before anything is made.
+TEST_F(NetRootTest, ASubnetAnotherInterfaceHoldsIsRefusedBeforeAnythingIsMade) {
+  ASSERT_TRUE(ensure_bridge(cfg_).ok());
+  Config other = cfg_;
+  other.bridge = "pwto" + fs::random_hex(4);
+  other.state_dir = state_dir_ / "other";
+  bridges_.push_back(other.bridge);
+  std::string held = "10.90." + std::to_string(octet_) + ".1/24 on " + cfg_.bridge;
+  for (const char* subnet : {"same", "wider"}) {
+    other.subnet = std::string(subnet) == "same" ? cfg_.subnet : "10.90.0.0/16";
+    Status st = ensure_bridge(other);
+    ASSERT_FALSE(st.ok()) << subnet;
+    EXPECT_EQ(st.error().errno_value(), EADDRINUSE) << st.error().to_string();
+    EXPECT_TRUE(contains(st.error().message(), "bridge " + other.bridge + ": subnet " +
+                                                   other.subnet + " overlaps " + held))
+        << st.error().message();
+    EXPECT_TRUE(contains(st.error().message(), "PREWARM_SUBNET")) << st.error().message();
+    EXPECT_FALSE(link_exists(other.bridge)) << subnet;
+
+    std::string id = unique_id("ovl");
+    auto att = attach(other, id);
+    ASSERT_FALSE(att.ok()) << subnet;
+    EXPECT_TRUE(contains(att.error().message(), "overlaps " + held)) << att.error().to_string();
+    EXPECT_FALSE(link_exists(other.bridge));
+    EXPECT_FALSE(netns_listed(netns_name(id)));
+    EXPECT_FALSE(link_exists(host_veth_name(id)));
+    std::error_code ec;
+    EXPECT_TRUE(!stdfs::exists(other.state_dir / "ips", ec) ||
+                stdfs::is_empty(other.state_dir / "ips", ec))
+        << "a lease was left behind";
+  }
 }
 
 TEST_F(NetRootTest, FailedAttachLeavesNothingBehind) {

@@ -16,6 +16,7 @@
 
 #include "base/fs.h"
 #include "base/unique_fd.h"
+#include "support/subnets.h"
 
 namespace prewarm::testing {
 namespace {
@@ -105,8 +106,15 @@ Result<std::unique_ptr<CriNode>> CriNode::start(CriNodeOptions options) {
   node->bridge_ = "pwcri" + node->tag_;
   node->network_ = "prewarm-cri-" + node->tag_;
   // 10.77.0.0/16 is prewarm's test range for CRI nodes (prewarm's own bridges use 10.89.0.0/16,
-  // Podman's default 10.88.0.0/16); one /24 per node, picked by its tag.
-  node->subnet_ = "10.77." + std::to_string(std::stoul(node->tag_, nullptr, 16) % 256) + ".0/24";
+  // Podman's default 10.88.0.0/16); one /24 per node that no interface overlaps, looked for
+  // from one its tag picks.
+  int octet = 0;
+  try {
+    octet = free_test_octet(std::stoul(node->tag_, nullptr, 16), 1, "10.77");
+  } catch (const std::exception& e) {
+    return Error(std::string("the node's pod network: ") + e.what());
+  }
+  node->subnet_ = "10.77." + std::to_string(octet) + ".0/24";
 
   PW_TRY(node->write_config(options));
   PW_TRY(node->build_pause_image(options.pause_binary));

@@ -17,6 +17,7 @@
 #include "engine/context.h"
 #include "lifecycle/instance.h"
 #include "support/files.h"
+#include "support/subnets.h"
 
 namespace prewarm::testing {
 
@@ -103,9 +104,8 @@ class EngineTest : public ::testing::Test {
     ctx_ = std::move(ctx).value();
     ctx_.net.bridge = "pwbr" + tag_;
     ctx_.net.state_dir = net::net_state_dir(ctx_.net.bridge);
-    // A subnet of its own per test, inside the project's range, so concurrent runs can't clash.
-    unsigned third = 100 + (std::stoul(tag_.substr(1), nullptr, 16) % 150);
-    ctx_.net.subnet = "10.89." + std::to_string(third) + ".0/24";
+    // A subnet of its own per test that nothing on the host overlaps.
+    ctx_.net.subnet = testing::free_test_subnet(tag_.substr(1));
   }
 
   void TearDown() override {

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "net/bridge.h"
 #include "net/ipam.h"
 #include "support/files.h"
 
@@ -70,6 +71,36 @@ TEST(SubnetTest, RejectsBadInput) {
     EXPECT_NE(s.error().message().find(std::string("\"") + cidr + "\""), std::string::npos)
         << s.error().message();
     EXPECT_EQ(s.error().errno_value(), EINVAL);
+  }
+}
+
+// A bridge's subnet must not overlap any other interface's network: a bridge left by an
+// earlier run with the same /24 made every probe of a new instance fail with "No route to host".
+TEST(SubnetTest, ConflictsWithEveryOverlappingNetworkButItsOwnBridge) {
+  Subnet ours = subnet_of("10.89.121.0/24");
+  auto addr = [](const char* ip, int len, const char* label) {
+    return link::Ipv4Address{7, label, *parse_ipv4(ip), len};
+  };
+  // Free: other networks, its own address, a shorter network's neighbour.
+  EXPECT_EQ(subnet_conflict(ours, "pwbrA",
+                            {addr("127.0.0.1", 8, "lo"), addr("192.0.2.2", 24, "eth0"),
+                             addr("10.89.121.1", 24, "pwbrA"), addr("10.89.122.1", 24, "x"),
+                             addr("10.89.120.255", 32, "y"), addr("10.90.0.1", 16, "z")}),
+            "");
+  struct Case {
+    link::Ipv4Address other;
+    const char* says;
+  };
+  for (const auto& [other, says] :
+       {Case{addr("10.89.121.1", 24, "pwbrB"), "overlaps 10.89.121.1/24 on pwbrB"},
+        Case{addr("10.89.0.1", 16, "prewarm0"), "overlaps 10.89.0.1/16 on prewarm0"},
+        Case{addr("10.89.121.130", 25, "half"), "overlaps 10.89.121.130/25 on half"},
+        Case{addr("10.89.121.7", 32, "one"), "overlaps 10.89.121.7/32 on one"},
+        Case{addr("10.0.0.5", 8, ""), "overlaps 10.0.0.5/8 on interface #7"},
+        Case{addr("0.0.0.1", 0, "all"), "overlaps 0.0.0.1/0 on all"}}) {
+    std::string why = subnet_conflict(ours, "pwbrA", {addr("192.0.2.2", 24, "eth0"), other});
+    EXPECT_NE(why.find(std::string("subnet 10.89.121.0/24 ") + says), std::string::npos) << why;
+    EXPECT_NE(why.find("PREWARM_SUBNET"), std::string::npos) << why;
   }
 }
 
