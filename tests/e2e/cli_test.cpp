@@ -91,7 +91,7 @@ TEST_F(CliTest, BakeRunPsRmRoundTrip) {
 
   auto run = prewarm({"run", name_, "--count", "2"});
   ASSERT_EQ(code(run), 0) << run.err;
-  std::regex line(name_ + "-[0-9a-f]{8} +(10\\.89\\.[0-9.]+) +ready in .* restore");
+  std::regex line(name_ + "-[0-9a-f]{8} +(10\\.90\\.[0-9.]+) +ready in .* restore");  // subnets.h
   auto lines = std::distance(std::sregex_iterator(run.out.begin(), run.out.end(), line),
                              std::sregex_iterator());
   EXPECT_EQ(lines, 2) << run.out;

@@ -105,9 +105,9 @@ Result<std::unique_ptr<CriNode>> CriNode::start(CriNodeOptions options) {
   node->cgroup_root_ = "prewarm-cri-" + node->tag_;
   node->bridge_ = "pwcri" + node->tag_;
   node->network_ = "prewarm-cri-" + node->tag_;
-  // 10.77.0.0/16 is prewarm's test range for CRI nodes (prewarm's own bridges use 10.89.0.0/16,
-  // Podman's default 10.88.0.0/16); one /24 per node that no interface overlaps, looked for
-  // from one its tag picks.
+  // 10.77.0.0/16 is prewarm's test range for CRI nodes (prewarm's default is 10.89.0.0/16, its
+  // test bridges use 10.90.0.0/16, Podman's default 10.88.0.0/16); one /24 per node that no
+  // interface overlaps, looked for from one its tag picks.
   int octet = 0;
   try {
     octet = free_test_octet(std::stoul(node->tag_, nullptr, 16), 1, "10.77");
