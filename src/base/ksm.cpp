@@ -1,9 +1,12 @@
 #include "base/ksm.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "base/fs.h"
@@ -48,7 +51,58 @@ double ksmd_cpu_seconds() {
   return 0;
 }
 
+// What a SettingsGuard's signal handler writes: file and text made beforehand, as only
+// async-signal-safe calls may run there.
+struct PendingWrite {
+  char path[64];
+  char text[24];
+};
+PendingWrite g_restore[3];
+volatile sig_atomic_t g_armed = 0;
+constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
+struct sigaction g_previous[3];
+
+void restore_and_reraise(int sig) {
+  if (g_armed) {
+    for (const auto& w : g_restore) {
+      int fd = ::open(w.path, O_WRONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      ssize_t ignored = ::write(fd, w.text, std::strlen(w.text));
+      (void)ignored;
+      ::close(fd);
+    }
+    g_armed = 0;
+  }
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
 }  // namespace
+
+SettingsGuard::SettingsGuard(const Settings& saved) : saved_(saved) {
+  // The order write_settings uses: run last, so ksmd stops (or starts) with its old pace.
+  const std::pair<const char*, uint64_t> values[] = {
+      {"pages_to_scan", saved.pages_to_scan},
+      {"sleep_millisecs", saved.sleep_millisecs},
+      {"run", static_cast<uint64_t>(saved.run)}};
+  for (size_t i = 0; i < 3; ++i) {
+    std::snprintf(g_restore[i].path, sizeof g_restore[i].path, "%s/%s", kDir.c_str(),
+                  values[i].first);
+    std::snprintf(g_restore[i].text, sizeof g_restore[i].text, "%llu\n",
+                  static_cast<unsigned long long>(values[i].second));
+  }
+  g_armed = 1;
+  struct sigaction sa {};
+  sa.sa_handler = restore_and_reraise;
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < 3; ++i) ::sigaction(kSignals[i], &sa, &g_previous[i]);
+}
+
+SettingsGuard::~SettingsGuard() {
+  for (size_t i = 0; i < 3; ++i) ::sigaction(kSignals[i], &g_previous[i], nullptr);
+  g_armed = 0;
+  (void)write_settings(saved_);
+}
 
 Status set_process_mergeable(bool on) {
   if (::prctl(PR_SET_MEMORY_MERGE, on ? 1 : 0, 0, 0, 0) != 0)

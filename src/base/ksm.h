@@ -24,6 +24,20 @@ struct Settings {
 Result<Settings> read_settings();
 Status write_settings(const Settings& s);
 
+// Puts the host's KSM settings back as they were when it was made: when it goes out of scope,
+// and when SIGINT, SIGTERM or SIGHUP ends the process first (the handler writes them, then the
+// signal takes its default course). One at a time per process. SIGKILL leaves them changed.
+class SettingsGuard {
+ public:
+  explicit SettingsGuard(const Settings& saved);
+  ~SettingsGuard();
+  SettingsGuard(const SettingsGuard&) = delete;
+  SettingsGuard& operator=(const SettingsGuard&) = delete;
+
+ private:
+  Settings saved_;
+};
+
 struct Stats {
   uint64_t pages_shared = 0;   // distinct merged pages kept
   uint64_t pages_sharing = 0;  // mappings of them: the pages saved

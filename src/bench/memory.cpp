@@ -132,15 +132,13 @@ Result<std::string> bench_memory(const Context& ctx, const MemoryBenchOptions& o
   fast.run = 1;
   fast.pages_to_scan = opts.pages_to_scan;
   fast.sleep_millisecs = 20;
+  // The host's settings come back when this ends, also by Ctrl-C or SIGTERM.
+  ksm::SettingsGuard host_settings(saved);
   PW_TRY(ksm::write_settings(fast));
   PW_TRY(ksm::set_process_mergeable(true));
-  struct RestoreKsm {
-    ksm::Settings s;
-    ~RestoreKsm() {
-      (void)ksm::set_process_mergeable(false);
-      (void)ksm::write_settings(s);
-    }
-  } restore_ksm{saved};
+  struct Unmark {
+    ~Unmark() { (void)ksm::set_process_mergeable(false); }
+  } unmark;
   PW_ASSIGN(ksm::Stats before, ksm::read_stats());
   Stopwatch since_first;
   auto merged = start_fleet(ctx, img, opts.instances);
