@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
+#include "base/fs.h"
 #include "base/log.h"
 #include "lifecycle/instance.h"
 
@@ -99,6 +101,11 @@ Status Activator::start() {
   socklen_t len = sizeof addr;
   ::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
   port_ = ntohs(addr.sin_port);
+  remove_left_by_previous();
+  {
+    std::lock_guard l(mu_);
+    save_owned_locked();
+  }
   acceptor_ = std::thread([this] { accept_loop(); });
   housekeeper_ = std::thread([this] { housekeeping_loop(); });
   return {};
@@ -132,6 +139,62 @@ void Activator::stop() {
     for (const auto& id : *parked)
       if (std::find(parked_by_us_.begin(), parked_by_us_.end(), id) != parked_by_us_.end())
         (void)inst.remove(id);
+  if (port_ != 0) {
+    std::error_code ec;
+    std::filesystem::remove(owned_file(), ec);
+  }
+}
+
+std::filesystem::path Activator::owned_file() const {
+  return ctx_.state_dir / "serve" / (opts_.listen_host + ":" + std::to_string(port_) + ".json");
+}
+
+void Activator::save_owned_locked() {
+  nlohmann::json ready = nlohmann::json::array(), parked = nlohmann::json::array();
+  for (const auto& b : backends_) ready.push_back(b->id);
+  for (const auto& id : parked_by_us_) parked.push_back(id);
+  nlohmann::json doc = {{"pid", ::getpid()}, {"image", img_.name}, {"ready", ready},
+                        {"parked", parked}};
+  Status st = fs::make_dirs(owned_file().parent_path(), 0700);
+  if (st.ok()) st = fs::write_file_atomic(owned_file(), doc.dump() + "\n", 0600, /*durable=*/false);
+  if (!st.ok()) log::warn("serve: recording its instances: " + st.error().to_string());
+}
+
+void Activator::remove_left_by_previous() {
+  auto text = fs::read_file(owned_file(), 1 << 20);
+  if (!text.ok()) return;  // none: the last serve here stopped cleanly (or there was none)
+  auto doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  std::vector<std::string> ready, parked;
+  if (doc.is_object()) {
+    for (const char* key : {"ready", "parked"})
+      if (doc.contains(key) && doc[key].is_array())
+        for (const auto& id : doc[key])
+          if (id.is_string()) (std::string(key) == "ready" ? ready : parked).push_back(id);
+  } else {
+    log::warn("serve: " + owned_file().string() + " is not what serve writes; ignoring it");
+  }
+  lifecycle::Instances inst(ctx_);
+  int removed = 0;
+  auto remove = [&](const std::string& id) {
+    Status st = inst.remove(id);
+    if (st.ok()) {
+      ++removed;
+    } else if (st.error().kind() != ErrorKind::kNotFound) {
+      log::warn("serve: removing " + id + ", left by a serve that died: " + st.error().to_string());
+    }
+  };
+  for (const auto& id : ready) remove(id);
+  // Parked ones only while still parked: a claim (a pool's, another serve's) made them theirs.
+  for (const auto& id : parked) {
+    auto st = inst.inspect(id);
+    if (st.ok() && st->record.state == lifecycle::InstanceState::kRestored) remove(id);
+  }
+  const std::string pid =
+      doc.is_object() && doc.contains("pid") ? doc["pid"].dump() : std::string("?");
+  if (removed > 0 && opts_.say)
+    opts_.say("serve: removed " + std::to_string(removed) + " instance(s) that a serve on " +
+              opts_.listen_host + ":" + std::to_string(port_) + " left when it died (pid " + pid +
+              ")");
 }
 
 ActivationStats Activator::stats() {
@@ -235,6 +298,7 @@ Result<std::shared_ptr<Activator::Backend>> Activator::acquire() {
       b->ip = s->record.ip;
       b->last_used = Clock::now();
       backends_.push_back(b);
+      save_owned_locked();
       (claimed ? stats_.claimed : stats_.started) += 1;
       stats_.peak_instances = std::max(stats_.peak_instances, static_cast<int>(backends_.size()));
       if (opts_.say)
@@ -282,9 +346,26 @@ void Activator::housekeeping_loop() {
       if (opts_.say) opts_.say("serve: " + b->id + " idle, removed");
       if (!st.ok()) log::warn("serve: removing idle " + b->id + ": " + st.error().to_string());
     }
+    // The parked ones it made that are still parked stay its own; a claim made the others
+    // someone's (its own claims are among its ready ones).
+    bool parks;
+    {
+      std::lock_guard l(mu_);
+      parks = opts_.min > 0 || !parked_by_us_.empty();
+    }
+    Result<std::vector<std::string>> parked = std::vector<std::string>{};
+    if (parks) parked = inst.parked(img_);
+    {
+      std::lock_guard l(mu_);
+      size_t before = parked_by_us_.size();
+      if (parks && parked.ok())
+        std::erase_if(parked_by_us_, [&](const std::string& id) {
+          return std::find(parked->begin(), parked->end(), id) == parked->end();
+        });
+      if (!idle.empty() || parked_by_us_.size() != before) save_owned_locked();
+    }
     // Parked ones, up to min (one at a time, so connections are not kept waiting for CPU).
     if (opts_.min > 0) {
-      auto parked = inst.parked(img_);
       if (parked.ok() && static_cast<int>(parked->size()) < opts_.min) {
         auto s = inst.start(img_, park);
         if (!s.ok()) {
@@ -292,6 +373,7 @@ void Activator::housekeeping_loop() {
         } else {
           std::lock_guard l(mu_);
           parked_by_us_.push_back(s->record.id);
+          save_owned_locked();
         }
       }
     }

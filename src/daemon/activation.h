@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <filesystem>
 #include <condition_variable>
 #include <memory>
 #include <functional>
@@ -48,6 +49,11 @@ class Activator {
   // Stops listening, closes connections and removes every instance this activator made.
   void stop();
   int port() const { return port_; }
+  // STATE/serve/<host>:<port>.json: the instances this activator owns (ready ones and the parked
+  // ones it made), rewritten as they change. A serve that starts on the address removes what
+  // the file lists (only a dead serve leaves it: the address was free to bind), so one killed
+  // with SIGKILL leaks nothing past the next start.
+  std::filesystem::path owned_file() const;
   ActivationStats stats();
   int instances();  // ready and starting
 
@@ -80,6 +86,10 @@ class Activator {
   std::vector<int> open_fds_;  // of connections in flight, shut down by stop()
   int handlers_ = 0;
   std::vector<std::string> parked_by_us_;
+  // Writes owned_file() from backends_ and parked_by_us_; called with mu_ held.
+  void save_owned_locked();
+  // Removes what a serve that died on this address left.
+  void remove_left_by_previous();
 };
 
 }  // namespace prewarm::daemon

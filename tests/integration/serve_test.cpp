@@ -6,14 +6,19 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <chrono>
 #include <set>
 #include <thread>
 
 #include "bake/bake.h"
+#include "base/subprocess.h"
+#include "base/unique_fd.h"
 #include "daemon/activation.h"
 #include "images/load.h"
 #include "lifecycle/instance.h"
@@ -139,6 +144,74 @@ TEST_F(ServeTest, AWarmPoolTurnsTheFirstRequestIntoAClaim) {
   EXPECT_TRUE(wait_for([&] { return lifecycle::Instances(ctx_).parked(img_)->size() == 1; }, 20s));
   act.stop();
   EXPECT_EQ(instances(), 0u) << "the claimed one and the refilled parked one are removed";
+}
+
+// `prewarm serve` killed with SIGKILL leaves its instances (a ready one and a parked one); the
+// next serve on the same address removes them before it serves.
+TEST_F(ServeTest, TheNextServeRemovesWhatAKilledOneLeft) {
+  int port = 0;
+  {  // A free port for both serves.
+    UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    socklen_t len = sizeof addr;
+    ASSERT_EQ(::bind(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::getsockname(probe.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    port = ntohs(addr.sin_port);
+  }
+  const std::string listen = "127.0.0.1:" + std::to_string(port);
+  SpawnOptions so;
+  so.env = {"PREWARM_STATE_DIR=" + ctx_.state_dir.string(), "PREWARM_BRIDGE=" + ctx_.net.bridge,
+            "PREWARM_SUBNET=" + ctx_.net.subnet, "PREWARM_CACHE_DIR=" + ctx_.cache_dir.string()};
+  const std::string prewarm = PREWARM_BINARY_DIR "/cmd/prewarm/prewarm";
+  so.argv = {prewarm, "--no-daemon", "serve", img_.name, "--listen", listen, "--min", "1",
+             "--idle-timeout", "600"};
+  auto first = spawn(so);
+  ASSERT_TRUE(first.ok()) << first.error().to_string();
+  lifecycle::Instances inst(ctx_);
+  ASSERT_TRUE(
+      wait_for([&] { return inst.parked(img_).ok() && inst.parked(img_)->size() == 1; }, 30s));
+  // A request: the parked one is claimed (ready, the serve's) and another is parked.
+  std::string answer;
+  ASSERT_TRUE(wait_for([&] { return !(answer = get_via(port)).empty(); }, 10s));
+  EXPECT_NE(answer.find("count=6 "), std::string::npos) << answer;
+  ASSERT_TRUE(wait_for([&] { return inst.parked(img_)->size() == 1 && instances() == 2; }, 30s))
+      << instances() << " instances";
+  const auto owned = ctx_.state_dir / "serve" / (listen + ".json");
+  EXPECT_TRUE(std::filesystem::exists(owned));
+  first->kill(SIGKILL);
+  ASSERT_TRUE(first->wait(10s).ok());
+  EXPECT_EQ(instances(), 2u) << "a killed serve cannot remove its instances itself";
+
+  // The next one, without a pool: it removes both and starts from zero.
+  so.argv = {prewarm, "--no-daemon", "serve", img_.name, "--listen", listen, "--idle-timeout",
+             "600"};
+  int err[2];
+  ASSERT_EQ(::pipe2(err, O_CLOEXEC), 0);
+  so.stderr_fd = err[1];
+  auto second = spawn(so);
+  ::close(err[1]);
+  ASSERT_TRUE(second.ok()) << second.error().to_string();
+  EXPECT_TRUE(wait_for([&] { return instances() == 0; }, 30s)) << instances() << " instances";
+  // And it serves: one instance restored for the next request.
+  answer.clear();
+  ASSERT_TRUE(wait_for([&] { return !(answer = get_via(port)).empty(); }, 10s));
+  EXPECT_NE(answer.find("count=6 "), std::string::npos) << answer;
+  EXPECT_EQ(instances(), 1u);
+  second->kill(SIGTERM);
+  ASSERT_TRUE(second->wait(30s).ok());
+  std::string said;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) > 0;)
+    said.append(buf, static_cast<size_t>(n));
+  ::close(err[0]);
+  EXPECT_NE(
+      said.find("serve: removed 2 instance(s) that a serve on " + listen + " left when it died"),
+      std::string::npos)
+      << said;
+  EXPECT_EQ(instances(), 0u) << "a serve stopped by SIGTERM removes its own";
+  EXPECT_FALSE(std::filesystem::exists(owned)) << "a serve that stops cleanly leaves no record";
 }
 
 }  // namespace

@@ -33,7 +33,8 @@ inline int free_test_octet(unsigned long seed, int span = 1, const std::string& 
     for (int k = 0; k < span && all; ++k) all = free(first + k);
     if (all) return first;
   }
-  throw std::runtime_error("no free /24 left in " + range + ".0.0/16 for a test bridge (see `ip -4 addr`)");
+  throw std::runtime_error("no free /24 left in " + range +
+                           ".0.0/16 for a test bridge (see `ip -4 addr`)");
 }
 
 inline std::string test_subnet(int octet) { return "10.90." + std::to_string(octet) + ".0/24"; }
