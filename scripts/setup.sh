@@ -24,7 +24,7 @@ PACKAGES=(
   containerd libgrpc++-dev protobuf-compiler-grpc
   # build of prewarm
   cmake g++ make pkg-config libprotobuf-dev protobuf-compiler libyaml-cpp-dev
-  nlohmann-json3-dev libgtest-dev libssl-dev libcli11-dev libzstd-dev zlib1g-dev libcurl4-openssl-dev
+  nlohmann-json3-dev libgtest-dev libssl-dev nettle-dev libcli11-dev libzstd-dev zlib1g-dev libcurl4-openssl-dev
   # fuzzing and sanitizer builds (scripts/fuzz.sh, scripts/sanitize.sh): clang with libFuzzer
   # and the ASan/UBSan runtimes (only recommended by clang-14, so named here)
   clang libclang-rt-14-dev

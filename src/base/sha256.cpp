@@ -1,11 +1,12 @@
-// SHA-256 through OpenSSL's EVP interface.
+// SHA-256 through nettle: its SHA-NI code hashes at OpenSSL's speed (1.25 against 1.36 GB/s
+// here), and it has nothing to set up, where OpenSSL 3's first digest in a process loads its
+// configuration and providers (~1.2-1.6 ms, paid by every `prewarm` command that checks a digest).
 #include "base/sha256.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
+#include <nettle/sha2.h>
 #include <unistd.h>
 
-#include <memory>
 #include <vector>
 
 #include "base/unique_fd.h"
@@ -24,21 +25,21 @@ std::string to_hex(const unsigned char* d, unsigned n) {
   return s;
 }
 
-EVP_MD_CTX* md(void* ctx) { return static_cast<EVP_MD_CTX*>(ctx); }
+sha256_ctx* md(void* ctx) { return static_cast<sha256_ctx*>(ctx); }
 
 }  // namespace
 
 std::string sha256_hex(std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned n = 0;
-  EVP_Digest(data.data(), data.size(), out, &n, EVP_sha256(), nullptr);
-  return to_hex(out, n);
+  auto out = sha256_bytes(data);
+  return to_hex(out.data(), SHA256_DIGEST_SIZE);
 }
 
 std::array<uint8_t, 32> sha256_bytes(std::string_view data) {
+  sha256_ctx c;
+  sha256_init(&c);
+  sha256_update(&c, data.size(), reinterpret_cast<const uint8_t*>(data.data()));
   std::array<uint8_t, 32> out{};
-  unsigned n = 0;
-  EVP_Digest(data.data(), data.size(), out.data(), &n, EVP_sha256(), nullptr);
+  sha256_digest(&c, SHA256_DIGEST_SIZE, out.data());
   return out;
 }
 
@@ -59,17 +60,16 @@ Result<std::string> sha256_file(const std::filesystem::path& path) {
   return hash.final_hex();
 }
 
-Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) { reset(); }
-Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(md(ctx_)); }
-void Sha256Stream::reset() { EVP_DigestInit_ex(md(ctx_), EVP_sha256(), nullptr); }
+Sha256Stream::Sha256Stream() : ctx_(new sha256_ctx) { reset(); }
+Sha256Stream::~Sha256Stream() { delete md(ctx_); }
+void Sha256Stream::reset() { sha256_init(md(ctx_)); }
 void Sha256Stream::update(const void* data, size_t size) {
-  EVP_DigestUpdate(md(ctx_), data, size);
+  sha256_update(md(ctx_), size, static_cast<const uint8_t*>(data));
 }
 std::string Sha256Stream::final_hex() {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned n = 0;
-  EVP_DigestFinal_ex(md(ctx_), out, &n);
-  return to_hex(out, n);
+  unsigned char out[SHA256_DIGEST_SIZE];
+  sha256_digest(md(ctx_), SHA256_DIGEST_SIZE, out);
+  return to_hex(out, SHA256_DIGEST_SIZE);
 }
 
 }  // namespace prewarm

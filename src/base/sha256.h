@@ -1,4 +1,4 @@
-// SHA-256 of files and buffers (OpenSSL EVP), as lowercase hex.
+// SHA-256 of files and buffers (nettle), as lowercase hex.
 #pragma once
 
 #include <array>
@@ -30,7 +30,7 @@ class Sha256Stream {
   std::string final_hex();
 
  private:
-  void* ctx_;  // EVP_MD_CTX
+  void* ctx_;  // nettle's sha256_ctx
 };
 
 }  // namespace prewarm
