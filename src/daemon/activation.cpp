@@ -166,10 +166,10 @@ void Activator::remove_left_by_previous() {
   auto doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   std::vector<std::string> ready, parked;
   if (doc.is_object()) {
-    for (const char* key : {"ready", "parked"})
+    for (auto [key, ids] : {std::pair{"ready", &ready}, std::pair{"parked", &parked}})
       if (doc.contains(key) && doc[key].is_array())
         for (const auto& id : doc[key])
-          if (id.is_string()) (std::string(key) == "ready" ? ready : parked).push_back(id);
+          if (id.is_string()) ids->push_back(id);
   } else {
     log::warn("serve: " + owned_file().string() + " is not what serve writes; ignoring it");
   }

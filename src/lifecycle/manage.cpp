@@ -24,6 +24,13 @@ bool is_instance_dir(const stdfs::directory_entry& e) {
   return !n.empty() && n[0] != '.' && e.is_directory(ec);
 }
 
+// An id names a directory under instances/: no path of its own, nothing hidden.
+Status check_id(const std::string& id) {
+  if (id.empty() || id.find('/') != std::string::npos || id[0] == '.')
+    return Error(ErrorKind::kInvalidInput, "invalid instance id '" + id + "'");
+  return {};
+}
+
 }  // namespace
 
 Status Instances::undo(const std::string& id, const InstanceRecord* rec) {
@@ -69,9 +76,8 @@ Status Instances::undo(const std::string& id, const InstanceRecord* rec) {
 }
 
 Status Instances::remove(const std::string& id) {
+  PW_TRY(check_id(id));
   const auto dir = ctx_.instance_dir(id);
-  if (id.empty() || id.find('/') != std::string::npos || id[0] == '.')
-    return Error(ErrorKind::kInvalidInput, "invalid instance id '" + id + "'");
   auto lock = InstanceLock::acquire(dir, kRemoveWait);
   if (!lock.ok()) {
     if (lock.error().kind() == ErrorKind::kNotFound)
@@ -133,8 +139,7 @@ void Instances::note_lazy_failure(InstanceStatus& s) const {
 }
 
 Result<InstanceStatus> Instances::inspect(const std::string& id) {
-  if (id.empty() || id.find('/') != std::string::npos || id[0] == '.')
-    return Error(ErrorKind::kInvalidInput, "invalid instance id '" + id + "'");
+  PW_TRY(check_id(id));
   const auto dir = ctx_.instance_dir(id);
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec))
