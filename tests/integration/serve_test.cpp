@@ -18,11 +18,11 @@
 
 #include "bake/bake.h"
 #include "base/subprocess.h"
-#include "base/unique_fd.h"
 #include "daemon/activation.h"
 #include "images/load.h"
 #include "lifecycle/instance.h"
 #include "support/engine_fixture.h"
+#include "support/loopback.h"
 
 namespace prewarm::testing {
 namespace {
@@ -149,17 +149,7 @@ TEST_F(ServeTest, AWarmPoolTurnsTheFirstRequestIntoAClaim) {
 // `prewarm serve` killed with SIGKILL leaves its instances (a ready one and a parked one); the
 // next serve on the same address removes them before it serves.
 TEST_F(ServeTest, TheNextServeRemovesWhatAKilledOneLeft) {
-  int port = 0;
-  {  // A free port for both serves.
-    UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-    socklen_t len = sizeof addr;
-    ASSERT_EQ(::bind(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    ASSERT_EQ(::getsockname(probe.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
-    port = ntohs(addr.sin_port);
-  }
+  const int port = free_port();  // for both serves
   const std::string listen = "127.0.0.1:" + std::to_string(port);
   SpawnOptions so;
   so.env = {"PREWARM_STATE_DIR=" + ctx_.state_dir.string(), "PREWARM_BRIDGE=" + ctx_.net.bridge,
