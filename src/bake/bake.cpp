@@ -267,7 +267,11 @@ Result<BakeResult> bake(const Context& ctx, const stdfs::path& spec_file, const 
   image::Manifest m;
   m.name = spec.name;
   m.created = now_rfc3339();
-  m.spec_yaml = spec::to_yaml(spec);
+  // The files beside the YAML: scanning their contents as YAML would slow every restore.
+  spec::AppSpec without_files = spec;
+  without_files.files.clear();
+  m.spec_yaml = spec::to_yaml(without_files);
+  m.spec_files = spec.files;
   m.rootfs_id = base.id;
   m.rootfs_dir = base.dir.string();
   if (base.image)

@@ -215,7 +215,7 @@ Status export_archive(const stdfs::path& image_dir, const stdfs::path& out_tar,
   const Manifest& m = *verified;
   PW_ASSIGN(std::string manifest_text,
             fs::read_file(image_dir / kManifestFile, kMaxManifestBytes));
-  auto app = spec::parse_spec(m.spec_yaml, "/");
+  auto app = stored_spec(m);
   if (!app.ok()) return std::move(app).error().with_context(what + ": the image's spec");
 
   // Written into the image, the archive would become an unlisted file of it.

@@ -5,7 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/base64.h"
 #include "base/fs.h"
+#include "base/utf8.h"
 
 namespace prewarm::image {
 namespace {
@@ -58,11 +60,21 @@ std::string to_json(const Manifest& m) {
     rootfs["image"] = {{"reference", m.rootfs_image->reference},
                        {"manifestDigest", m.rootfs_image->manifest_digest},
                        {"configDigest", m.rootfs_image->config_digest}};
+  json spec_files = json::array();
+  for (const auto& f : m.spec_files) {
+    json e = {{"path", f.path}, {"mode", f.mode}};
+    const std::string content = f.content.value_or("");
+    // JSON text is UTF-8: other bytes go as base64.
+    if (valid_utf8(content)) e["content"] = content;
+    else e["contentBase64"] = base64_encode(content);
+    spec_files.push_back(std::move(e));
+  }
   json j = {{"magic", m.magic},
             {"formatVersion", m.format_version},
             {"name", m.name},
             {"created", m.created},
             {"spec", m.spec_yaml},
+            {"specFiles", spec_files},
             {"rootfs", rootfs},
             {"host", host_json(m.host)},
             {"tcpEstablished", m.tcp_established},
@@ -79,13 +91,34 @@ Result<Manifest> parse_manifest(std::string_view text) {
   PW_ASSIGN(m.magic, field<std::string>(j, "magic", "manifest."));
   if (m.magic != kManifestMagic) return Error("manifest.magic: not a prewarm checkpoint image");
   PW_ASSIGN(m.format_version, field<int>(j, "formatVersion", "manifest."));
-  if (m.format_version != kFormatVersion)
+  if (m.format_version != 1 && m.format_version != kFormatVersion)
     return Error("manifest.formatVersion: " + std::to_string(m.format_version) +
-                 " is not supported (this prewarm reads version " +
+                 " is not supported (this prewarm reads versions 1 to " +
                  std::to_string(kFormatVersion) + "); bake the image again");
   PW_ASSIGN(m.name, field<std::string>(j, "name", "manifest."));
   PW_ASSIGN(m.created, field<std::string>(j, "created", "manifest."));
   PW_ASSIGN(m.spec_yaml, field<std::string>(j, "spec", "manifest."));
+  if (m.format_version >= 2) {
+    PW_ASSIGN(json spec_files, field<json>(j, "specFiles", "manifest."));
+    if (!spec_files.is_array()) return Error("manifest.specFiles: not a list");
+    for (size_t i = 0; i < spec_files.size(); ++i) {
+      const std::string where = "manifest.specFiles[" + std::to_string(i) + "].";
+      const json& e = spec_files[i];
+      spec::FileEntry f;
+      PW_ASSIGN(f.path, field<std::string>(e, "path", where));
+      PW_ASSIGN(f.mode, field<unsigned>(e, "mode", where));
+      if (e.contains("content") == e.contains("contentBase64"))
+        return Error(where + "content: exactly one of content, contentBase64 is required");
+      if (e.contains("content")) {
+        PW_ASSIGN(f.content, field<std::string>(e, "content", where));
+      } else {
+        PW_ASSIGN(std::string coded, field<std::string>(e, "contentBase64", where));
+        f.content = base64_decode(coded);
+        if (!f.content) return Error(where + "contentBase64: not base64");
+      }
+      m.spec_files.push_back(std::move(f));
+    }
+  }
   PW_ASSIGN(json rootfs, field<json>(j, "rootfs", "manifest."));
   PW_ASSIGN(m.rootfs_id, field<std::string>(rootfs, "id", "manifest.rootfs."));
   PW_ASSIGN(m.rootfs_dir, field<std::string>(rootfs, "dir", "manifest.rootfs."));
@@ -127,6 +160,10 @@ Result<Manifest> parse_manifest(std::string_view text) {
     m.files.push_back(std::move(f));
   }
   return m;
+}
+
+Result<spec::AppSpec> stored_spec(const Manifest& m) {
+  return spec::parse_spec_with_files(m.spec_yaml, m.spec_files, "manifest.specFiles");
 }
 
 HostFacts current_host_facts(std::string criu_version, std::string runc_version) {

@@ -9,11 +9,13 @@
 #include <vector>
 
 #include "base/result.h"
+#include "spec/app_spec.h"
 
 namespace prewarm::image {
 
 inline constexpr const char* kManifestMagic = "prewarm.checkpoint";
-inline constexpr int kFormatVersion = 1;
+// 2: the spec's files are stored beside its YAML (specFiles). Version 1 images are still read.
+inline constexpr int kFormatVersion = 2;
 inline constexpr size_t kMaxManifestBytes = 16 << 20;
 inline constexpr const char* kManifestFile = "manifest.json";
 
@@ -44,7 +46,9 @@ struct Manifest {
   int format_version = kFormatVersion;
   std::string name;
   std::string created;     // RFC 3339, UTC
-  std::string spec_yaml;   // the AppSpec the image was baked from (spec::to_yaml)
+  std::string spec_yaml;   // the AppSpec the image was baked from (spec::to_yaml), without
+                           // its files (format 1 images have them here)
+  std::vector<spec::FileEntry> spec_files;  // the spec's files, each with its content
   std::string rootfs_id;   // rootfs::Base::id
   std::string rootfs_dir;  // lower directory the checkpoint expects
   std::optional<RootfsImage> rootfs_image;  // rootfs.image, for image bases only
@@ -57,6 +61,9 @@ struct Manifest {
 std::string to_json(const Manifest& m);
 // Parses and checks magic, format version and field types; errors name the field.
 Result<Manifest> parse_manifest(std::string_view text);
+
+// The spec the image was baked from: spec_yaml with spec_files.
+Result<spec::AppSpec> stored_spec(const Manifest& m);
 
 // This host's facts (criu/runc versions supplied by the caller, who already asked them).
 HostFacts current_host_facts(std::string criu_version, std::string runc_version);

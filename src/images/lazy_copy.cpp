@@ -197,7 +197,7 @@ Result<std::optional<LoadedImage>> open_lazy_copy(const engine::Context& ctx, co
   }
   auto manifest = image::parse_manifest(manifest_json);
   if (!manifest.ok()) return std::move(manifest).error().with_context("image " + name);
-  auto spec = spec::parse_spec(manifest->spec_yaml, "/");
+  auto spec = image::stored_spec(*manifest);
   if (!spec.ok()) return std::move(spec).error().with_context("image " + name + ": stored spec is invalid");
   PW_ASSIGN(bool lazy, restore_is_lazy(ctx, *manifest, *spec, paging));
   if (!lazy) return std::optional<LoadedImage>();
@@ -220,7 +220,7 @@ Result<bool> prepare_lazy_copy(const engine::Context& ctx, const std::string& na
   PW_ASSIGN(store::ImageReader reader, store::ImageReader::open(st, name));
   auto manifest = image::parse_manifest(reader.manifest_json());
   if (!manifest.ok()) return std::move(manifest).error().with_context("image " + name);
-  auto spec = spec::parse_spec(manifest->spec_yaml, "/");
+  auto spec = image::stored_spec(*manifest);
   if (!spec.ok()) return std::move(spec).error().with_context("image " + name + ": stored spec is invalid");
   PW_ASSIGN(bool lazy, restore_is_lazy(ctx, *manifest, *spec, ""));
   if (!lazy) return false;

@@ -139,7 +139,7 @@ Result<LoadedImage> load_image(const Context& ctx, const std::string& name,
   image::VerifyOptions vo;
   vo.stamp_dir = ctx.stamps_dir();
   PW_ASSIGN(img.manifest, image::open_verified(img.dir, vo));
-  auto parsed = spec::parse_spec(img.manifest.spec_yaml, "/");
+  auto parsed = image::stored_spec(img.manifest);
   if (!parsed.ok())
     return std::move(parsed).error().with_context("image " + name + ": stored spec is invalid");
   img.spec = std::move(parsed).value();

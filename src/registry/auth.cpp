@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "base/base64.h"
+
 namespace prewarm::registry::auth {
 namespace {
 
@@ -159,7 +161,7 @@ Status Authorizer::on_unauthorized(http::Client& client, const http::Response& r
   if (find("basic")) {
     if (creds_.empty()) return required("it asks for Basic credentials");
     std::string basic =
-        "Authorization: Basic " + http::base64(creds_.username + ":" + creds_.password);
+        "Authorization: Basic " + base64_encode(creds_.username + ":" + creds_.password);
     if (sent == basic) return denied(resp);
     current_ = basic;
     return ok_status();
@@ -199,7 +201,7 @@ Status Authorizer::fetch_token(http::Client& client, const Challenge& c, const s
   req.url = url;
   if (!creds_.empty())
     req.headers.push_back("Authorization: Basic " +
-                          http::base64(creds_.username + ":" + creds_.password));
+                          base64_encode(creds_.username + ":" + creds_.password));
   if (stats_) {
     ++stats_->token_requests;
     ++stats_->requests;

@@ -96,7 +96,6 @@ std::string upload_content_range(uint64_t offset, uint64_t length);
 // empty upload as "0-0", like a one-byte one, so "0-0" yields 0: resuming from 0 is safe.
 std::optional<uint64_t> upload_received(std::string_view range);
 
-std::string base64(std::string_view data);
 std::string url_encode(std::string_view s);
 // Resolves a Location header (absolute, or relative to base).
 Result<std::string> resolve_url(const std::string& base, const std::string& location);

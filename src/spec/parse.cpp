@@ -280,6 +280,27 @@ Result<unsigned> parse_mode(const YAML::Node& n, std::string_view path) {
   return static_cast<unsigned>(v);
 }
 
+// A file entry's place in the rootfs, normalised; `first_index` maps the places taken so far
+// to their entries' indexes in the list `list`.
+Result<std::string> file_target(std::string_view list, size_t i, const std::string& target,
+                                std::map<std::string, size_t>& first_index) {
+  const std::string path_field = child(item(list, i), "path");
+  if (target.empty() || target.front() != '/')
+    return field_error(path_field, "must be an absolute path, got " + quote(target));
+  if (target.back() == '/')
+    return field_error(path_field, "must name a file, not a directory, got " + quote(target));
+  // Refused rather than normalised: a ".." in a file placed into the rootfs is either a
+  // mistake or an attempt to write outside it.
+  for (const auto& part : stdfs::path(target))
+    if (part == "..")
+      return field_error(path_field, "must not contain \"..\", got " + quote(target));
+  std::string normal = stdfs::path(target).lexically_normal().string();
+  auto [it, inserted] = first_index.emplace(normal, i);
+  if (!inserted)
+    return field_error(path_field, quote(normal) + " is already placed by " + item(list, it->second));
+  return normal;
+}
+
 Status parse_files(YamlReader& r, const YAML::Node& n, AppSpec& spec) {
   constexpr std::string_view kPath = "files";
   if (!present(n)) return {};
@@ -292,22 +313,8 @@ Status parse_files(YamlReader& r, const YAML::Node& n, AppSpec& spec) {
     PW_TRY(r.check_map(f, p, {"path", "source", "content", "mode"}));
     FileEntry entry;
 
-    std::string path_field = child(p, "path");
     PW_ASSIGN(std::string target, r.required_string(f, p, "path"));
-    if (target.front() != '/')
-      return field_error(path_field, "must be an absolute path, got " + quote(target));
-    if (target.back() == '/')
-      return field_error(path_field, "must name a file, not a directory, got " + quote(target));
-    // Refused rather than normalised: a ".." in a file placed into the rootfs is either a
-    // mistake or an attempt to write outside it.
-    for (const auto& part : stdfs::path(target))
-      if (part == "..")
-        return field_error(path_field, "must not contain \"..\", got " + quote(target));
-    entry.path = stdfs::path(target).lexically_normal().string();
-    auto [it, inserted] = first_index.emplace(entry.path, i);
-    if (!inserted)
-      return field_error(path_field,
-                         quote(entry.path) + " is already placed by " + item(kPath, it->second));
+    PW_ASSIGN(entry.path, file_target(kPath, i, target, first_index));
 
     const YAML::Node content = f["content"];
     const YAML::Node source = f["source"];
@@ -500,6 +507,25 @@ Result<AppSpec> parse_spec(std::string_view yaml_text, const std::filesystem::pa
   } catch (const std::exception& e) {
     return Error(std::string("spec: ") + e.what(), EINVAL);
   }
+}
+
+Result<AppSpec> parse_spec_with_files(std::string_view yaml_text, std::vector<FileEntry> files,
+                                      std::string_view where) {
+  PW_ASSIGN(AppSpec spec, parse_spec(yaml_text, "/"));
+  if (files.empty()) return spec;
+  if (!spec.files.empty())
+    return Error("spec: files: given both in the YAML and in " + std::string(where), EINVAL);
+  std::map<std::string, size_t> first_index;
+  for (size_t i = 0; i < files.size(); ++i) {
+    FileEntry& f = files[i];
+    if (!f.content || f.source)
+      return field_error(item(where, i), "must carry its content (a stored spec names no host file)");
+    if (f.mode > 07777)
+      return field_error(child(item(where, i), "mode"), "must be at most 07777");
+    PW_ASSIGN(f.path, file_target(where, i, f.path, first_index));
+  }
+  spec.files = std::move(files);
+  return spec;
 }
 
 Result<AppSpec> load_spec(const std::filesystem::path& file) {

@@ -108,7 +108,7 @@ std::string to_yaml(const AppSpec& spec) {
       put_string(out, "path", f.path);
       if (f.source) {
         put_string(out, "source", f.source->string());
-      } else if (f.content && detail::valid_utf8(*f.content)) {
+      } else if (f.content && valid_utf8(*f.content)) {
         put_string(out, "content", *f.content);
       } else if (f.content) {
         // The emitter would replace invalid UTF-8 with U+FFFD; base64 keeps the bytes.

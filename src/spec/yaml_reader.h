@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/utf8.h"
 #include "spec/app_spec.h"
 
 namespace prewarm::spec::detail {
@@ -44,8 +45,6 @@ std::string join(Fields fields);
 
 // An explicit null (`args:` with nothing after it) counts as absent, as it does in Kubernetes.
 inline bool present(const YAML::Node& n) { return n.IsDefined() && !n.IsNull(); }
-
-bool valid_utf8(std::string_view s);
 
 // The whole of `s` as an integer in `base`.
 bool parse_int(std::string_view s, int64_t& out, int base = 10);

@@ -16,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "base/base64.h"
 #include "base/clock.h"
 #include "base/fs.h"
 #include "base/log.h"
@@ -73,7 +74,7 @@ void run_ok(const std::vector<std::string>& argv) {
 }
 
 std::string base64url(std::string_view data) {
-  std::string s = http::base64(data);
+  std::string s = base64_encode(data);
   for (char& c : s) c = c == '+' ? '-' : c == '/' ? '_' : c;
   while (!s.empty() && s.back() == '=') s.pop_back();
   return s;
@@ -140,7 +141,7 @@ class TokenServer {
   }
 
   std::string answer(const std::string& req) {
-    std::string basic = "authorization: basic " + http::base64(user_ + ":" + password_);
+    std::string basic = "authorization: basic " + base64_encode(user_ + ":" + password_);
     std::string lower;
     for (char c : req.substr(0, req.find("\r\n\r\n"))) lower += static_cast<char>(std::tolower(c));
     // Base64 is case-sensitive: compare the credentials in their original case.
@@ -181,7 +182,7 @@ class TokenServer {
   Result<std::string> sign(const std::string& access) {
     PW_ASSIGN(std::string der, fs::read_file(dir_ / "token.der"));
     long now = static_cast<long>(std::time(nullptr));
-    std::string header = R"({"typ":"JWT","alg":"RS256","x5c":[")" + http::base64(der) + R"("]})";
+    std::string header = R"({"typ":"JWT","alg":"RS256","x5c":[")" + base64_encode(der) + R"("]})";
     std::string claims = R"({"iss":")" + std::string(kIssuer) + R"(","sub":")" + user_ +
                          R"(","aud":")" + kService + R"(","exp":)" + std::to_string(now + 300) +
                          R"(,"nbf":)" + std::to_string(now - 10) + R"(,"iat":)" +

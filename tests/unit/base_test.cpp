@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include "base/base64.h"
 #include "base/result.h"
 #include "base/fs.h"
 #include "base/sha256.h"
@@ -36,6 +37,24 @@ TEST(Result, SysErrorNamesOpAndPath) {
   EXPECT_EQ(e.errno_value(), ENOENT);
   Error d = Error("restore failed").with_detail("line one\nline two");
   EXPECT_EQ(d.to_string(), "restore failed\n    line one\n    line two");
+}
+
+TEST(Base64, EncodesRfc4648VectorsAndDecodesOnlyCanonicalText) {
+  const std::pair<std::string, std::string> vectors[] = {
+      {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="},
+      {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}, {"user:pass", "dXNlcjpwYXNz"}};
+  for (const auto& [plain, coded] : vectors) {
+    EXPECT_EQ(base64_encode(plain), coded);
+    auto back = base64_decode(coded);
+    ASSERT_TRUE(back) << coded;
+    EXPECT_EQ(*back, plain);
+  }
+  std::string bytes;
+  for (int i = 0; i < 256; ++i) bytes += static_cast<char>(i);
+  EXPECT_EQ(base64_decode(base64_encode(bytes)), bytes);
+  for (const char* bad : {"Zg=", "Zg", "Z===", "Zm9v\n", "Zm9v Yg==", "Zh==", "Zm9=", "=m9v", "Zm=v",
+                          "Zg==Zg=="})
+    EXPECT_FALSE(base64_decode(bad)) << bad;
 }
 
 TEST(Sha256, KnownVector) {
