@@ -2,6 +2,7 @@
 #include "images/images.h"
 
 #include "images/load.h"
+#include "images/pulling.h"
 
 #include <nlohmann/json.hpp>
 #include <set>
@@ -352,6 +353,8 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
   PW_TRY(spec::check_name(name, "image name"));
   PW_ASSIGN(store::Store st, open_store(ctx));
   PW_ASSIGN(store::Lease lease, st.lease());
+  // Held for the whole pull: a restore of the name waits for the part it needs first.
+  PW_ASSIGN(PullMarker marker, PullMarker::take(ctx, name));
   PW_ASSIGN(registry::PulledManifest pm, registry::get_manifest(ref, opts));
   auto checkpoint_image = image::checkpoint_image_info(pm.json);
   if (!checkpoint_image.ok())
@@ -381,17 +384,54 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
                        std::to_string(max) + " a prewarm image's " +
                        (i == 0 ? "config" : "pack") + " may have; refusing it before downloading");
   }
-  std::vector<registry::Blob> wanted;
+  std::map<std::string, registry::Blob> missing;  // by digest
   for (auto& b : *blobs) {
     if (st.has_blob(b.digest)) continue;
     // A fixed download path per blob, so an interrupted pull resumes where it stopped.
     b.path = st.root() / "blobs" / "sha256" / (".tmp-pull-" + b.digest.substr(7));
-    wanted.push_back(b);
+    missing.emplace(b.digest, b);
   }
-  ctx.say("pulling " + ref.to_string() + ": " + std::to_string(wanted.size()) + " of " +
+  ctx.say("pulling " + ref.to_string() + ": " + std::to_string(missing.size()) + " of " +
           std::to_string(blobs->size()) + " blobs missing here");
-  PW_TRY(registry::pull_blobs(ref, wanted, opts));
-  for (const auto& b : wanted) PW_TRY(st.add_blob_file(b.path, b.digest));
+  // Each blob goes into the store as soon as it is verified: a restore that starts during the
+  // pull reads the packs that have arrived.
+  auto fetch = [&](const std::vector<std::string>& digests) -> Status {
+    std::vector<registry::Blob> wanted;
+    for (const auto& d : digests)
+      if (auto it = missing.find(d); it != missing.end()) {
+        wanted.push_back(it->second);
+        missing.erase(it);
+      }
+    if (wanted.empty()) return {};
+    return registry::pull_blobs(ref, wanted, opts, [&](const registry::Blob& b) {
+      return st.add_blob_file(b.path, b.digest);
+    });
+  };
+  // The config first: which files the image has, and in which packs.
+  PW_TRY(fetch({(*blobs)[0].digest}));
+  auto staged = st.add_manifest_blob(pm.json);
+  if (!staged.ok()) return std::move(staged).error().with_context("pull " + ref.to_string());
+  auto reader = store::ImageReader::open(st, *staged);
+  if (!reader.ok()) return std::move(reader).error().with_context("pull " + ref.to_string());
+  auto pulled_manifest = image::parse_manifest(reader->manifest_json());
+  if (!pulled_manifest.ok()) return std::move(pulled_manifest).error().with_context("pull " + ref.to_string());
+  auto pulled_spec = image::stored_spec(*pulled_manifest);
+  if (!pulled_spec.ok())
+    return std::move(pulled_spec).error().with_context("pull " + ref.to_string() + ": stored spec is invalid");
+  PW_ASSIGN(bool lazy_default, restore_is_lazy(ctx, *pulled_manifest, *pulled_spec, ""));
+  if (lazy_default && !missing.empty()) {
+    // Restorable before the last pack arrives: the lazy copy's packs first, then the rest.
+    auto copy = make_lazy_copy_while_pulling(ctx, *reader, fetch);
+    if (!copy.ok()) return std::move(copy).error().with_context("pull " + ref.to_string());
+    PW_TRY(marker.restorable(*staged, *copy));
+    if (!missing.empty())
+      ctx.say("image " + name + " can be restored now (lazily); pulling its other " +
+              std::to_string(missing.size()) + " blob(s)");
+  }
+  std::vector<std::string> rest;
+  for (const auto& b : *blobs)
+    if (missing.count(b.digest)) rest.push_back(b.digest);
+  PW_TRY(fetch(rest));
   auto added = st.add_manifest(name, pm.json);
   if (!added.ok()) return std::move(added).error().with_context("pull " + ref.to_string());
   // An image restored lazily (a large one, by default) is not unpacked: its lazy copy has the

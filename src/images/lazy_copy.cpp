@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <map>
 
 #include "base/fs.h"
@@ -14,6 +15,7 @@
 #include "image/pagemap.h"
 #include "images/images.h"
 #include "images/load.h"
+#include "images/pulling.h"
 #include "store/store.h"
 
 namespace prewarm::images {
@@ -100,6 +102,19 @@ Result<std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>> eager_
   return out;
 }
 
+// The image's working set; empty when it has none or it does not parse (restores are then
+// only slower).
+Result<image::WorkingSet> read_working_set(store::ImageReader& r) {
+  for (const auto& [path, size] : r.files()) {
+    if (path != image::kWorkingSetFile) continue;
+    std::string text(size, '\0');
+    PW_TRY(r.read(path, 0, size, text.data()));
+    auto parsed = image::parse_working_set(text);
+    if (parsed.ok()) return std::move(parsed).value();
+  }
+  return image::WorkingSet();
+}
+
 // The lazy copy of the stored image `digest`, made once per node (staged, then renamed).
 Result<stdfs::path> make_lazy_copy(const engine::Context& ctx, store::ImageReader& r) {
   const std::string hex = digest_hex(r.manifest_digest());
@@ -110,14 +125,7 @@ Result<stdfs::path> make_lazy_copy(const engine::Context& ctx, store::ImageReade
   PW_TRY(fs::make_dirs(parent, 0700));
   PW_ASSIGN(fs::StagingDir staging, fs::StagingDir::create(parent, "." + hex.substr(0, 12) + "-"));
   const stdfs::path tmp = staging.path();
-  image::WorkingSet ws;
-  for (const auto& [path, size] : r.files()) {
-    if (path != image::kWorkingSetFile) continue;
-    std::string text(size, '\0');
-    PW_TRY(r.read(path, 0, size, text.data()));
-    auto parsed = image::parse_working_set(text);
-    if (parsed.ok()) ws = std::move(parsed).value();
-  }
+  PW_ASSIGN(image::WorkingSet ws, read_working_set(r));
   PW_ASSIGN(auto ranges, eager_ranges(r, ws));
   std::string buf;
   for (const auto& [path, size] : r.files()) {
@@ -153,6 +161,28 @@ Result<stdfs::path> make_lazy_copy(const engine::Context& ctx, store::ImageReade
 
 }  // namespace
 
+Result<stdfs::path> make_lazy_copy_while_pulling(
+    const engine::Context& ctx, store::ImageReader& r,
+    const std::function<Status(const std::vector<std::string>&)>& fetch) {
+  // Every file but the pages first (the pagemaps say where the eager pages lie), then the packs
+  // of the pages the copy keeps.
+  std::vector<std::string> packs;
+  for (const auto& [path, size] : r.files())
+    if (!is_pages_file(path))
+      for (auto& p : r.packs_for(path, 0, size))
+        if (std::find(packs.begin(), packs.end(), p) == packs.end()) packs.push_back(std::move(p));
+  PW_TRY(fetch(packs));
+  PW_ASSIGN(image::WorkingSet ws, read_working_set(r));
+  PW_ASSIGN(auto ranges, eager_ranges(r, ws));
+  packs.clear();
+  for (const auto& [path, list] : ranges)
+    for (const auto& [off, len] : list)
+      for (auto& p : r.packs_for(path, off, len))
+        if (std::find(packs.begin(), packs.end(), p) == packs.end()) packs.push_back(std::move(p));
+  PW_TRY(fetch(packs));
+  return make_lazy_copy(ctx, r);
+}
+
 Result<bool> restore_is_lazy(const engine::Context& ctx, const image::Manifest& manifest,
                              const spec::AppSpec& spec, const std::string& paging) {
   std::string p = paging.empty() ? spec.restore_paging : paging;
@@ -167,6 +197,43 @@ Result<bool> restore_is_lazy(const engine::Context& ctx, const image::Manifest& 
   return memory >= ctx.config.lazy_min_bytes;
 }
 
+namespace {
+
+// An image still being pulled: restored lazily from the lazy copy the pull made, its other
+// pages served as their packs arrive.
+Result<std::optional<LoadedImage>> open_pulling(const engine::Context& ctx, const store::Store& st,
+                                                const std::string& name, const PullInProgress& pull,
+                                                const std::string& paging) {
+  auto reader = store::ImageReader::open(st, pull.manifest_digest);
+  if (!reader.ok()) return std::move(reader).error().with_context("image " + name + " (being pulled)");
+  auto text = fs::read_file(pull.lazy_copy / image::kManifestFile, 16 << 20);
+  if (!text.ok() || *text != reader->manifest_json())
+    return Error(ErrorKind::kInvalidInput, "image " + name + " (being pulled): its lazy copy " +
+                                               pull.lazy_copy.string() + " is not the pulled image's");
+  auto manifest = image::parse_manifest(*text);
+  if (!manifest.ok()) return std::move(manifest).error().with_context("image " + name);
+  auto spec = image::stored_spec(*manifest);
+  if (!spec.ok()) return std::move(spec).error().with_context("image " + name + ": stored spec is invalid");
+  std::string p = paging.empty() ? spec->restore_paging : paging;
+  if (p.empty() || p == "auto") p = ctx.config.paging;
+  if (p == "eager")
+    return Error(ErrorKind::kConflict,
+                 "image " + name + " is still being pulled: an eager restore needs all of it; "
+                 "wait for the pull, or restore lazily (--paging lazy)");
+  ctx.say("image " + name + " is still being pulled; restoring lazily, its pages served as they arrive");
+  LoadedImage img;
+  img.name = name;
+  img.dir = pull.lazy_copy;
+  img.store_digest = pull.manifest_digest;
+  img.pages_from_store = pull.manifest_digest;
+  img.pull_lock = pull.lock;
+  img.manifest = std::move(manifest).value();
+  img.spec = std::move(spec).value();
+  return std::optional<LoadedImage>(std::move(img));
+}
+
+}  // namespace
+
 // In load.cpp: a LoadedImage from a lazy copy when that is what the start needs.
 Result<std::optional<LoadedImage>> open_lazy_copy(const engine::Context& ctx, const std::string& name,
                                                   const std::string& paging) {
@@ -174,10 +241,13 @@ Result<std::optional<LoadedImage>> open_lazy_copy(const engine::Context& ctx, co
   if (stdfs::exists(ctx.image_dir(name) / image::kManifestFile, ec)) return std::optional<LoadedImage>();
   PW_ASSIGN(store::Store st, open_store(ctx));
   auto stored = st.stored_image(name);
-  if (!stored.ok()) {
-    if (stored.error().kind() == ErrorKind::kNotFound) return std::optional<LoadedImage>();
-    return std::move(stored).error();
+  if (!stored.ok() && stored.error().kind() == ErrorKind::kNotFound) {
+    PW_ASSIGN(std::optional<PullInProgress> pulling, pull_in_progress(ctx, name, true));
+    if (pulling) return open_pulling(ctx, st, name, *pulling, paging);
+    stored = st.stored_image(name);  // the pull may have ended meanwhile
+    if (!stored.ok() && stored.error().kind() == ErrorKind::kNotFound) return std::optional<LoadedImage>();
   }
+  if (!stored.ok()) return std::move(stored).error();
   // A lazy copy made before (by the pull, or an earlier start): its manifest.json must be the
   // one the store holds; the store's config of the image (every chunk) is not read again.
   const stdfs::path existing = lazy_copies_dir(ctx) / digest_hex(stored->manifest_digest);
@@ -230,8 +300,8 @@ Result<bool> prepare_lazy_copy(const engine::Context& ctx, const std::string& na
 }
 
 int page_server_main(const std::vector<std::string>& args) {
-  if (args.size() != 2) {
-    std::fprintf(stderr, "usage: prewarm page-server STORE_DIR MANIFEST_DIGEST (fd 3: the daemon)\n");
+  if (args.size() != 2 && args.size() != 3) {
+    std::fprintf(stderr, "usage: prewarm page-server STORE_DIR MANIFEST_DIGEST [PULL_LOCK] (fd 3: the daemon)\n");
     return 2;
   }
   auto fail = [](const Error& e) {
@@ -242,6 +312,22 @@ int page_server_main(const std::vector<std::string>& args) {
   if (!st.ok()) return fail(st.error());
   auto reader = store::ImageReader::open(*st, args[1]);
   if (!reader.ok()) return fail(reader.error());
+  if (args.size() == 3) {
+    // The image is still being pulled: a pack not here yet is waited for while the pull runs.
+    const stdfs::path lock = args[2];
+    reader->on_missing_pack([lock](const std::string& digest, const stdfs::path& where) -> Status {
+      std::error_code ec;
+      for (;;) {
+        const bool pulling = pull_lock_held(lock);
+        if (stdfs::exists(where, ec)) return {};
+        if (!pulling)
+          return Error(ErrorKind::kNotFound,
+                       "pack " + digest + " is not in the store, and the pull that was to bring it "
+                       "has stopped (pull the image again)");
+        ::usleep(2000);
+      }
+    });
+  }
   std::map<pid_t, TaskPages> tasks;
   criu::PageSource source = [&](pid_t pid, uint64_t vaddr, uint64_t pages, char* out) -> Status {
     auto it = tasks.find(pid);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "image/k8s_archive.h"
 #include "image/manifest.h"
 #include "spec/app_spec.h"
+#include "store/store.h"
 
 namespace prewarm::images {
 
@@ -29,6 +31,9 @@ struct LoadedImage {
   // set, and what CRIU never serves lazily). The rest is served straight from the store's
   // chunks (page_server_main), so this image can only be restored lazily.
   std::string pages_from_store;
+  // Set when the image is still being pulled: the pull's lock (images/pulling.h), which the page
+  // server watches while it waits for packs.
+  std::filesystem::path pull_lock;
 };
 
 struct LoadOptions {
@@ -51,9 +56,17 @@ Result<bool> restore_is_lazy(const engine::Context& ctx, const image::Manifest& 
 // lazy copy and returns true (a pull does this instead of unpacking it); false otherwise.
 Result<bool> prepare_lazy_copy(const engine::Context& ctx, const std::string& name);
 
-// `prewarm page-server STORE_DIR MANIFEST_DIGEST`: serves a lazy restore's pages on fd 3 (CRIU's
-// page-server protocol, for `criu lazy-pages --page-server`) straight from the store's chunks.
-// Exit status 0 when the daemon closed the session, 1 on any failure (reported on stderr).
+// For a pull: fetches (through `fetch`, which brings the packs named into the store) what the
+// lazy copy of the image reads, first the packs of every file but the pages, then those of the
+// pages the copy keeps; makes the copy and returns its directory.
+Result<std::filesystem::path> make_lazy_copy_while_pulling(
+    const engine::Context& ctx, store::ImageReader& r,
+    const std::function<Status(const std::vector<std::string>&)>& fetch);
+
+// `prewarm page-server STORE_DIR MANIFEST_DIGEST [PULL_LOCK]`: serves a lazy restore's pages on fd 3 (CRIU's
+// page-server protocol, for `criu lazy-pages --page-server`) straight from the store's chunks;
+// with PULL_LOCK (an image still being pulled), a pack not in the store yet is waited for while
+// that lock is held. Exit status 0 when the daemon closed the session, 1 on any failure (reported on stderr).
 int page_server_main(const std::vector<std::string>& args);
 
 // Opens and verifies images/NAME (unpacking it from the store when needed), and makes sure the

@@ -304,6 +304,7 @@ Result<criu::LazyPages> prepare_lazy(const Context& ctx, const LoadedImage& img,
     PW_ASSIGN(store::Store st, images::open_store(ctx));
     lo.page_server_argv = {ctx.config.prewarm_binary, "page-server", st.root().string(),
                            img.pages_from_store};
+    if (!img.pull_lock.empty()) lo.page_server_argv.push_back(img.pull_lock.string());
   }
   Stopwatch sd;
   auto pager = criu::LazyPages::start(lo);

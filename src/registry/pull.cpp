@@ -293,7 +293,8 @@ Result<PulledManifest> get_manifest(const Reference& ref, const Options& opts) {
   return m;
 }
 
-Status pull_blobs(const Reference& ref, const std::vector<Blob>& wanted, const Options& opts) {
+Status pull_blobs(const Reference& ref, const std::vector<Blob>& wanted, const Options& opts,
+                  const std::function<Status(const Blob&)>& done) {
   Session s(ref, opts, "pull");
   std::vector<Blob> unique;
   std::set<std::filesystem::path> paths;
@@ -305,8 +306,10 @@ Status pull_blobs(const Reference& ref, const std::vector<Blob>& wanted, const O
   }
   PW_TRY(check_sizes(s, unique));
   Progress progress(s, unique);
-  return s.for_each_parallel(unique.size(), [&](http::Client& c, size_t i) {
-    return BlobDownload(s, c, unique[i], i, progress).run();
+  return s.for_each_parallel(unique.size(), [&](http::Client& c, size_t i) -> Status {
+    PW_TRY(BlobDownload(s, c, unique[i], i, progress).run());
+    if (done) return done(unique[i]);
+    return ok_status();
   });
 }
 

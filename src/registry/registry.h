@@ -113,6 +113,9 @@ Result<PulledManifest> get_manifest(const Reference& ref, const Options& opts);
 // "<path>.partial" (resumed when it exists), then, once size and sha256 match, renamed. Sizes
 // are checked against opts.max_blob_bytes and the free space first; a registry that sends more
 // than a blob's declared size is cut off there, and the pull fails.
-Status pull_blobs(const Reference& ref, const std::vector<Blob>& wanted, const Options& opts);
+// Blobs are started in the order given (opts.parallel at a time); `done`, when set, is called
+// (from the downloading thread) as each one is in place, and a failure it returns fails the pull.
+Status pull_blobs(const Reference& ref, const std::vector<Blob>& wanted, const Options& opts,
+                  const std::function<Status(const Blob&)>& done = {});
 
 }  // namespace prewarm::registry

@@ -202,21 +202,30 @@ Status check_name(const std::string& name) {
 
 Result<Store> Store::open(const stdfs::path& root) {
   std::error_code ec;
-  bool empty = !stdfs::exists(root, ec) || stdfs::is_empty(root, ec);
   stdfs::path layout = root / kLayoutFile;
-  if (empty) {
-    PW_TRY(fs::make_dirs(blobs_dir(root)));
-    for (const stdfs::path& d : {root, root / "blobs"})
-      if (::chmod(d.c_str(), 0700) != 0) return Error::sys("chmod", errno, d.string());
-    // Under the index lock, so two processes creating the store never clobber each other.
+  if (!stdfs::exists(layout, ec)) {
+    // Made under the index lock, so that two processes creating the store never clobber each
+    // other, and one never finds the other's half-made store.
+    PW_TRY(fs::make_dirs(root));
     PW_ASSIGN(UniqueFd lock, lock_file(root / kLockFile, true));
-    if (!stdfs::exists(layout, ec))
+    if (!stdfs::exists(layout, ec)) {
+      // Only a new directory becomes a store: nothing in it but what making one leaves.
+      for (const auto& e : stdfs::directory_iterator(root, ec)) {
+        const std::string name = e.path().filename().string();
+        const bool fresh = name == kLockFile ||
+                           (name == "blobs" && stdfs::is_empty(e.path(), ec)) ||
+                           (name == "blobs" && stdfs::is_empty(blobs_dir(root), ec));
+        if (!fresh)
+          return Error("store " + root.string() + ": not an OCI image layout (no " + kLayoutFile +
+                       "); pick an empty or new directory for the store");
+      }
+      PW_TRY(fs::make_dirs(blobs_dir(root)));
+      for (const stdfs::path& d : {root, root / "blobs"})
+        if (::chmod(d.c_str(), 0700) != 0) return Error::sys("chmod", errno, d.string());
       PW_TRY(fs::write_file_atomic(layout, "{\"imageLayoutVersion\":\"1.0.0\"}", 0600));
-    if (!stdfs::exists(root / kIndexFile, ec)) PW_TRY(write_index(root, {}));
+      if (!stdfs::exists(root / kIndexFile, ec)) PW_TRY(write_index(root, {}));
+    }
   }
-  if (!stdfs::exists(layout, ec))
-    return Error("store " + root.string() + ": not an OCI image layout (no " + kLayoutFile +
-                 "); pick an empty or new directory for the store");
   PW_ASSIGN(std::string text, fs::read_file(layout, 4096));
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (!j.is_object() || j.value("imageLayoutVersion", nlohmann::json()) != "1.0.0")

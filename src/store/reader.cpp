@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <list>
 #include <map>
 
@@ -30,12 +31,17 @@ struct ImageReader::Impl {
   // chunk index -> bytes, most recent first
   std::list<std::pair<uint64_t, std::string>> cache;
   uint64_t chunks_read = 0;
+  std::function<Status(const std::string&, const stdfs::path&)> wait_for_pack;
 
   Result<int> pack_fd(uint32_t pack) {
     if (packs.empty()) packs.resize(table.packs.size());
     if (packs[pack].valid()) return packs[pack].get();
     const stdfs::path p = blob_file(root, table.packs[pack]);
     UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid() && errno == ENOENT && wait_for_pack) {
+      PW_TRY(wait_for_pack(table.packs[pack], p));
+      fd.reset(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    }
     if (!fd.valid()) return Error::sys("open pack", errno, p.string());
     packs[pack] = std::move(fd);
     return packs[pack].get();
@@ -118,6 +124,24 @@ std::vector<std::pair<std::string, uint64_t>> ImageReader::files() const {
   std::vector<std::pair<std::string, uint64_t>> out;
   for (const auto& f : impl_->table.files) out.emplace_back(f.path, f.size);
   return out;
+}
+
+std::vector<std::string> ImageReader::packs_for(const std::string& path, uint64_t offset,
+                                                uint64_t len) const {
+  std::vector<std::string> out;
+  auto f = impl_->file(path);
+  if (!f.ok()) return out;
+  for (const auto* c = impl_->begin(**f); c != impl_->end(**f); ++c) {
+    if (c->offset + c->length <= offset || c->offset >= offset + len) continue;
+    const std::string& pack = impl_->table.packs[c->pack];
+    if (std::find(out.begin(), out.end(), pack) == out.end()) out.push_back(pack);
+  }
+  return out;
+}
+
+void ImageReader::on_missing_pack(
+    std::function<Status(const std::string& digest, const stdfs::path& where)> wait) {
+  impl_->wait_for_pack = std::move(wait);
 }
 
 std::pair<uint64_t, uint64_t> ImageReader::chunk_span(const std::string& path, uint64_t offset,

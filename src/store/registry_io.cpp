@@ -77,6 +77,18 @@ Result<StoredImage> Store::stored_image(const std::string& name) const {
   return out;
 }
 
+Result<std::string> Store::add_manifest_blob(const std::string& manifest_json) const {
+  auto m = parse_oci_manifest(manifest_json);
+  if (!m.ok()) return std::move(m).error().with_context("store manifest");
+  auto ctext = detail::read_blob(root_, m->config.digest, static_cast<int64_t>(m->config.size),
+                                 kMaxJsonBytes);
+  if (!ctext.ok()) return std::move(ctext).error().with_context("store manifest: its config");
+  std::string digest = digest_of(manifest_json);
+  PW_TRY(write_blob(root_, digest, manifest_json));
+  PW_TRY(fsync_dir(blobs_dir(root_)));
+  return digest;
+}
+
 Result<std::string> Store::add_manifest(const std::string& name,
                                         const std::string& manifest_json) const {
   PW_TRY(check_name(name));

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -199,6 +200,9 @@ class Store {
   // Checks the manifest (media types, config readable and consistent, every blob present with
   // its size), stores it and indexes it under name. Returns its digest.
   Result<std::string> add_manifest(const std::string& name, const std::string& manifest_json) const;
+  // Stores a manifest whose config is present, without indexing it (its packs may still be
+  // arriving): an ImageReader can then open it by digest. Returns its digest.
+  Result<std::string> add_manifest_blob(const std::string& manifest_json) const;
 
  private:
   explicit Store(std::filesystem::path root) : root_(std::move(root)) {}
@@ -231,6 +235,12 @@ class ImageReader {
   // Chunk-aligned: the [start, end) of the chunks that cover [offset, offset+len) of `path`.
   std::pair<uint64_t, uint64_t> chunk_span(const std::string& path, uint64_t offset, uint64_t len) const;
   uint64_t chunks_read() const;  // decompressed so far (cache misses)
+  // The packs (digests) that hold [offset, offset+len) of `path`, in the order they are needed.
+  std::vector<std::string> packs_for(const std::string& path, uint64_t offset, uint64_t len) const;
+  // Called when a pack the read needs is not in the store (an image still being pulled): it
+  // returns once the pack is there, or says why it never will be. Without one, a missing pack
+  // is an error at once.
+  void on_missing_pack(std::function<Status(const std::string& digest, const std::filesystem::path& where)> wait);
 
  private:
   ImageReader();

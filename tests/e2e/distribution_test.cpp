@@ -4,6 +4,7 @@
 // with its own bridge and subnet; the registry is docker-registry started per test.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <thread>
 
 #include "base/fs.h"
 #include "base/sha256.h"
@@ -157,10 +159,11 @@ class DistributionTest : public ::testing::Test {
   // digest on any node; a directory base is not allowed to images from elsewhere) and one file
   // taken from a host file, written to spec_dir_. The tarball is made reproducibly, so every
   // test shares one cache entry.
-  stdfs::path tarball_spec(const std::string& host_file_text = "from-the-baking-host\n") {
+  stdfs::path tarball_spec(const std::string& host_file_text = "from-the-baking-host\n",
+                           const std::string& spec_file = PREWARM_EXAMPLE_TINY_SPEC) {
     spec_dir_ = std::make_unique<TempDir>("prewarm-dist-spec");
     const stdfs::path dir = spec_dir_->path();
-    std::string spec = slurp(PREWARM_EXAMPLE_TINY_SPEC);
+    std::string spec = slurp(spec_file);
     std::smatch m;
     EXPECT_TRUE(std::regex_search(spec, m, std::regex("directory: \"([^\"]+)\"")));
     auto tar = run_checked({"tar", "-C", m[1].str(), "--sort=name", "--mtime=@0", "--owner=0",
@@ -302,6 +305,150 @@ TEST_F(DistributionTest, LazyImagesArePulledWithoutUnpackingAndRestoreFromThePac
   ASSERT_EQ(code(prewarm(b_, {"rmi", pulled_})), 0);
   std::error_code ec;
   EXPECT_TRUE(stdfs::is_empty(b_.state / "lazy-copies", ec)) << "lazy copy left";
+}
+
+// The pack holding the middle of the largest pages file of name_ on node A: heap memory, which
+// a lazy restore serves on demand (no working-set page lies there).
+std::string pack_in_the_middle_of_the_pages(const Node& a, const std::string& name) {
+  json index = json::parse(slurp(a.state / "store" / "index.json"), nullptr, false);
+  for (const auto& m : index["manifests"]) {
+    if (m["annotations"].value("org.opencontainers.image.ref.name", "") != name) continue;
+    json manifest = json::parse(slurp(a.blob(m["digest"].get<std::string>())), nullptr, false);
+    json config = json::parse(slurp(a.blob(manifest["config"]["digest"].get<std::string>())), nullptr, false);
+    json best;
+    for (const auto& f : config["files"])
+      if (f["path"].get<std::string>().starts_with("checkpoint/pages-") &&
+          (best.is_null() || f["size"].get<uint64_t>() > best["size"].get<uint64_t>()))
+        best = f;
+    if (best.is_null()) return {};
+    const uint64_t middle = best["size"].get<uint64_t>() / 2;
+    for (const auto& c : best["chunks"])
+      if (c["offset"].get<uint64_t>() + c["length"].get<uint64_t>() > middle)
+        return c["digest"].get<std::string>();
+  }
+  return {};
+}
+
+// Whether a pull of `name` runs on node n: it holds STATE/pulls/NAME.lock.
+bool pulling(const Node& n, const std::string& name) {
+  UniqueFd fd(::open((n.state / "pulls" / (name + ".lock")).c_str(), O_RDONLY | O_CLOEXEC));
+  return fd.valid() && ::flock(fd.get(), LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+}
+
+// Issue 10: a restore that starts while the pull is still bringing the image. The 64 MiB heap
+// example (incompressible: 32 packs) is pulled through a proxy that holds back the download of
+// one pack of heap pages. The pull makes the lazy copy first and says the image can be
+// restored; a restore then answers with the checkpointed state while that pack is still held
+// and the image is not yet in the store's index; once the pack arrives the pull ends, and the
+// whole heap checks out (every page served, the held ones from the pack that came last).
+TEST_F(DistributionTest, RestoresWhileThePullIsStillBringingItsPages) {
+  const std::string heap_spec = PREWARM_EXAMPLE_HEAP_SPEC_DIR "/heap-64.yaml";
+  bake_on_a(tarball_spec("", heap_spec));
+  if (HasFatalFailure()) return;
+  push_from_a();
+  const std::string held = pack_in_the_middle_of_the_pages(a_, name_);
+  ASSERT_FALSE(held.empty());
+  proxy_ = std::make_unique<TcpProxy>(registry_->port());
+  proxy_->hold_requests_containing("/blobs/" + held);
+  b_.env.push_back("PREWARM_LAZY_MIN_MB=0");  // restores of it are lazy by default
+
+  SpawnOptions o;
+  o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm", "pull", ref(proxy_->port()), "--name", pulled_};
+  o.env = b_.env;
+  TempDir out("prewarm-dist-pull-out");
+  UniqueFd err(::open((out.path() / "err").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  o.stderr_fd = err.get();
+  o.stdout_fd = err.get();
+  auto pull = spawn(o);
+  ASSERT_TRUE(pull.ok()) << pull.error().to_string();
+  err.reset();
+  for (int i = 0; i < 500 && !pulling(b_, pulled_); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(pulling(b_, pulled_)) << slurp(out.path() / "err");
+
+  // `run` waits for the pull's first part by itself.
+  auto run = prewarm(b_, {"run", pulled_});
+  ASSERT_EQ(code(run), 0) << run.err << "\npull: " << slurp(out.path() / "err");
+  EXPECT_NE(run.err.find("still being pulled; restoring lazily"), std::string::npos) << run.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(run.out, m, std::regex("(" + pulled_ + "-[0-9a-f]{8}) +([0-9.]+) +ready in .* restore \\(lazy\\)")))
+      << run.out;
+  const std::string ip = m[2];
+  auto first = probe::http_get(ip, kPort, "/", {}, std::chrono::milliseconds(3000));
+  ASSERT_TRUE(first.ok()) << first.error().to_string();
+  EXPECT_NE(first->body.find("count=4 "), std::string::npos) << first->body;
+  // All of that with the pack still held: the pull runs, the image is not indexed yet.
+  EXPECT_GE(proxy_->held(), 1);
+  EXPECT_FALSE(process_is_zombie(pull->pid()));
+  EXPECT_EQ(::kill(pull->pid(), 0), 0) << "the pull ended: " << slurp(out.path() / "err");
+  EXPECT_EQ(slurp(b_.state / "store" / "index.json").find(pulled_), std::string::npos);
+
+  proxy_->release_held();
+  auto status = pull->wait(std::chrono::minutes(2));
+  ASSERT_TRUE(status.ok()) << status.error().to_string();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << slurp(out.path() / "err");
+  const std::string said = slurp(out.path() / "err");
+  EXPECT_NE(said.find("can be restored now (lazily); pulling its other"), std::string::npos) << said;
+  auto check = probe::http_get(ip, kPort, "/check", {}, std::chrono::milliseconds(30000));
+  ASSERT_TRUE(check.ok()) << check.error().to_string();
+  EXPECT_EQ(check->status, 200) << check->body;
+  EXPECT_NE(check->body.find(" ok"), std::string::npos) << check->body;
+  auto images = prewarm(b_, {"images"});
+  EXPECT_NE(images.out.find(pulled_), std::string::npos) << images.out;
+  EXPECT_FALSE(stdfs::exists(b_.state / "pulls" / (pulled_ + ".json")));
+}
+
+// The pull stops (killed) before the held pack arrives: the restored instance cannot get those
+// pages, so it is stopped and `ps` says why; a later `run` finds no image and no pull, and a
+// pull again completes the image from what the first one kept.
+TEST_F(DistributionTest, APullKilledBeforeItsPagesArriveStopsTheInstanceAndSaysWhy) {
+  const std::string heap_spec = PREWARM_EXAMPLE_HEAP_SPEC_DIR "/heap-64.yaml";
+  bake_on_a(tarball_spec("", heap_spec));
+  if (HasFatalFailure()) return;
+  push_from_a();
+  const std::string held = pack_in_the_middle_of_the_pages(a_, name_);
+  ASSERT_FALSE(held.empty());
+  proxy_ = std::make_unique<TcpProxy>(registry_->port());
+  proxy_->hold_requests_containing("/blobs/" + held);
+  b_.env.push_back("PREWARM_LAZY_MIN_MB=0");  // restores of it are lazy by default
+  SpawnOptions o;
+  o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm", "pull", ref(proxy_->port()), "--name", pulled_};
+  o.env = b_.env;
+  auto pull = spawn(o);
+  ASSERT_TRUE(pull.ok()) << pull.error().to_string();
+  for (int i = 0; i < 500 && !pulling(b_, pulled_); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(pulling(b_, pulled_));
+  auto run = prewarm(b_, {"run", pulled_});
+  ASSERT_EQ(code(run), 0) << run.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(run.out, m, std::regex("(" + pulled_ + "-[0-9a-f]{8}) +([0-9.]+) +ready in")))
+      << run.out;
+  const std::string id = m[1];
+
+  pull->kill(SIGKILL);
+  (void)pull->wait(std::chrono::seconds(10));
+  // The heap's pages never come: the instance is stopped, with the reason.
+  json ps;
+  for (int i = 0; i < 200; ++i) {
+    ps = json::parse(prewarm(b_, {"ps", "--json"}).out, nullptr, false);
+    if (ps.is_array() && ps.size() == 1 && ps[0].value("runtimeState", "") != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(ps.is_array() && ps.size() == 1) << ps.dump();
+  EXPECT_NE(ps[0].value("runtimeState", ""), "running") << ps.dump(2);
+  EXPECT_NE(ps[0].value("error", "").find("the pull that was to bring it has stopped"),
+            std::string::npos)
+      << ps.dump(2);
+  ASSERT_EQ(code(prewarm(b_, {"rm", id})), 0);
+  proxy_->release_held();
+  auto again = prewarm(b_, {"run", pulled_});
+  EXPECT_NE(code(again), 0);
+  EXPECT_NE(again.err.find("no image named"), std::string::npos) << again.err;
+  auto repull = pull_on_b(proxy_->port());
+  ASSERT_EQ(code(repull), 0) << repull.err;
+  std::string body = run_on_b(pulled_);
+  EXPECT_NE(body.find("count=4 "), std::string::npos) << body;
 }
 
 // Untrusted images (issue 8): an image from elsewhere must not reach the host. Its files are

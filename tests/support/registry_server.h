@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
@@ -130,7 +131,11 @@ class TcpProxy {
     accept_ = std::thread([this] { accept_loop(); });
   }
   ~TcpProxy() {
-    stopping_ = true;
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    held_cv_.notify_all();
     ::shutdown(listen_.get(), SHUT_RDWR);
     accept_.join();
     {
@@ -166,6 +171,20 @@ class TcpProxy {
     std::lock_guard lock(mu_);
     cut_needle_ = std::move(needle);
   }
+  // Requests (client to registry) that contain `needle` are held back, their connection
+  // stalled, until release_held(): e.g. one blob's download, while the rest of a pull goes on.
+  void hold_requests_containing(std::string needle) {
+    std::lock_guard lock(mu_);
+    hold_needle_ = std::move(needle);
+  }
+  void release_held() {
+    {
+      std::lock_guard lock(mu_);
+      hold_needle_.clear();
+    }
+    held_cv_.notify_all();
+  }
+  int held() const { return held_; }
   int cuts() const { return cuts_; }
   int flips() const { return flips_; }
 
@@ -272,6 +291,14 @@ class TcpProxy {
                            : allowance(up_cut_, up_seen_, static_cast<size_t>(n));
         bool cut = pass < static_cast<size_t>(n);
         if (!down) {
+          std::unique_lock lock(mu_);
+          if (!hold_needle_.empty() &&
+              std::string_view(buf.data(), n).find(hold_needle_) != std::string_view::npos) {
+            ++held_;
+            held_cv_.wait(lock, [&] { return hold_needle_.empty() || stopping_; });
+          }
+        }
+        if (!down) {
           size_t headers = headers_only(std::string_view(buf.data(), pass));
           bool cut_here = headers_cut_.exchange(false);  // always consume the flag
           cut = cut || cut_here;
@@ -305,7 +332,9 @@ class TcpProxy {
   std::atomic<bool> headers_cut_{false};
   std::mutex mu_;
   std::string cut_method_;
-  std::string flip_needle_, cut_needle_;
+  std::string flip_needle_, cut_needle_, hold_needle_;
+  std::condition_variable held_cv_;
+  std::atomic<int> held_{0};
   int cut_nth_ = 0;
   int requests_seen_ = 0;
   std::set<int> open_;

@@ -51,7 +51,8 @@ void add_ps(CLI::App& app, Globals& g) {
                        {"pid", s.pid},
                        {"runtime", s.record.runtime},
                        {"startedBy", s.record.started_by},
-                       {"created", s.record.created}});
+                       {"created", s.record.created},
+                       {"error", s.record.error}});
       std::printf("%s\n", out.dump(2).c_str());
       return;
     }
