@@ -250,6 +250,7 @@ Result<GcReport> collect_garbage(const Context& ctx, const std::set<std::string>
   // Lazy copies of images the store no longer has.
   std::set<std::string> stored_hex;
   for (const auto& e : entries) stored_hex.insert(digest_hex(e.manifest_digest));
+  for (const auto& d : pulling_digests(ctx)) stored_hex.insert(digest_hex(d));  // not indexed yet
   std::error_code ec;
   for (const auto& e : stdfs::directory_iterator(lazy_copies_dir(ctx), ec)) {
     const std::string n = e.path().filename().string();

@@ -96,4 +96,16 @@ Result<std::optional<PullInProgress>> pull_in_progress(const engine::Context& ct
   }
 }
 
+std::set<std::string> pulling_digests(const engine::Context& ctx) {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(pulls_dir(ctx), ec)) {
+    const stdfs::path p = e.path();
+    if (p.extension() != ".lock") continue;
+    auto pull = pull_in_progress(ctx, p.stem().string(), false);
+    if (pull.ok() && *pull && !(*pull)->manifest_digest.empty()) out.insert((*pull)->manifest_digest);
+  }
+  return out;
+}
+
 }  // namespace prewarm::images

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "base/result.h"
@@ -48,5 +49,9 @@ bool pull_lock_held(const std::filesystem::path& lock);
 // pull ended meanwhile.
 Result<std::optional<PullInProgress>> pull_in_progress(const engine::Context& ctx,
                                                        const std::string& name, bool wait);
+
+// The manifest digests of images whose pulls run here and can already be restored (gc keeps
+// their lazy copies).
+std::set<std::string> pulling_digests(const engine::Context& ctx);
 
 }  // namespace prewarm::images
