@@ -87,6 +87,34 @@ std::vector<std::string> blob_files(const Node& n, bool temporary = false) {
   return out;
 }
 
+// The pack holding the middle of the largest pages file of name_ on node A: heap memory, which
+// a lazy restore serves on demand (no working-set page lies there).
+std::string pack_in_the_middle_of_the_pages(const Node& a, const std::string& name) {
+  json index = json::parse(slurp(a.state / "store" / "index.json"), nullptr, false);
+  for (const auto& m : index["manifests"]) {
+    if (m["annotations"].value("org.opencontainers.image.ref.name", "") != name) continue;
+    json manifest = json::parse(slurp(a.blob(m["digest"].get<std::string>())), nullptr, false);
+    json config = json::parse(slurp(a.blob(manifest["config"]["digest"].get<std::string>())), nullptr, false);
+    json best;
+    for (const auto& f : config["files"])
+      if (f["path"].get<std::string>().starts_with("checkpoint/pages-") &&
+          (best.is_null() || f["size"].get<uint64_t>() > best["size"].get<uint64_t>()))
+        best = f;
+    if (best.is_null()) return {};
+    const uint64_t middle = best["size"].get<uint64_t>() / 2;
+    for (const auto& c : best["chunks"])
+      if (c["offset"].get<uint64_t>() + c["length"].get<uint64_t>() > middle)
+        return c["digest"].get<std::string>();
+  }
+  return {};
+}
+
+// Whether a pull of `name` runs on node n: it holds STATE/pulls/NAME.lock.
+bool pulling(const Node& n, const std::string& name) {
+  UniqueFd fd(::open((n.state / "pulls" / (name + ".lock")).c_str(), O_RDONLY | O_CLOEXEC));
+  return fd.valid() && ::flock(fd.get(), LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+}
+
 class DistributionTest : public ::testing::Test {
  protected:
   static constexpr int kPort = 8080;  // the tiny example's HTTP port
@@ -245,6 +273,35 @@ class DistributionTest : public ::testing::Test {
     return {big, needle};
   }
 
+  // Bakes the 64 MiB heap example (a tarball base) on A and pushes it; starts `prewarm pull`
+  // of it on B (its output to `said`) through a proxy that holds back the pack holding the
+  // middle of the heap, with restores lazy by default there; returns once the pull holds its
+  // lock.
+  Child start_held_pull(const stdfs::path& said) {
+    bake_on_a(tarball_spec("", PREWARM_EXAMPLE_HEAP_SPEC_DIR "/heap-64.yaml"));
+    if (HasFatalFailure()) return {};
+    push_from_a();
+    const std::string held = pack_in_the_middle_of_the_pages(a_, name_);
+    EXPECT_FALSE(held.empty());
+    proxy_ = std::make_unique<TcpProxy>(registry_->port());
+    proxy_->hold_requests_containing("/blobs/" + held);
+    b_.env.push_back("PREWARM_LAZY_MIN_MB=0");
+    SpawnOptions o;
+    o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm", "pull", ref(proxy_->port()), "--name", pulled_};
+    o.env = b_.env;
+    UniqueFd fd(::open(said.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    o.stderr_fd = o.stdout_fd = fd.get();
+    auto pull = spawn(o);
+    if (!pull.ok()) {
+      ADD_FAILURE() << pull.error().to_string();
+      return {};
+    }
+    for (int i = 0; i < 500 && !pulling(b_, pulled_); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!pulling(b_, pulled_)) ADD_FAILURE() << "the pull never took its lock: " << slurp(said);
+    return std::move(pull).value();
+  }
+
   Node a_, b_;
   std::string name_, pulled_;
   std::unique_ptr<TempDir> registry_dir_;
@@ -307,34 +364,6 @@ TEST_F(DistributionTest, LazyImagesArePulledWithoutUnpackingAndRestoreFromThePac
   EXPECT_TRUE(stdfs::is_empty(b_.state / "lazy-copies", ec)) << "lazy copy left";
 }
 
-// The pack holding the middle of the largest pages file of name_ on node A: heap memory, which
-// a lazy restore serves on demand (no working-set page lies there).
-std::string pack_in_the_middle_of_the_pages(const Node& a, const std::string& name) {
-  json index = json::parse(slurp(a.state / "store" / "index.json"), nullptr, false);
-  for (const auto& m : index["manifests"]) {
-    if (m["annotations"].value("org.opencontainers.image.ref.name", "") != name) continue;
-    json manifest = json::parse(slurp(a.blob(m["digest"].get<std::string>())), nullptr, false);
-    json config = json::parse(slurp(a.blob(manifest["config"]["digest"].get<std::string>())), nullptr, false);
-    json best;
-    for (const auto& f : config["files"])
-      if (f["path"].get<std::string>().starts_with("checkpoint/pages-") &&
-          (best.is_null() || f["size"].get<uint64_t>() > best["size"].get<uint64_t>()))
-        best = f;
-    if (best.is_null()) return {};
-    const uint64_t middle = best["size"].get<uint64_t>() / 2;
-    for (const auto& c : best["chunks"])
-      if (c["offset"].get<uint64_t>() + c["length"].get<uint64_t>() > middle)
-        return c["digest"].get<std::string>();
-  }
-  return {};
-}
-
-// Whether a pull of `name` runs on node n: it holds STATE/pulls/NAME.lock.
-bool pulling(const Node& n, const std::string& name) {
-  UniqueFd fd(::open((n.state / "pulls" / (name + ".lock")).c_str(), O_RDONLY | O_CLOEXEC));
-  return fd.valid() && ::flock(fd.get(), LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-}
-
 // Issue 10: a restore that starts while the pull is still bringing the image. The 64 MiB heap
 // example (incompressible: 32 packs) is pulled through a proxy that holds back the download of
 // one pack of heap pages. The pull makes the lazy copy first and says the image can be
@@ -342,33 +371,14 @@ bool pulling(const Node& n, const std::string& name) {
 // and the image is not yet in the store's index; once the pack arrives the pull ends, and the
 // whole heap checks out (every page served, the held ones from the pack that came last).
 TEST_F(DistributionTest, RestoresWhileThePullIsStillBringingItsPages) {
-  const std::string heap_spec = PREWARM_EXAMPLE_HEAP_SPEC_DIR "/heap-64.yaml";
-  bake_on_a(tarball_spec("", heap_spec));
-  if (HasFatalFailure()) return;
-  push_from_a();
-  const std::string held = pack_in_the_middle_of_the_pages(a_, name_);
-  ASSERT_FALSE(held.empty());
-  proxy_ = std::make_unique<TcpProxy>(registry_->port());
-  proxy_->hold_requests_containing("/blobs/" + held);
-  b_.env.push_back("PREWARM_LAZY_MIN_MB=0");  // restores of it are lazy by default
-
-  SpawnOptions o;
-  o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm", "pull", ref(proxy_->port()), "--name", pulled_};
-  o.env = b_.env;
   TempDir out("prewarm-dist-pull-out");
-  UniqueFd err(::open((out.path() / "err").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  o.stderr_fd = err.get();
-  o.stdout_fd = err.get();
-  auto pull = spawn(o);
-  ASSERT_TRUE(pull.ok()) << pull.error().to_string();
-  err.reset();
-  for (int i = 0; i < 500 && !pulling(b_, pulled_); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  ASSERT_TRUE(pulling(b_, pulled_)) << slurp(out.path() / "err");
+  const stdfs::path said_file = out.path() / "err";
+  Child pull = start_held_pull(said_file);
+  if (HasFailure()) return;
 
   // `run` waits for the pull's first part by itself.
   auto run = prewarm(b_, {"run", pulled_});
-  ASSERT_EQ(code(run), 0) << run.err << "\npull: " << slurp(out.path() / "err");
+  ASSERT_EQ(code(run), 0) << run.err << "\npull: " << slurp(said_file);
   EXPECT_NE(run.err.find("still being pulled; restoring lazily"), std::string::npos) << run.err;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(run.out, m, std::regex("(" + pulled_ + "-[0-9a-f]{8}) +([0-9.]+) +ready in .* restore \\(lazy\\)")))
@@ -379,15 +389,15 @@ TEST_F(DistributionTest, RestoresWhileThePullIsStillBringingItsPages) {
   EXPECT_NE(first->body.find("count=4 "), std::string::npos) << first->body;
   // All of that with the pack still held: the pull runs, the image is not indexed yet.
   EXPECT_GE(proxy_->held(), 1);
-  EXPECT_FALSE(process_is_zombie(pull->pid()));
-  EXPECT_EQ(::kill(pull->pid(), 0), 0) << "the pull ended: " << slurp(out.path() / "err");
+  EXPECT_FALSE(process_is_zombie(pull.pid()));
+  EXPECT_EQ(::kill(pull.pid(), 0), 0) << "the pull ended: " << slurp(said_file);
   EXPECT_EQ(slurp(b_.state / "store" / "index.json").find(pulled_), std::string::npos);
 
   proxy_->release_held();
-  auto status = pull->wait(std::chrono::minutes(2));
+  auto status = pull.wait(std::chrono::minutes(2));
   ASSERT_TRUE(status.ok()) << status.error().to_string();
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << slurp(out.path() / "err");
-  const std::string said = slurp(out.path() / "err");
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << slurp(said_file);
+  const std::string said = slurp(said_file);
   EXPECT_NE(said.find("can be restored now (lazily); pulling its other"), std::string::npos) << said;
   auto check = probe::http_get(ip, kPort, "/check", {}, std::chrono::milliseconds(30000));
   ASSERT_TRUE(check.ok()) << check.error().to_string();
@@ -402,23 +412,9 @@ TEST_F(DistributionTest, RestoresWhileThePullIsStillBringingItsPages) {
 // pages, so it is stopped and `ps` says why; a later `run` finds no image and no pull, and a
 // pull again completes the image from what the first one kept.
 TEST_F(DistributionTest, APullKilledBeforeItsPagesArriveStopsTheInstanceAndSaysWhy) {
-  const std::string heap_spec = PREWARM_EXAMPLE_HEAP_SPEC_DIR "/heap-64.yaml";
-  bake_on_a(tarball_spec("", heap_spec));
-  if (HasFatalFailure()) return;
-  push_from_a();
-  const std::string held = pack_in_the_middle_of_the_pages(a_, name_);
-  ASSERT_FALSE(held.empty());
-  proxy_ = std::make_unique<TcpProxy>(registry_->port());
-  proxy_->hold_requests_containing("/blobs/" + held);
-  b_.env.push_back("PREWARM_LAZY_MIN_MB=0");  // restores of it are lazy by default
-  SpawnOptions o;
-  o.argv = {PREWARM_BINARY_DIR "/cmd/prewarm/prewarm", "pull", ref(proxy_->port()), "--name", pulled_};
-  o.env = b_.env;
-  auto pull = spawn(o);
-  ASSERT_TRUE(pull.ok()) << pull.error().to_string();
-  for (int i = 0; i < 500 && !pulling(b_, pulled_); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  ASSERT_TRUE(pulling(b_, pulled_));
+  TempDir out("prewarm-dist-pull-out");
+  Child pull = start_held_pull(out.path() / "err");
+  if (HasFailure()) return;
   auto run = prewarm(b_, {"run", pulled_});
   ASSERT_EQ(code(run), 0) << run.err;
   std::smatch m;
@@ -426,8 +422,8 @@ TEST_F(DistributionTest, APullKilledBeforeItsPagesArriveStopsTheInstanceAndSaysW
       << run.out;
   const std::string id = m[1];
 
-  pull->kill(SIGKILL);
-  (void)pull->wait(std::chrono::seconds(10));
+  pull.kill(SIGKILL);
+  (void)pull.wait(std::chrono::seconds(10));
   // The heap's pages never come: the instance is stopped, with the reason.
   json ps;
   for (int i = 0; i < 200; ++i) {
