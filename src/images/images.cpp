@@ -422,6 +422,7 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
   PW_ASSIGN(bool lazy_default, restore_is_lazy(ctx, *pulled_manifest, *pulled_spec, ""));
   if (lazy_default && !missing.empty()) {
     // Restorable before the last pack arrives: the lazy copy's packs first, then the rest.
+    PW_TRY(marker.staged(*staged));
     auto copy = make_lazy_copy_while_pulling(ctx, *reader, fetch);
     if (!copy.ok()) return std::move(copy).error().with_context("pull " + ref.to_string());
     PW_TRY(marker.restorable(*staged, *copy));

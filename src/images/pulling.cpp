@@ -52,6 +52,11 @@ PullMarker::~PullMarker() {
   stdfs::remove(lock_, ec);  // still locked: a waiting pull re-checks the inode
 }
 
+Status PullMarker::staged(const std::string& manifest_digest) {
+  json j = {{"manifestDigest", manifest_digest}};
+  return fs::write_file_atomic(json_, j.dump() + "\n", 0600);
+}
+
 Status PullMarker::restorable(const std::string& manifest_digest, const stdfs::path& lazy_copy) {
   json j = {{"manifestDigest", manifest_digest}, {"lazyCopy", lazy_copy.string()}};
   return fs::write_file_atomic(json_, j.dump() + "\n", 0600);
@@ -74,16 +79,16 @@ Result<std::optional<PullInProgress>> pull_in_progress(const engine::Context& ct
     if (text.ok()) {
       json j = json::parse(*text, nullptr, false);
       if (!j.is_object() || !j.value("manifestDigest", json()).is_string() ||
-          !j.value("lazyCopy", json()).is_string())
+          !j.value("lazyCopy", json("")).is_string())
         return Error(ErrorKind::kIo, marker.string() + ": not a pull record");
       PullInProgress p;
       p.manifest_digest = j["manifestDigest"].get<std::string>();
-      p.lazy_copy = j["lazyCopy"].get<std::string>();
+      p.lazy_copy = j.value("lazyCopy", "");
       p.lock = lock;
-      return std::optional<PullInProgress>(std::move(p));
-    }
-    if (text.error().errno_value() != ENOENT) return std::move(text).error();
-    if (!wait) {
+      if (!p.lazy_copy.empty() || !wait) return std::optional<PullInProgress>(std::move(p));
+    } else if (text.error().errno_value() != ENOENT) {
+      return std::move(text).error();
+    } else if (!wait) {
       PullInProgress p;
       p.lock = lock;
       return std::optional<PullInProgress>(std::move(p));

@@ -1,6 +1,7 @@
 // An image still being pulled, restorable before its last pack arrives: the pull holds
-// STATE/pulls/NAME.lock (flock) for as long as it runs, and writes STATE/pulls/NAME.json once
-// the lazy copy (every file but the pages, and the pages a lazy restore copies first) is made.
+// STATE/pulls/NAME.lock (flock) for as long as it runs; STATE/pulls/NAME.json names the pulled
+// manifest once it is staged in the store, and the lazy copy (every file but the pages, and
+// the pages a lazy restore copies first) once that is made.
 // A restore then serves the other pages from the packs as they arrive; a killed pull leaves
 // only files nobody holds, which count for nothing.
 #pragma once
@@ -31,6 +32,8 @@ class PullMarker {
   PullMarker& operator=(PullMarker&&) noexcept = delete;
   ~PullMarker();
 
+  // The pulled image's manifest is in the store (not indexed): gc keeps its lazy copy from now.
+  Status staged(const std::string& manifest_digest);
   // Restores may start: the lazy copy is at `lazy_copy`.
   Status restorable(const std::string& manifest_digest, const std::filesystem::path& lazy_copy);
 
@@ -50,8 +53,8 @@ bool pull_lock_held(const std::filesystem::path& lock);
 Result<std::optional<PullInProgress>> pull_in_progress(const engine::Context& ctx,
                                                        const std::string& name, bool wait);
 
-// The manifest digests of images whose pulls run here and can already be restored (gc keeps
-// their lazy copies).
+// The manifest digests of images whose pulls run here and have staged their manifest (gc
+// keeps their lazy copies).
 std::set<std::string> pulling_digests(const engine::Context& ctx);
 
 }  // namespace prewarm::images
