@@ -414,18 +414,14 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
   if (!staged.ok()) return std::move(staged).error().with_context("pull " + ref.to_string());
   auto reader = store::ImageReader::open(st, *staged);
   if (!reader.ok()) return std::move(reader).error().with_context("pull " + ref.to_string());
-  auto pulled_manifest = image::parse_manifest(reader->manifest_json());
-  if (!pulled_manifest.ok()) return std::move(pulled_manifest).error().with_context("pull " + ref.to_string());
-  auto pulled_spec = image::stored_spec(*pulled_manifest);
-  if (!pulled_spec.ok())
-    return std::move(pulled_spec).error().with_context("pull " + ref.to_string() + ": stored spec is invalid");
-  PW_ASSIGN(bool lazy_default, restore_is_lazy(ctx, *pulled_manifest, *pulled_spec, ""));
-  if (lazy_default && !missing.empty()) {
-    // Restorable before the last pack arrives: the lazy copy's packs first, then the rest.
-    PW_TRY(marker.staged(*staged));
-    auto copy = make_lazy_copy_while_pulling(ctx, *reader, fetch);
-    if (!copy.ok()) return std::move(copy).error().with_context("pull " + ref.to_string());
-    PW_TRY(marker.restorable(*staged, *copy));
+  PW_TRY(marker.staged(*staged));
+  // An image restored lazily (a large one, by default) is not unpacked: its lazy copy has the
+  // small files and the working set, and restores read the rest straight from the store. Its
+  // packs come first: the image can be restored before the last pack arrives.
+  auto lazy_copy = make_default_lazy_copy(ctx, *reader, fetch);
+  if (!lazy_copy.ok()) return std::move(lazy_copy).error().with_context("pull " + ref.to_string());
+  if (*lazy_copy) {
+    PW_TRY(marker.restorable(*staged, **lazy_copy));
     if (!missing.empty())
       ctx.say("image " + name + " can be restored now (lazily); pulling its other " +
               std::to_string(missing.size()) + " blob(s)");
@@ -436,11 +432,7 @@ Result<std::string> pull_image(const Context& ctx, const std::string& ref_text, 
   PW_TRY(fetch(rest));
   auto added = st.add_manifest(name, pm.json);
   if (!added.ok()) return std::move(added).error().with_context("pull " + ref.to_string());
-  // An image restored lazily (a large one, by default) is not unpacked: its lazy copy has the
-  // small files and the working set, and restores read the rest straight from the store.
-  auto lazy = prepare_lazy_copy(ctx, name);
-  if (!lazy.ok()) return std::move(lazy).error().with_context("pull " + ref.to_string());
-  if (*lazy) {
+  if (*lazy_copy) {
     PW_TRY(fs::remove_all(ctx.image_dir(name)));  // a copy of what the name held before
     ctx.say("pulled " + name + ": not unpacked; restores are lazy, straight from the store");
     return name;

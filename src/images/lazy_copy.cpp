@@ -161,32 +161,22 @@ Result<stdfs::path> make_lazy_copy(const engine::Context& ctx, store::ImageReade
 
 }  // namespace
 
-Result<stdfs::path> make_lazy_copy_while_pulling(
-    const engine::Context& ctx, store::ImageReader& r,
-    const std::function<Status(const std::vector<std::string>&)>& fetch) {
-  // Every file but the pages first (the pagemaps say where the eager pages lie), then the packs
-  // of the pages the copy keeps.
-  std::vector<std::string> packs;
-  for (const auto& [path, size] : r.files())
-    if (!is_pages_file(path))
-      for (auto& p : r.packs_for(path, 0, size))
-        if (std::find(packs.begin(), packs.end(), p) == packs.end()) packs.push_back(std::move(p));
-  PW_TRY(fetch(packs));
-  PW_ASSIGN(image::WorkingSet ws, read_working_set(r));
-  PW_ASSIGN(auto ranges, eager_ranges(r, ws));
-  packs.clear();
-  for (const auto& [path, list] : ranges)
-    for (const auto& [off, len] : list)
-      for (auto& p : r.packs_for(path, off, len))
-        if (std::find(packs.begin(), packs.end(), p) == packs.end()) packs.push_back(std::move(p));
-  PW_TRY(fetch(packs));
-  return make_lazy_copy(ctx, r);
+namespace {
+
+// The paging a start asks for: `paging`, else the spec's restore.paging, else the context's
+// default ("auto" resolved to that default too).
+std::string requested_paging(const engine::Context& ctx, const spec::AppSpec& spec,
+                             const std::string& paging) {
+  std::string p = paging.empty() ? spec.restore_paging : paging;
+  if (p.empty() || p == "auto") p = ctx.config.paging;
+  return p;
 }
+
+}  // namespace
 
 Result<bool> restore_is_lazy(const engine::Context& ctx, const image::Manifest& manifest,
                              const spec::AppSpec& spec, const std::string& paging) {
-  std::string p = paging.empty() ? spec.restore_paging : paging;
-  if (p.empty() || p == "auto") p = ctx.config.paging;
+  const std::string p = requested_paging(ctx, spec, paging);
   if (p == "lazy") return true;
   if (p == "eager") return false;
   if (p != "auto")
@@ -195,6 +185,35 @@ Result<bool> restore_is_lazy(const engine::Context& ctx, const image::Manifest& 
   for (const auto& f : manifest.files)
     if (is_pages_file(f.path)) memory += f.size;
   return memory >= ctx.config.lazy_min_bytes;
+}
+
+Result<std::optional<stdfs::path>> make_default_lazy_copy(const engine::Context& ctx,
+                                                          store::ImageReader& r,
+                                                          const FetchPacks& fetch) {
+  auto manifest = image::parse_manifest(r.manifest_json());
+  if (!manifest.ok()) return std::move(manifest).error();
+  auto spec = image::stored_spec(*manifest);
+  if (!spec.ok()) return std::move(spec).error().with_context("stored spec is invalid");
+  PW_ASSIGN(bool lazy, restore_is_lazy(ctx, *manifest, *spec, ""));
+  if (!lazy) return std::optional<stdfs::path>();
+  // Every file but the pages first (the pagemaps say where the eager pages lie), then the packs
+  // of the pages the copy keeps.
+  std::vector<std::string> packs;
+  auto add_packs = [&](const std::string& path, uint64_t offset, uint64_t len) {
+    for (auto& p : r.packs_for(path, offset, len))
+      if (std::find(packs.begin(), packs.end(), p) == packs.end()) packs.push_back(std::move(p));
+  };
+  for (const auto& [path, size] : r.files())
+    if (!is_pages_file(path)) add_packs(path, 0, size);
+  if (fetch) PW_TRY(fetch(packs));
+  PW_ASSIGN(image::WorkingSet ws, read_working_set(r));
+  PW_ASSIGN(auto ranges, eager_ranges(r, ws));
+  packs.clear();
+  for (const auto& [path, list] : ranges)
+    for (const auto& [off, len] : list) add_packs(path, off, len);
+  if (fetch) PW_TRY(fetch(packs));
+  PW_ASSIGN(stdfs::path dir, make_lazy_copy(ctx, r));
+  return std::optional<stdfs::path>(std::move(dir));
 }
 
 namespace {
@@ -214,9 +233,7 @@ Result<std::optional<LoadedImage>> open_pulling(const engine::Context& ctx, cons
   if (!manifest.ok()) return std::move(manifest).error().with_context("image " + name);
   auto spec = image::stored_spec(*manifest);
   if (!spec.ok()) return std::move(spec).error().with_context("image " + name + ": stored spec is invalid");
-  std::string p = paging.empty() ? spec->restore_paging : paging;
-  if (p.empty() || p == "auto") p = ctx.config.paging;
-  if (p == "eager")
+  if (requested_paging(ctx, *spec, paging) == "eager")
     return Error(ErrorKind::kConflict,
                  "image " + name + " is still being pulled: an eager restore needs all of it; "
                  "wait for the pull, or restore lazily (--paging lazy)");
@@ -288,15 +305,9 @@ Result<std::optional<LoadedImage>> open_lazy_copy(const engine::Context& ctx, co
 Result<bool> prepare_lazy_copy(const engine::Context& ctx, const std::string& name) {
   PW_ASSIGN(store::Store st, open_store(ctx));
   PW_ASSIGN(store::ImageReader reader, store::ImageReader::open(st, name));
-  auto manifest = image::parse_manifest(reader.manifest_json());
-  if (!manifest.ok()) return std::move(manifest).error().with_context("image " + name);
-  auto spec = image::stored_spec(*manifest);
-  if (!spec.ok()) return std::move(spec).error().with_context("image " + name + ": stored spec is invalid");
-  PW_ASSIGN(bool lazy, restore_is_lazy(ctx, *manifest, *spec, ""));
-  if (!lazy) return false;
-  auto made = make_lazy_copy(ctx, reader);
-  if (!made.ok()) return std::move(made).error();
-  return true;
+  auto made = make_default_lazy_copy(ctx, reader, {});
+  if (!made.ok()) return std::move(made).error().with_context("image " + name);
+  return made->has_value();
 }
 
 int page_server_main(const std::vector<std::string>& args) {

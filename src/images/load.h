@@ -56,12 +56,16 @@ Result<bool> restore_is_lazy(const engine::Context& ctx, const image::Manifest& 
 // lazy copy and returns true (a pull does this instead of unpacking it); false otherwise.
 Result<bool> prepare_lazy_copy(const engine::Context& ctx, const std::string& name);
 
-// For a pull: fetches (through `fetch`, which brings the packs named into the store) what the
-// lazy copy of the image reads, first the packs of every file but the pages, then those of the
-// pages the copy keeps; makes the copy and returns its directory.
-Result<std::filesystem::path> make_lazy_copy_while_pulling(
-    const engine::Context& ctx, store::ImageReader& r,
-    const std::function<Status(const std::vector<std::string>&)>& fetch);
+// Brings the packs named into the store (a pull's downloads).
+using FetchPacks = std::function<Status(const std::vector<std::string>&)>;
+
+// For a stored image whose restores are lazy by default (restore_is_lazy with ""): makes its
+// lazy copy and returns its directory; nullopt for an image restored eagerly by default. With
+// `fetch` (a pull still bringing the packs), the packs the copy reads are fetched first: those
+// of every file but the pages, then those of the pages the copy keeps.
+Result<std::optional<std::filesystem::path>> make_default_lazy_copy(const engine::Context& ctx,
+                                                                    store::ImageReader& r,
+                                                                    const FetchPacks& fetch);
 
 // `prewarm page-server STORE_DIR MANIFEST_DIGEST [PULL_LOCK]`: serves a lazy restore's pages on fd 3 (CRIU's
 // page-server protocol, for `criu lazy-pages --page-server`) straight from the store's chunks;
