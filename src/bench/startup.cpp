@@ -305,6 +305,10 @@ Result<std::string> bench_startup(const Context& ctx, const BenchOptions& opts) 
                 {"cpus", std::thread::hardware_concurrency()}}},
       // Whether prewarm's restores filled memory with huge pages (the baseline never does).
       {"huge_pages", ctx.config.huge_pages && criu::criu_fills_huge_pages(criu::criu_binary())},
+      // Whether they faulted in the pages to fill with MADV_POPULATE_WRITE, and CRIU's log
+      // level in them (the baseline: neither, and runc's level 4).
+      {"fill_populate", ctx.config.fill_populate && criu::criu_fills_populate(criu::criu_binary())},
+      {"criu_log_level", ctx.config.criu_log_level},
       {"default_runtime", dflt.name},
       {"restore", summary(dflt.single)},
       {"restore_breakdown_median_ms", breakdown(dflt.timings)},

@@ -33,6 +33,10 @@ Result<fs::StaleStaging> remove_stale_scratch();
 // In CRIU's environment: fill large anonymous areas with transparent huge pages at restore
 // (scripts/criu-patches; a stock CRIU ignores it).
 inline constexpr const char* kFillHugePagesEnv = "CRIU_FILL_THP=1";
+// In CRIU's environment: fault in the pages a restore fills with one MADV_POPULATE_WRITE per
+// range, not one fault per page (scripts/criu-patches; a stock CRIU ignores it).
+inline constexpr const char* kFillPopulateEnv = "CRIU_FILL_POPULATE=1";
+bool criu_fills_populate(const std::string& criu_bin);
 // Whether `criu_bin` has that patch (it names the variable).
 bool criu_fills_huge_pages(const std::string& criu_bin);
 

@@ -171,13 +171,22 @@ std::string criu_binary() {
   return find_executable("criu");
 }
 
-bool criu_fills_huge_pages(const std::string& criu_bin) {
+namespace {
+// Whether `criu_bin` names the variable of `env` ("NAME=value"): the patch that reads it.
+bool names_variable(const std::string& criu_bin, std::string_view env) {
   if (criu_bin.empty()) return false;
   auto bytes = fs::read_file(criu_bin);
   if (!bytes.ok()) return false;
-  std::string_view name(kFillHugePagesEnv);
-  name = name.substr(0, name.find('='));
-  return bytes->find(name) != std::string::npos;
+  return bytes->find(env.substr(0, env.find('='))) != std::string::npos;
+}
+}  // namespace
+
+bool criu_fills_huge_pages(const std::string& criu_bin) {
+  return names_variable(criu_bin, kFillHugePagesEnv);
+}
+
+bool criu_fills_populate(const std::string& criu_bin) {
+  return names_variable(criu_bin, kFillPopulateEnv);
 }
 
 Result<Version> version() {

@@ -126,6 +126,7 @@ Result<RestoreResult> restore(const RestoreRequest& r) {
   }
   std::vector<std::string> env;
   if (r.huge_pages) env.emplace_back(kFillHugePagesEnv);
+  if (r.populate) env.emplace_back(kFillPopulateEnv);
   auto spawned = detail::Swrk::spawn("criu RESTORE", pass, deadline, env);
   spawn_scope.reset();
   if (!spawned.ok()) return fail(std::move(spawned).error());

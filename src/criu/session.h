@@ -52,6 +52,9 @@ struct RestoreRequest {
   bool rst_sibling = true;
   // Large anonymous areas are filled with transparent huge pages (kFillHugePagesEnv).
   bool huge_pages = false;
+  // The pages to be filled are faulted in first, one MADV_POPULATE_WRITE per range
+  // (kFillPopulateEnv).
+  bool populate = false;
   // Lazy-able pages are left to a `criu lazy-pages` daemon already listening in work_dir
   // (criu/lazy_pages.h).
   bool lazy_pages = false;

@@ -47,6 +47,10 @@ Config config_from_env() {
   c.registry_user = env_or("PREWARM_REGISTRY_USER", "");
   c.registry_password = env_or("PREWARM_REGISTRY_PASSWORD", "");
   c.huge_pages = env_or("PREWARM_HUGE_PAGES", "0") == "1";
+  c.fill_populate = env_or("PREWARM_FILL_POPULATE", "1") != "0";
+  if (const std::string level = env_or("PREWARM_CRIU_LOG_LEVEL", "");
+      level.size() == 1 && level[0] >= '0' && level[0] <= '4')
+    c.criu_log_level = level[0] - '0';
   c.paging = env_or("PREWARM_PAGING", c.paging);
   c.prewarm_binary = env_or("PREWARM_BINARY", "");
   c.memory_merge = env_or("PREWARM_MEMORY_MERGE", "0") == "1";

@@ -36,6 +36,13 @@ struct Config {
   // (free page reporting), idle memory goes back in huge-page-sized blocks and a huge-page fill
   // then costs ~5x a 4 KiB one (bench/memory_fill.sh with IDLE_S); elsewhere it is ~0.6x.
   bool huge_pages = false;
+  // Restores fault in the pages they fill with one MADV_POPULATE_WRITE per range instead of one
+  // page fault per page (RestoreOptions::populate): PREWARM_FILL_POPULATE=0 turns it off.
+  bool fill_populate = true;
+  // CRIU's log level for restores (RestoreOptions::criu_log_level): PREWARM_CRIU_LOG_LEVEL,
+  // 0-4. At 4 (debug) CRIU writes ~5,000 lines per restore of the Python example, one write(2)
+  // each; at 2 only its errors and warnings.
+  int criu_log_level = 4;
   // How restores get their memory: "eager" (all of it before the app resumes), "lazy" (the
   // working set before, the rest served by userfaultfd after) or "auto" (lazy for checkpoints
   // of at least lazy_min_bytes of memory). PREWARM_PAGING; `prewarm run --paging` and the

@@ -403,6 +403,8 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       ro.work_dir = criu_work;
       ro.tcp_established = img.manifest.tcp_established;
       ro.huge_pages = ctx_.config.huge_pages;
+      ro.populate = ctx_.config.fill_populate;
+      ro.criu_log_level = ctx_.config.criu_log_level;
       ro.stdio_fd = opts.stdio_fd >= 0 ? opts.stdio_fd : log.get();
       ro.leave_frozen = opts.park;
       PW_ASSIGN(bool lazy, restore_is_lazy(ctx_, img, opts.record_faults.empty() ? opts.paging : "lazy"));

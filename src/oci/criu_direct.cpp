@@ -462,6 +462,8 @@ class CriuDirect final : public Runtime {
     req.root = root;
     req.tcp_established = o.tcp_established;
     req.huge_pages = o.huge_pages;
+    req.populate = o.populate;
+    req.log_level = o.criu_log_level;
     req.lazy_pages = o.lazy_pages;
     // The netns is the instance's own and new: nothing outside can reach it during the
     // restore, so no iptables lock and unlock.

@@ -98,8 +98,11 @@ class Runc final : public Runtime {
       // The CRIU runc starts inherits a private /tmp: killed mid-restore (runc killed, then the
       // container removed), it leaves no /tmp/.criu.mntns.* on the host.
       PW_ASSIGN(auto private_tmp, PrivateTmpForThread::enter());
+      std::vector<std::string> criu_env;
+      if (o.huge_pages) criu_env.emplace_back(criu::kFillHugePagesEnv);
+      if (o.populate && !o.lazy_pages) criu_env.emplace_back(criu::kFillPopulateEnv);
       PW_TRY(invoke_detached(args, log, o.stdio_fd, o.work_dir / "restore.log", "restore of " + id,
-                             -1, o.huge_pages));
+                             -1, criu_env));
     }
     auto s = state(id);
     if (!s.ok()) {
@@ -272,7 +275,7 @@ class Runc final : public Runtime {
   Status invoke_detached(std::vector<std::string> args, const std::filesystem::path& log,
                          int stdio_fd, const std::filesystem::path& criu_log,
                          const std::string& what, int stdin_fd = -1,
-                         bool huge_pages = false) {
+                         const std::vector<std::string>& criu_env = {}) {
     ::unlink(log.c_str());
     args.insert(args.begin(), {binary_, "--log", log.string(), "--log-format", "json"});
     // The CRIU prewarm checked and uses, not whichever `criu` is first on PATH.
@@ -282,7 +285,7 @@ class Runc final : public Runtime {
     o.argv = args;
     o.env = {path_env()};
     // runc hands its environment on to the criu it runs.
-    if (huge_pages) o.env.push_back(criu::kFillHugePagesEnv);
+    o.env.insert(o.env.end(), criu_env.begin(), criu_env.end());
     o.stdin_fd = stdin_fd;
     o.stdout_fd = stdio_fd;
     o.stderr_fd = stdio_fd;

@@ -39,6 +39,11 @@ struct RestoreOptions {
   // is faster; the restored areas keep MADV_HUGEPAGE, so memory can grow by what the app left
   // untouched inside each huge page.
   bool huge_pages = false;
+  // Fault in the pages to be filled with one MADV_POPULATE_WRITE per range (kFillPopulateEnv,
+  // the same patch's kind; a stock CRIU ignores it). Not with lazy pages.
+  bool populate = false;
+  // CRIU's log level (restore.log in work_dir): 4 = debug, 2 = errors and warnings.
+  int criu_log_level = 4;
   // Leave lazy-able pages to a `criu lazy-pages` daemon already listening in work_dir
   // (criu/lazy_pages.h); image_dir is then a lazy view (image/pagemap.h).
   bool lazy_pages = false;

@@ -365,6 +365,73 @@ TEST_F(CriuDirectTest, HugePageFillKeepsMemoryIntact) {
   }
 }
 
+// populate faults in the pages to fill with MADV_POPULATE_WRITE first (prewarm's CRIU patch):
+// the memory comes back the same, and CRIU's log says how much it populated; without it, no
+// such line.
+TEST_F(CriuDirectTest, PopulateFillKeepsMemoryIntact) {
+  if (!criu::criu_fills_populate(criu::criu_binary()))
+    GTEST_SKIP() << criu::criu_binary() << " lacks prewarm's populate patch (run scripts/setup.sh)";
+  for (bool populate : {false, true}) {
+    SCOPED_TRACE(populate ? "populate" : "faults");
+    const std::string name = populate ? "pp1" : "pp0";
+    auto ns = instance(name);
+    ASSERT_TRUE(ns.ok()) << ns.error().to_string();
+    const std::string id = tag_ + "-" + name;
+    RestoreOptions o = options(name);
+    o.populate = populate;
+    auto r = backend_->restore(id, base_ / name, o);
+    ASSERT_TRUE(r.ok()) << r.error().to_string();
+    EXPECT_EQ(http_get(*ns, "/ballast"), ballast_) << "memory restored wrong";
+    EXPECT_EQ(http_get(*ns, "/count"), "5\n");
+    auto log = fs::read_file(o.work_dir / "restore.log");
+    ASSERT_TRUE(log.ok()) << log.error().to_string();
+    const auto at = log->find("prewarm fill: MADV_POPULATE_WRITE of ");
+    ASSERT_EQ(at != std::string::npos, populate) << "restore.log: populate line";
+    if (populate) {
+      // At least the 8 MiB ballast, all of it supported by this kernel.
+      const auto line = log->substr(at, log->find('\n', at) - at);
+      const unsigned long long bytes = std::stoull(line.substr(line.rfind(" of ") + 4));
+      EXPECT_GE(bytes, 8ull << 20) << line;
+      EXPECT_EQ(line.find("not supported"), std::string::npos) << line;
+    }
+    ASSERT_TRUE(backend_->remove(id).ok());
+  }
+}
+
+// At log level 2 CRIU writes only its errors and warnings: a good restore leaves almost nothing
+// in restore.log, and a failed one still explains itself with CRIU's error lines.
+TEST_F(CriuDirectTest, QuietLogLevelStillExplainsAFailure) {
+  auto ns = instance("q1");
+  ASSERT_TRUE(ns.ok()) << ns.error().to_string();
+  const std::string id = tag_ + "-q1";
+  RestoreOptions o = options("q1");
+  o.criu_log_level = 2;
+  auto r = backend_->restore(id, base_ / "q1", o);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(http_get(*ns, "/count"), "5\n");
+  auto log = fs::read_file(o.work_dir / "restore.log");
+  ASSERT_TRUE(log.ok()) << log.error().to_string();
+  EXPECT_EQ(log->find("Preadv"), std::string::npos) << "debug lines at level 2";
+  EXPECT_LT(std::count(log->begin(), log->end(), '\n'), 50) << *log;
+  ASSERT_TRUE(backend_->remove(id).ok());
+
+  auto ns2 = instance("q2");
+  ASSERT_TRUE(ns2.ok()) << ns2.error().to_string();
+  stdfs::path bad = base_ / "bad-image-q";
+  stdfs::remove_all(bad);
+  stdfs::copy(image_, bad, stdfs::copy_options::recursive);
+  stdfs::resize_file(bad / "core-1.img", 10);
+  RestoreOptions b = options("q2");
+  b.image_dir = bad;
+  b.criu_log_level = 2;
+  auto f = backend_->restore(tag_ + "-q2", base_ / "q2", b);
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.error().kind(), ErrorKind::kRuntime);
+  EXPECT_NE(f.error().detail().find("Error ("), std::string::npos) << f.error().to_string();
+  EXPECT_FALSE(stdfs::exists(base_ / "state" / (tag_ + "-q2")));
+  stdfs::remove_all(bad);
+}
+
 TEST_F(CriuDirectTest, RemoveOfRunningContainerLeavesNothing) {
   auto ns = instance("r2");
   ASSERT_TRUE(ns.ok()) << ns.error().to_string();

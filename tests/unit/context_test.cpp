@@ -27,5 +27,32 @@ TEST(ConfigTest, EnvironmentOverrides) {
   EXPECT_EQ(defaults.runtime, "");
 }
 
+// How restores fill memory: populate on unless "0"; CRIU's log level 0-4, anything else keeps
+// the default.
+TEST(ConfigTest, RestoreFillAndCriuLogLevel) {
+  ::unsetenv("PREWARM_FILL_POPULATE");
+  ::unsetenv("PREWARM_CRIU_LOG_LEVEL");
+  const Config defaults = config_from_env();
+  EXPECT_TRUE(defaults.fill_populate);
+  const int default_level = defaults.criu_log_level;
+  EXPECT_GE(default_level, 0);
+  EXPECT_LE(default_level, 4);
+
+  ::setenv("PREWARM_FILL_POPULATE", "0", 1);
+  ::setenv("PREWARM_CRIU_LOG_LEVEL", default_level == 4 ? "2" : "4", 1);
+  Config cfg = config_from_env();
+  EXPECT_FALSE(cfg.fill_populate);
+  EXPECT_EQ(cfg.criu_log_level, default_level == 4 ? 2 : 4);
+
+  for (const char* bad : {"5", "-1", "42", "debug", ""}) {
+    ::setenv("PREWARM_CRIU_LOG_LEVEL", bad, 1);
+    EXPECT_EQ(config_from_env().criu_log_level, default_level) << "'" << bad << "'";
+  }
+  ::setenv("PREWARM_FILL_POPULATE", "1", 1);
+  EXPECT_TRUE(config_from_env().fill_populate);
+  ::unsetenv("PREWARM_FILL_POPULATE");
+  ::unsetenv("PREWARM_CRIU_LOG_LEVEL");
+}
+
 }  // namespace
 }  // namespace prewarm::engine
