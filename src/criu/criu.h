@@ -85,7 +85,8 @@ std::string relevant_log_tail(const std::filesystem::path& log_file, size_t max_
 // The line above such lines in an error: "CRIU's dump.log:". The log lives in the instance's
 // work dir, which goes when the failed bake or restore is undone, so the lines travel in the
 // error and no path to the file is given.
-std::string criu_log_heading(const std::filesystem::path& log_file);
+// At a log level under 4 (debug) it says that the log holds less, and how to get all of it.
+std::string criu_log_heading(const std::filesystem::path& log_file, int log_level = 4);
 // True for an error message CRIU prints on every call on this kind of host, which never
 // explains a failure (e.g. "Can't setup RLIMIT_NOFILE for self").
 bool is_benign_error(std::string_view message);

@@ -111,7 +111,10 @@ std::vector<std::string> relevant_log_lines(std::string_view log_text, size_t ma
   return out;
 }
 
-std::string criu_log_heading(const std::filesystem::path& log_file) {
+std::string criu_log_heading(const std::filesystem::path& log_file, int log_level) {
+  if (log_level < 4)
+    return "CRIU's " + log_file.filename().string() + " (log level " + std::to_string(log_level) +
+           ": errors and warnings only; PREWARM_CRIU_LOG_LEVEL=4 logs everything):\n";
   return "CRIU's " + log_file.filename().string() + ":\n";
 }
 

@@ -8,6 +8,7 @@
 
 #include <optional>
 
+#include "base/fs.h"
 #include "criu/criu.h"
 #include "criu/swrk.h"
 
@@ -50,11 +51,11 @@ double ms_since(steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(steady_clock::now() - t).count();
 }
 
-Error runtime_error(Error e, const std::filesystem::path& log) {
+Error runtime_error(Error e, const std::filesystem::path& log, int log_level) {
   if (e.detail().empty()) {
     std::string tail = relevant_log_tail(log);
     if (!tail.empty())
-      return std::move(e).with_kind(ErrorKind::kRuntime).with_detail(criu_log_heading(log) + tail);
+      return std::move(e).with_kind(ErrorKind::kRuntime).with_detail(criu_log_heading(log, log_level) + tail);
   }
   return std::move(e).with_kind(ErrorKind::kRuntime);
 }
@@ -65,7 +66,7 @@ Result<RestoreResult> restore(const RestoreRequest& r) {
   const auto start = steady_clock::now();
   const auto deadline = start + r.timeout;
   const std::filesystem::path log = r.work_dir / r.log_file;
-  auto fail = [&](Error e) { return runtime_error(std::move(e), log); };
+  auto fail = [&](Error e) { return runtime_error(std::move(e), log, r.log_level); };
 
   // Every fd CRIU gets is a private duplicate above kMinPassedFd, so the numbers stay
   // distinct and the child's dup2 sequence cannot clobber one with another.
@@ -95,6 +96,14 @@ Result<RestoreResult> restore(const RestoreRequest& r) {
     ie->set_fd(hold(std::move(dup)));
   }
   o->set_log_file(r.log_file);
+  if (r.validate_files_by_size) {
+    // CRIU's RPC has no field for it; a config file named in the request does (runc passes
+    // its runc.conf the same way). Its settings override the request's.
+    const std::filesystem::path conf = r.work_dir / "criu-restore.conf";
+    if (Status st = fs::write_file(conf, "file-validation filesize\n", 0600); !st.ok())
+      return fail(std::move(st).error().with_context("criu restore"));
+    o->set_config_file(conf.string());
+  }
   o->set_log_level(r.log_level);
   o->set_root(r.root.string());
   for (const auto& [key, val] : r.ext_mounts) {
@@ -156,7 +165,7 @@ Result<RestoreResult> restore(const RestoreRequest& r) {
     }
     criu_resp resp = std::move(got).value();
     if (resp.type() != NOTIFY) {
-      Status st = detail::check_response(resp, RESTORE, "", log);
+      Status st = detail::check_response(resp, RESTORE, "", log, r.log_level);
       if (!st.ok()) {
         criu.finish();
         // The callback's error says why CRIU aborted; CRIU's log lines go with it.

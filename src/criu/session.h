@@ -55,6 +55,10 @@ struct RestoreRequest {
   // The pages to be filled are faulted in first, one MADV_POPULATE_WRITE per range
   // (kFillPopulateEnv).
   bool populate = false;
+  // Files the tasks map are checked against the checkpoint by size only, not also by their ELF
+  // build-id (CRIU's `file-validation filesize`, through a config file written to work_dir):
+  // for a root whose files are known to be the checkpoint's.
+  bool validate_files_by_size = false;
   // Lazy-able pages are left to a `criu lazy-pages` daemon already listening in work_dir
   // (criu/lazy_pages.h).
   bool lazy_pages = false;

@@ -193,7 +193,7 @@ void Swrk::close() {
 }
 
 Status check_response(const criu_resp& resp, criu_req_type type, std::string_view hint,
-                      const std::optional<std::filesystem::path>& log_file) {
+                      const std::optional<std::filesystem::path>& log_file, int log_level) {
   std::string what = "criu " + type_name(type);
   if (resp.type() != type)
     return Error(what + ": criu answered with " + type_name(resp.type()), EPROTO);
@@ -214,7 +214,7 @@ Status check_response(const criu_resp& resp, criu_req_type type, std::string_vie
   Error e(std::move(msg), err);
   std::string tail = log_file ? relevant_log_tail(*log_file) : "";
   if (tail.empty()) return e;
-  return std::move(e).with_detail(std::move(tail));
+  return std::move(e).with_detail(criu_log_heading(*log_file, log_level) + tail);
 }
 
 }  // namespace prewarm::criu::detail

@@ -70,8 +70,9 @@ class Swrk {
 };
 
 // Turns an unsuccessful or mismatched answer into an error carrying CRIU's reason and, when the
-// request used a log file, the log lines around the failure.
+// request used a log file, the log lines around the failure under criu_log_heading (which says
+// when the request's log level kept the log short).
 Status check_response(const criu_resp& resp, criu_req_type type, std::string_view hint,
-                      const std::optional<std::filesystem::path>& log_file);
+                      const std::optional<std::filesystem::path>& log_file, int log_level = 4);
 
 }  // namespace prewarm::criu::detail

@@ -1,6 +1,11 @@
 // Overlay and pre-existing roots for instances.
 #include "lifecycle/rootfs_provider.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <string>
+
 #include "base/fs.h"
 #include "rootfs/rootfs.h"
 
@@ -19,6 +24,19 @@ class Overlay final : public RootfsProvider {
   }
 
   Status release(const std::filesystem::path& dir) override { return release_overlay(dir); }
+
+  // The base directory's inode and birth time name one build of it (a base built again is a
+  // new directory); the diff is named by its verified digest.
+  std::string files_identity() const override {
+    if (!o_.diff_tar.empty() && o_.diff_sha256.empty()) return "";
+    struct statx sx {};
+    if (::statx(AT_FDCWD, o_.base.c_str(), 0, STATX_INO | STATX_BTIME | STATX_CTIME, &sx) != 0)
+      return "";
+    const auto& born = (sx.stx_mask & STATX_BTIME) ? sx.stx_btime : sx.stx_ctime;
+    return o_.base.string() + ":" + std::to_string(sx.stx_ino) + ":" +
+           std::to_string(born.tv_sec) + "." + std::to_string(born.tv_nsec) + "|" +
+           o_.diff_sha256;
+  }
 
  private:
   Result<std::filesystem::path> mount(const std::filesystem::path& dir, RootfsPurpose purpose) {

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "base/result.h"
@@ -24,6 +25,10 @@ class RootfsProvider {
                                                 RootfsPurpose purpose) = 0;
   // Undoes prepare; not prepared (or half) is fine. Works from the directory alone.
   virtual Status release(const std::filesystem::path& instance_dir) = 0;
+  // Names the files a restore's root holds (one build of the base and the image's verified
+  // diff), so that a check of them can be remembered; "" when they are not known (a root that
+  // exists already, e.g. a pod's).
+  virtual std::string files_identity() const { return ""; }
 };
 
 struct OverlayRootfs {

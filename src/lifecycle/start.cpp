@@ -14,6 +14,7 @@
 #include "base/fault.h"
 #include "base/fs.h"
 #include "base/log.h"
+#include "base/sha256.h"
 #include "criu/lazy_pages.h"
 #include "engine/app_log.h"
 #include "image/image.h"
@@ -382,6 +383,12 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   pid_t pid = 0;
   bool restored = false;
   std::optional<criu::LazyPages> pager;
+  // The files the app maps are checked by ELF build-id (CRIU reads each one's notes) on the
+  // first restore of this image over this build of its root; once one passed, by size.
+  std::filesystem::path files_checked;
+  if (const std::string files = rootfs->files_identity(); !files.empty())
+    files_checked = ctx_.stamps_dir() / ("files-ok-" + sha256_hex(image::to_json(img.manifest) + files));
+  const bool files_by_size = !files_checked.empty() && ::access(files_checked.c_str(), F_OK) == 0;
   if (opts.mode == StartMode::kRestore && fallback.empty()) {
     auto restore = [&]() -> Result<oci::Restored> {
       PW_ASSIGN(stdfs::path root, rootfs->prepare(dir, RootfsPurpose::kRestore));
@@ -404,6 +411,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       ro.tcp_established = img.manifest.tcp_established;
       ro.huge_pages = ctx_.config.huge_pages;
       ro.populate = ctx_.config.fill_populate;
+      ro.validate_files_by_size = files_by_size;
       ro.criu_log_level = ctx_.config.criu_log_level;
       ro.stdio_fd = opts.stdio_fd >= 0 ? opts.stdio_fd : log.get();
       ro.leave_frozen = opts.park;
@@ -437,6 +445,8 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
     };
     auto r = restore();
     if (r.ok()) {
+      if (!files_checked.empty() && !files_by_size)
+        (void)fs::write_file_atomic(files_checked, "", 0600);
       // The instance owns its page server now; removal stops it.
       if (pager) pager->detach();
       pager.reset();

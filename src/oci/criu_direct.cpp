@@ -463,6 +463,7 @@ class CriuDirect final : public Runtime {
     req.tcp_established = o.tcp_established;
     req.huge_pages = o.huge_pages;
     req.populate = o.populate;
+    req.validate_files_by_size = o.validate_files_by_size;
     req.log_level = o.criu_log_level;
     req.lazy_pages = o.lazy_pages;
     // The netns is the instance's own and new: nothing outside can reach it during the

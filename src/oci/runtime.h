@@ -44,6 +44,9 @@ struct RestoreOptions {
   bool populate = false;
   // CRIU's log level (restore.log in work_dir): 4 = debug, 2 = errors and warnings.
   int criu_log_level = 4;
+  // Check the files the tasks map by size only, not also by ELF build-id
+  // (criu::RestoreRequest::validate_files_by_size; the direct backend only).
+  bool validate_files_by_size = false;
   // Leave lazy-able pages to a `criu lazy-pages` daemon already listening in work_dir
   // (criu/lazy_pages.h); image_dir is then a lazy view (image/pagemap.h).
   bool lazy_pages = false;

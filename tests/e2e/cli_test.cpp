@@ -15,6 +15,7 @@
 #include "base/fs.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
+#include "criu/criu.h"
 #include "probe/probe.h"
 #include "support/cli.h"
 #include "support/engine_fixture.h"
@@ -89,7 +90,10 @@ TEST_F(CliTest, BakeRunPsRmRoundTrip) {
   EXPECT_EQ(manifest["verified"], true);
   EXPECT_EQ(manifest["host"]["criuVersion"].get<std::string>().substr(0, 3), "4.2");
 
-  auto run = prewarm({"run", name_, "--count", "2"});
+  // CRIU's full log for these two (restores log errors and warnings only by default).
+  std::vector<std::string> debug_log = env_;
+  debug_log.push_back("PREWARM_CRIU_LOG_LEVEL=4");
+  auto run = prewarm({"run", name_, "--count", "2"}, &debug_log);
   ASSERT_EQ(code(run), 0) << run.err;
   std::regex line(name_ + "-[0-9a-f]{8} +(10\\.90\\.[0-9.]+) +ready in .* restore");  // subnets.h
   auto lines = std::distance(std::sregex_iterator(run.out.begin(), run.out.end(), line),
@@ -105,6 +109,37 @@ TEST_F(CliTest, BakeRunPsRmRoundTrip) {
     EXPECT_EQ(i["runtimeState"], "running");  // the process's, as the runtime sees it
     EXPECT_EQ(i["startedBy"], "restore");
     EXPECT_EQ(i["runtime"], "criu");
+    // The memory was faulted in range by range before CRIU filled it (prewarm's CRIU patch,
+    // on by default), and CRIU logged it at the level asked for.
+    auto log = fs::read_file(state_ / "instances" / i["id"].get<std::string>() / "criu" /
+                             "restore.log");
+    ASSERT_TRUE(log.ok()) << log.error().to_string();
+    EXPECT_NE(log->find("Preadv"), std::string::npos) << "no debug lines at level 4";
+    if (criu::criu_fills_populate(criu::criu_binary()))
+      EXPECT_NE(log->find("prewarm fill: MADV_POPULATE_WRITE of "), std::string::npos)
+          << "restore.log of " << i["id"];
+    // The image's first restores here: mapped files checked by build-id (CRIU's default).
+    EXPECT_FALSE(stdfs::exists(state_ / "instances" / i["id"].get<std::string>() / "criu" /
+                               "criu-restore.conf"));
+  }
+  size_t stamps = 0;
+  for (const auto& e : stdfs::directory_iterator(state_ / "stamps"))
+    stamps += e.path().filename().string().rfind("files-ok-", 0) == 0;
+  EXPECT_EQ(stamps, 1u) << "one remembered file check for the image over its base";
+  // At the default level CRIU logs only errors and warnings; the files were checked once, so
+  // this restore checks them by size.
+  auto quiet = prewarm({"run", name_});
+  ASSERT_EQ(code(quiet), 0) << quiet.err;
+  for (const auto& i : json::parse(prewarm({"ps", "--json"}).out)) {
+    if (i["id"] == list[0]["id"] || i["id"] == list[1]["id"]) continue;
+    auto log = fs::read_file(state_ / "instances" / i["id"].get<std::string>() / "criu" /
+                             "restore.log");
+    ASSERT_TRUE(log.ok()) << log.error().to_string();
+    EXPECT_EQ(log->find("Preadv"), std::string::npos) << "debug lines at the default level";
+    auto conf = fs::read_file(state_ / "instances" / i["id"].get<std::string>() / "criu" /
+                              "criu-restore.conf");
+    ASSERT_TRUE(conf.ok()) << conf.error().to_string();
+    EXPECT_EQ(*conf, "file-validation filesize\n");
   }
 
   auto cold = prewarm({"run", name_, "--cold"});
@@ -113,7 +148,7 @@ TEST_F(CliTest, BakeRunPsRmRoundTrip) {
 
   auto rm_one = prewarm({"rm", list[0]["id"].get<std::string>()});
   EXPECT_EQ(code(rm_one), 0) << rm_one.err;
-  EXPECT_EQ(json::parse(prewarm({"ps", "--json"}).out).size(), 2u);
+  EXPECT_EQ(json::parse(prewarm({"ps", "--json"}).out).size(), 3u);  // 2 + quiet + cold - 1
   auto rm_all = prewarm({"rm", "--all"});
   EXPECT_EQ(code(rm_all), 0) << rm_all.err;
   EXPECT_EQ(json::parse(prewarm({"ps", "--json"}).out).size(), 0u);

@@ -428,6 +428,8 @@ TEST_F(CriuDirectTest, QuietLogLevelStillExplainsAFailure) {
   ASSERT_FALSE(f.ok());
   EXPECT_EQ(f.error().kind(), ErrorKind::kRuntime);
   EXPECT_NE(f.error().detail().find("Error ("), std::string::npos) << f.error().to_string();
+  EXPECT_NE(f.error().detail().find("PREWARM_CRIU_LOG_LEVEL=4"), std::string::npos)
+      << "the heading says how to get the whole log: " << f.error().to_string();
   EXPECT_FALSE(stdfs::exists(base_ / "state" / (tag_ + "-q2")));
   stdfs::remove_all(bad);
 }
