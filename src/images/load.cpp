@@ -118,6 +118,10 @@ Status check_self_contained(const LoadedImage& img) {
 Result<std::optional<LoadedImage>> open_lazy_copy(const Context& ctx, const std::string& name,
                                                   const std::string& paging);
 
+std::string identity(const LoadedImage& img) {
+  return img.store_digest.empty() ? image::to_json(img.manifest) : img.store_digest;
+}
+
 Result<LoadedImage> load_image(const Context& ctx, const std::string& name,
                                const LoadOptions& options) {
   PW_TRY(spec::check_name(name, "image name"));

@@ -36,6 +36,10 @@ struct LoadedImage {
   std::filesystem::path pull_lock;
 };
 
+// What names this image's checkpoint for memos (host check, file check): its manifest digest in
+// the store, or the manifest itself for an image that has none.
+std::string identity(const LoadedImage& img);
+
 struct LoadOptions {
   // Make sure the base rootfs is on this host. Off for a pod's container, whose runtime
   // prepared the root from the container image itself.

@@ -20,7 +20,7 @@ namespace {
 // Everything a passed check depends on: the image's host facts and CPU record, this boot
 // (CPU and kernel can't change within one), and the CRIU binary.
 std::string memo_key(const LoadedImage& img) {
-  std::string key = image::to_json(img.manifest);
+  std::string key = images::identity(img);
   if (auto boot = fs::read_file("/proc/sys/kernel/random/boot_id"); boot.ok()) key += *boot;
   std::string criu = criu::criu_binary();
   struct stat st {};

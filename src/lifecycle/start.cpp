@@ -387,7 +387,8 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   // first restore of this image over this build of its root; once one passed, by size.
   std::filesystem::path files_checked;
   if (const std::string files = rootfs->files_identity(); !files.empty())
-    files_checked = ctx_.stamps_dir() / ("files-ok-" + sha256_hex(image::to_json(img.manifest) + files));
+    files_checked = ctx_.stamps_dir() /
+                    ("files-ok-" + sha256_hex(images::identity(img) + "|" + files));
   const bool files_by_size = !files_checked.empty() && ::access(files_checked.c_str(), F_OK) == 0;
   if (opts.mode == StartMode::kRestore && fallback.empty()) {
     auto restore = [&]() -> Result<oci::Restored> {
