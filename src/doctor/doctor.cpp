@@ -11,6 +11,7 @@
 
 #include "base/fs.h"
 #include "base/subprocess.h"
+#include "base/thp.h"
 #include "criu/criu.h"
 #include "oci/runtime.h"
 
@@ -86,15 +87,26 @@ Check check_huge_pages() {
                "pages (slower); " + kSetupHint;
     return c;
   }
-  auto thp = fs::read_file("/sys/kernel/mm/transparent_hugepage/enabled");
-  if (!thp.ok() || thp->find("[never]") != std::string::npos) {
-    c.detail = "transparent huge pages are off on this host (/sys/kernel/mm/transparent_hugepage/"
-               "enabled): restores fill memory with 4 KiB pages (slower)";
+  const thp::AdvisedSizes sizes = thp::advised_sizes();
+  if (!sizes.pmd && sizes.smaller.empty()) {
+    c.detail = "transparent huge pages are off for advised memory on this host "
+               "(/sys/kernel/mm/transparent_hugepage): restores fill memory with 4 KiB pages "
+               "(slower)";
     return c;
   }
   c.ok = true;
-  c.detail = "available: PREWARM_HUGE_PAGES=1 fills restored memory with huge pages (off by "
-             "default: slower on VMs that return free memory to the host; see README)";
+  if (thp::small_folios_only(sizes)) {
+    std::string list;
+    for (uint64_t b : sizes.smaller) list += (list.empty() ? "" : ", ") + std::to_string(b >> 10) + " KiB";
+    c.detail = "on by default: advised memory gets folios of " + list +
+               " and no 2 MiB ones, so restores fill memory in large folios (PREWARM_HUGE_PAGES=0 "
+               "turns it off)";
+    return c;
+  }
+  c.detail = "off by default: advised memory may get 2 MiB folios, which fill slowly on VMs that "
+             "return free memory to the host; hugepages-64kB/enabled=madvise with "
+             "hugepages-2048kB/enabled=never turns it on by default (see README), "
+             "PREWARM_HUGE_PAGES=1 forces it";
   return c;
 }
 

@@ -9,6 +9,7 @@
 #include "base/ksm.h"
 #include "base/log.h"
 #include "base/subprocess.h"
+#include "base/thp.h"
 #include "oci/criu_direct.h"
 
 namespace prewarm::engine {
@@ -46,7 +47,10 @@ Config config_from_env() {
   c.runtime = env_or("PREWARM_RUNTIME", "");
   c.registry_user = env_or("PREWARM_REGISTRY_USER", "");
   c.registry_password = env_or("PREWARM_REGISTRY_PASSWORD", "");
-  c.huge_pages = env_or("PREWARM_HUGE_PAGES", "0") == "1";
+  if (const std::string hp = env_or("PREWARM_HUGE_PAGES", "auto"); hp == "1" || hp == "0")
+    c.huge_pages = hp == "1";
+  else
+    c.huge_pages = thp::small_folios_only(thp::advised_sizes());
   c.fill_populate = env_or("PREWARM_FILL_POPULATE", "1") != "0";
   if (const std::string level = env_or("PREWARM_CRIU_LOG_LEVEL", "");
       level.size() == 1 && level[0] >= '0' && level[0] <= '4')

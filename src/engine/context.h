@@ -31,10 +31,13 @@ struct Config {
   std::string registry_user, registry_password;  // PREWARM_REGISTRY_USER / _PASSWORD
   // A registry transfer moving under 1 KiB/s this long fails: PREWARM_REGISTRY_TIMEOUT (seconds).
   std::chrono::seconds registry_timeout{30};
-  // Restores fill large memory areas with transparent huge pages (RestoreOptions::huge_pages):
-  // PREWARM_HUGE_PAGES=1. Off by default: on a VM that hands free memory back to its host
-  // (free page reporting), idle memory goes back in huge-page-sized blocks and a huge-page fill
-  // then costs ~5x a 4 KiB one (bench/memory_fill.sh with IDLE_S); elsewhere it is ~0.6x.
+  // Restores advise the app's anonymous areas MADV_HUGEPAGE before filling them
+  // (RestoreOptions::huge_pages): PREWARM_HUGE_PAGES=1 on, 0 off, auto (the default) on where
+  // the host gives advised memory only folios smaller than 2 MiB (multi-size THP, e.g.
+  // hugepages-64kB/enabled=madvise with hugepages-2048kB/enabled=never; base/thp.h). 2 MiB
+  // folios are not used by default: on a VM that hands free memory back to its host (free page
+  // reporting), idle memory goes back in 2 MiB blocks and such a fill then costs ~5x a 4 KiB one
+  // (bench/memory_fill.sh with IDLE_S), while 64 KiB folios fill in ~0.65x, idle or not.
   bool huge_pages = false;
   // Restores fault in the pages they fill with one MADV_POPULATE_WRITE per range instead of one
   // page fault per page (RestoreOptions::populate): PREWARM_FILL_POPULATE=0 turns it off.
