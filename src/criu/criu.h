@@ -37,6 +37,13 @@ inline constexpr const char* kFillHugePagesEnv = "CRIU_FILL_THP=1";
 // range, not one fault per page (scripts/criu-patches; a stock CRIU ignores it).
 inline constexpr const char* kFillPopulateEnv = "CRIU_FILL_POPULATE=1";
 bool criu_fills_populate(const std::string& criu_bin);
+// In CRIU's environment: restore without a network lock whatever the checkpoint used (for a
+// network namespace new and private to the instance; scripts/criu-patches). Without the patch
+// the direct backend gives CRIU a view of the image whose inventory says "skip" instead.
+inline constexpr const char* kRestoreSkipNetworkLockEnv = "CRIU_RESTORE_NETWORK_LOCK=skip";
+bool criu_skips_network_lock_by_env(const std::string& criu_bin);
+// Where which patch variables a CRIU binary names is remembered (per binary; tmpfs, so per boot).
+inline constexpr const char* kFeaturesDir = "/run/prewarm-criu-features";
 // Whether `criu_bin` has that patch (it names the variable).
 bool criu_fills_huge_pages(const std::string& criu_bin);
 

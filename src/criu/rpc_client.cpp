@@ -3,10 +3,15 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <optional>
 
 #include "base/fs.h"
+#include "base/sha256.h"
 #include "base/subprocess.h"
 #include "base/unique_fd.h"
 #include "criu/criu.h"
@@ -172,14 +177,49 @@ std::string criu_binary() {
 }
 
 namespace {
+
+// The environment variables prewarm's CRIU patches read.
+constexpr std::string_view kPatchEnvs[] = {kFillHugePagesEnv, kFillPopulateEnv,
+                                           kRestoreSkipNetworkLockEnv};
+
+std::string_view variable(std::string_view env) { return env.substr(0, env.find('=')); }
+
+// The patch variables `criu_bin` names (the patches that read them), found by scanning the
+// binary (~3 MB) once per binary: remembered in this process and, for later processes, in
+// kFeaturesDir as a file named after the binary's path, inode, size and mtime.
+std::string patch_variables(const std::string& criu_bin) {
+  struct stat st {};
+  if (criu_bin.empty() || ::stat(criu_bin.c_str(), &st) != 0) return "";
+  const std::string key = sha256_hex(criu_bin + ":" + std::to_string(st.st_ino) + ":" +
+                                     std::to_string(st.st_size) + ":" +
+                                     std::to_string(st.st_mtim.tv_sec) + "." +
+                                     std::to_string(st.st_mtim.tv_nsec));
+  static std::mutex mu;
+  static std::map<std::string, std::string> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = seen.find(key); it != seen.end()) return it->second;
+  const std::filesystem::path memo = std::filesystem::path(kFeaturesDir) / ("criu-env-" + key);
+  if (auto cached = fs::read_file(memo, 4096); cached.ok()) return seen[key] = *cached;
+  auto bytes = fs::read_file(criu_bin);
+  if (!bytes.ok()) return "";
+  std::string found;
+  for (std::string_view env : kPatchEnvs)
+    if (bytes->find(variable(env)) != std::string::npos) found += std::string(variable(env)) + "\n";
+  if (fs::make_dirs(kFeaturesDir, 0700).ok()) (void)fs::write_file_atomic(memo, found, 0600);
+  return seen[key] = found;
+}
+
 // Whether `criu_bin` names the variable of `env` ("NAME=value"): the patch that reads it.
 bool names_variable(const std::string& criu_bin, std::string_view env) {
-  if (criu_bin.empty()) return false;
-  auto bytes = fs::read_file(criu_bin);
-  if (!bytes.ok()) return false;
-  return bytes->find(env.substr(0, env.find('='))) != std::string::npos;
+  const std::string found = patch_variables(criu_bin);
+  return found.find(std::string(variable(env)) + "\n") != std::string::npos;
 }
+
 }  // namespace
+
+bool criu_skips_network_lock_by_env(const std::string& criu_bin) {
+  return names_variable(criu_bin, kRestoreSkipNetworkLockEnv);
+}
 
 bool criu_fills_huge_pages(const std::string& criu_bin) {
   return names_variable(criu_bin, kFillHugePagesEnv);

@@ -136,6 +136,7 @@ Result<RestoreResult> restore(const RestoreRequest& r) {
   std::vector<std::string> env;
   if (r.huge_pages) env.emplace_back(kFillHugePagesEnv);
   if (r.populate) env.emplace_back(kFillPopulateEnv);
+  if (r.skip_network_lock_by_env) env.emplace_back(kRestoreSkipNetworkLockEnv);
   auto spawned = detail::Swrk::spawn("criu RESTORE", pass, deadline, env);
   spawn_scope.reset();
   if (!spawned.ok()) return fail(std::move(spawned).error());

@@ -59,6 +59,9 @@ struct RestoreRequest {
   // build-id (CRIU's `file-validation filesize`, through a config file written to work_dir):
   // for a root whose files are known to be the checkpoint's.
   bool validate_files_by_size = false;
+  // network_lock kSkip is forced over the checkpoint's method (kRestoreSkipNetworkLockEnv; for a
+  // CRIU with that patch).
+  bool skip_network_lock_by_env = false;
   // Lazy-able pages are left to a `criu lazy-pages` daemon already listening in work_dir
   // (criu/lazy_pages.h).
   bool lazy_pages = false;

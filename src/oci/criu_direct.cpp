@@ -456,7 +456,13 @@ class CriuDirect final : public Runtime {
     criu::RestoreRequest req;
     req.image_dir = o.image_dir;
     if (!cfg.netns_path.empty() && !o.tcp_established) {
-      PW_ASSIGN(req.image_dir, image_view_without_network_lock(o.image_dir, o.work_dir));
+      // CRIU takes the lock method from the checkpoint; prewarm's CRIU can be told to skip it,
+      // any other is given a view of the image whose inventory says so.
+      if (criu::criu_skips_network_lock_by_env(criu::criu_binary())) {
+        req.skip_network_lock_by_env = true;
+      } else {
+        PW_ASSIGN(req.image_dir, image_view_without_network_lock(o.image_dir, o.work_dir));
+      }
     }
     req.work_dir = o.work_dir;
     req.root = root;

@@ -434,6 +434,29 @@ TEST_F(CriuDirectTest, QuietLogLevelStillExplainsAFailure) {
   stdfs::remove_all(bad);
 }
 
+// The instance's network namespace is new and private: CRIU takes no network lock. prewarm's
+// CRIU is told so through its environment (no image view); any other CRIU gets a view of the
+// image whose inventory says "skip".
+TEST_F(CriuDirectTest, SkipsTheNetworkLockOfTheCheckpoint) {
+  auto ns = instance("nl");
+  ASSERT_TRUE(ns.ok()) << ns.error().to_string();
+  const std::string id = tag_ + "-nl";
+  RestoreOptions o = options("nl");
+  o.criu_log_level = 4;
+  auto r = backend_->restore(id, base_ / "nl", o);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(http_get(*ns, "/count"), "5\n");
+  auto log = fs::read_file(o.work_dir / "restore.log");
+  ASSERT_TRUE(log.ok()) << log.error().to_string();
+  if (criu::criu_skips_network_lock_by_env(criu::criu_binary())) {
+    EXPECT_NE(log->find("Network lock skipped (CRIU_RESTORE_NETWORK_LOCK=skip)"), std::string::npos);
+    EXPECT_FALSE(stdfs::exists(o.work_dir / "images")) << "an image view was made anyway";
+  } else {
+    EXPECT_TRUE(stdfs::exists(o.work_dir / "images" / "inventory.img")) << "no image view";
+  }
+  ASSERT_TRUE(backend_->remove(id).ok());
+}
+
 TEST_F(CriuDirectTest, RemoveOfRunningContainerLeavesNothing) {
   auto ns = instance("r2");
   ASSERT_TRUE(ns.ok()) << ns.error().to_string();
