@@ -75,6 +75,12 @@ Config config_from_env() {
   return c;
 }
 
+void apply_restore_config(const Config& config, oci::RestoreOptions& ro) {
+  ro.huge_pages = config.huge_pages;
+  ro.populate = config.fill_populate;
+  ro.criu_log_level = config.criu_log_level;
+}
+
 std::shared_ptr<oci::Runtime> Context::runtime_named(const std::string& name) const {
   auto it = runtimes.find(name);
   return it == runtimes.end() ? runtime : it->second;

@@ -67,6 +67,10 @@ struct Config {
 // Config from the environment (PREWARM_* variables); the fields' comments name them.
 Config config_from_env();
 
+// How the config says restores fill memory and log (huge pages, populate, CRIU's log level),
+// set on `ro`: one place for every caller that restores through a backend.
+void apply_restore_config(const Config& config, oci::RestoreOptions& ro);
+
 // Config::memory_merge: marks this process (and what it starts) mergeable and starts ksmd
 // when it is stopped.
 Status enable_memory_merge();

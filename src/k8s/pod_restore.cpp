@@ -358,9 +358,7 @@ Result<pid_t> restore(const RuncCall& c, const json& cfg, PodOutcome& out) {
       ro.image_dir = img.dir / image::kCheckpointDir;
       ro.work_dir = work;
       ro.tcp_established = img.manifest.tcp_established;
-      ro.huge_pages = ctx.config.huge_pages;
-      ro.populate = ctx.config.fill_populate;
-      ro.criu_log_level = ctx.config.criu_log_level;
+      engine::apply_restore_config(ctx.config, ro);
       ro.stdio_fd = STDOUT_FILENO;  // the shim's pipe: the container log
       ro.before_resume = [&](pid_t pid) -> Status {
         PW_TRY(check_image_id(img));

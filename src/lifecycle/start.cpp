@@ -383,14 +383,15 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   pid_t pid = 0;
   bool restored = false;
   std::optional<criu::LazyPages> pager;
-  // The files the app maps are checked by ELF build-id (CRIU reads each one's notes) on the
-  // first restore of this image over this build of its root; once one passed, by size.
-  std::filesystem::path files_checked;
-  if (const std::string files = rootfs->files_identity(); !files.empty())
-    files_checked = ctx_.stamps_dir() /
-                    ("files-ok-" + sha256_hex(images::identity(img) + "|" + files));
-  const bool files_by_size = !files_checked.empty() && ::access(files_checked.c_str(), F_OK) == 0;
   if (opts.mode == StartMode::kRestore && fallback.empty()) {
+    // The files the app maps are checked by ELF build-id (CRIU reads each one's notes) on the
+    // first restore of this image over this build of its root; once one passed, by size.
+    std::filesystem::path files_checked;
+    if (const std::string files = rootfs->files_identity(); !files.empty())
+      files_checked = ctx_.stamps_dir() /
+                      ("files-ok-" + sha256_hex(images::identity(img) + "|" + files));
+    const bool files_by_size =
+        !files_checked.empty() && ::access(files_checked.c_str(), F_OK) == 0;
     auto restore = [&]() -> Result<oci::Restored> {
       PW_ASSIGN(stdfs::path root, rootfs->prepare(dir, RootfsPurpose::kRestore));
       PW_TRY(write_instance_bundle(img, dir, root, rec, sb));
@@ -410,10 +411,8 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
       ro.image_dir = img.dir / image::kCheckpointDir;
       ro.work_dir = criu_work;
       ro.tcp_established = img.manifest.tcp_established;
-      ro.huge_pages = ctx_.config.huge_pages;
-      ro.populate = ctx_.config.fill_populate;
+      engine::apply_restore_config(ctx_.config, ro);
       ro.validate_files_by_size = files_by_size;
-      ro.criu_log_level = ctx_.config.criu_log_level;
       ro.stdio_fd = opts.stdio_fd >= 0 ? opts.stdio_fd : log.get();
       ro.leave_frozen = opts.park;
       PW_ASSIGN(bool lazy, restore_is_lazy(ctx_, img, opts.record_faults.empty() ? opts.paging : "lazy"));

@@ -100,7 +100,8 @@ class Runc final : public Runtime {
       PW_ASSIGN(auto private_tmp, PrivateTmpForThread::enter());
       std::vector<std::string> criu_env;
       if (o.huge_pages) criu_env.emplace_back(criu::kFillHugePagesEnv);
-      if (o.populate && !o.lazy_pages) criu_env.emplace_back(criu::kFillPopulateEnv);
+      // CRIU ignores the populate patch's variable with lazy pages.
+      if (o.populate) criu_env.emplace_back(criu::kFillPopulateEnv);
       PW_TRY(invoke_detached(args, log, o.stdio_fd, o.work_dir / "restore.log", "restore of " + id,
                              -1, criu_env));
     }

@@ -40,7 +40,7 @@ struct RestoreOptions {
   // untouched inside each huge page.
   bool huge_pages = false;
   // Fault in the pages to be filled with one MADV_POPULATE_WRITE per range (kFillPopulateEnv,
-  // the same patch's kind; a stock CRIU ignores it). Not with lazy pages.
+  // the same patch's kind; a stock CRIU ignores it, and so does prewarm's with lazy pages).
   bool populate = false;
   // CRIU's log level (restore.log in work_dir): 4 = debug, 2 = errors and warnings.
   int criu_log_level = 4;
