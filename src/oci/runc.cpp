@@ -102,6 +102,10 @@ class Runc final : public Runtime {
       if (o.huge_pages) criu_env.emplace_back(criu::kFillHugePagesEnv);
       // CRIU ignores the populate patch's variable with lazy pages.
       if (o.populate) criu_env.emplace_back(criu::kFillPopulateEnv);
+      if (fault_armed("criu.kill_under_runc")) {
+        PW_ASSIGN(std::string conf, kill_criu_at_post_restore(o.work_dir));
+        criu_env.push_back("CRIU_CONFIG_FILE=" + conf);
+      }
       PW_TRY(invoke_detached(args, log, o.stdio_fd, o.work_dir / "restore.log", "restore of " + id,
                              -1, criu_env));
     }
@@ -244,31 +248,21 @@ class Runc final : public Runtime {
     return std::move(r.out);
   }
 
-  // The fault suite: SIGKILLs the first child of `parent` whose comm is `name`, once it appears.
-  static void kill_child_named(pid_t parent, const std::string& name,
-                               std::chrono::milliseconds within) {
-    const auto deadline = std::chrono::steady_clock::now() + within;
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::error_code ec;
-      for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
-        const std::string pid = e.path().filename().string();
-        if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-        auto stat = fs::read_file(e.path() / "stat", 4096);
-        if (!stat.ok()) continue;
-        const auto open = stat->find('('), close = stat->rfind(')');
-        if (open == std::string::npos || close == std::string::npos) continue;
-        const std::string comm = stat->substr(open + 1, close - open - 1);
-        std::istringstream rest(stat->substr(close + 2));
-        std::string state;
-        pid_t ppid = 0;
-        rest >> state >> ppid;
-        if (comm == name && ppid == parent) {
-          ::kill(std::stoi(pid), SIGKILL);
-          return;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
+  // The fault suite: the CRIU runc starts dies with the tasks restored and stopped, as
+  // criu.kill_at_post_restore does under the direct backend. CRIU reads a config file named by
+  // CRIU_CONFIG_FILE (runc hands its environment on) and runs its action scripts beside runc's
+  // RPC notifications; the script is CRIU's child, so its parent is the CRIU to kill. Returns
+  // the config file's path.
+  static Result<std::string> kill_criu_at_post_restore(const std::filesystem::path& dir) {
+    const auto script = dir / "fault-kill-criu.sh";
+    const auto conf = dir / "fault-criu.conf";
+    PW_TRY(fs::write_file(script,
+                          "#!/bin/sh\n"
+                          "[ \"$CRTOOLS_SCRIPT_ACTION\" = post-restore ] && kill -KILL \"$PPID\"\n"
+                          "exit 0\n",
+                          0755));
+    PW_TRY(fs::write_file(conf, "action-script " + script.string() + "\n"));
+    return conf.string();
   }
 
   // Runs runc with the instance's stdio on `stdio_fd`. runc's own complaints go to its --log
@@ -291,15 +285,11 @@ class Runc final : public Runtime {
     o.stdout_fd = stdio_fd;
     o.stderr_fd = stdio_fd;
     PW_ASSIGN(Child child, spawn(o));
-    // The fault suite: runc dies while it restores (CRIU, its child, runs on), or the CRIU
-    // runc started dies under it.
-    if (std::find(args.begin(), args.end(), "restore") != args.end()) {
-      if (fault_armed("runc.kill_in_restore")) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(30));
-        child.kill(SIGKILL);
-      } else if (fault_armed("criu.kill_under_runc")) {
-        kill_child_named(child.pid(), "criu", std::chrono::seconds(10));
-      }
+    // The fault suite: runc dies while it restores (CRIU, its child, runs on).
+    if (fault_armed("runc.kill_in_restore") &&
+        std::find(args.begin(), args.end(), "restore") != args.end()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      child.kill(SIGKILL);
     }
     PW_ASSIGN(int status, child.wait(kRuncTimeout));
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
