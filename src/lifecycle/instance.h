@@ -189,7 +189,8 @@ oci::ContainerConfig container_config(const spec::AppSpec& spec, const std::file
 
 // Writes DIR/config.json for an instance whose bundle is DIR (with DIR/empty, the empty
 // directory that hides masked directories, and DIR/shm, its /dev/shm).
-Status write_config(const std::filesystem::path& dir, oci::ContainerConfig c);
+Status write_config(const std::filesystem::path& dir, oci::ContainerConfig c,
+                    const std::filesystem::path& dev_dir = {});
 // Puts what the app had in /dev/shm at the checkpoint into DIR/shm (nothing when it had none).
 Status fill_dev_shm(const LoadedImage& img, const std::filesystem::path& dir);
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "base/fs.h"
+#include "base/log.h"
 #include "rootfs/rootfs.h"
 
 namespace prewarm::lifecycle {
@@ -25,6 +26,10 @@ class Overlay final : public RootfsProvider {
 
   Status release(const std::filesystem::path& dir) override { return release_overlay(dir); }
 
+  std::filesystem::path dev_dir(const std::filesystem::path& root) const override {
+    return with_dev_layer_ ? root / "dev" : std::filesystem::path();
+  }
+
   // The base directory's inode and birth time name one build of it (a base built again is a
   // new directory); the diff is named by its verified digest.
   std::string files_identity() const override {
@@ -40,10 +45,22 @@ class Overlay final : public RootfsProvider {
 
  private:
   Result<std::filesystem::path> mount(const std::filesystem::path& dir, RootfsPurpose purpose) {
+    // /dev ready made, shared read-only under every instance's upper (15 files fewer to create
+    // per start); where that layer can't be made, the instance gets a /dev of its own.
+    std::vector<std::filesystem::path> lowers = {o_.base};
+    with_dev_layer_ = false;
+    if (!o_.layers_dir.empty()) {
+      auto dev = rootfs::dev_layer(o_.layers_dir);
+      if (dev.ok()) {
+        lowers.insert(lowers.begin(), *dev);
+        with_dev_layer_ = true;
+      } else {
+        log::debug(dev.error().message() + "; each instance gets a /dev directory of its own");
+      }
+    }
     if (purpose == RootfsPurpose::kRestore) {
-      // The app's changes up to the checkpoint as a read-only layer over the base, extracted
-      // once per image; every instance writes to its own empty upper.
-      std::vector<std::filesystem::path> lowers = {o_.base};
+      // The app's changes up to the checkpoint as a read-only layer on top, extracted once per
+      // image; every instance writes to its own empty upper.
       if (!o_.diff_tar.empty()) {
         PW_ASSIGN(auto layer, rootfs::diff_layer(o_.diff_tar, o_.layers_dir, o_.diff_sha256));
         lowers.insert(lowers.begin(), layer);
@@ -51,13 +68,14 @@ class Overlay final : public RootfsProvider {
       PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(lowers, dir));
       return ov.merged;
     }
-    PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(o_.base, dir));
+    PW_ASSIGN(rootfs::Overlay ov, rootfs::mount_overlay(lowers, dir));
     // Through the merged view, so new parent directories don't mask the base's modes.
     PW_TRY(rootfs::place_files(o_.files, ov.merged));
     return ov.merged;
   }
 
   OverlayRootfs o_;
+  bool with_dev_layer_ = false;
 };
 
 class Existing final : public RootfsProvider {

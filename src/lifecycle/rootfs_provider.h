@@ -29,6 +29,9 @@ class RootfsProvider {
   // diff), so that a check of them can be remembered; "" when they are not known (a root that
   // exists already, e.g. a pod's).
   virtual std::string files_identity() const { return ""; }
+  // The directory to bind at /dev when the prepared root brings its /dev ready made (an overlay
+  // over rootfs::dev_layer); empty: the instance gets a /dev directory of its own.
+  virtual std::filesystem::path dev_dir(const std::filesystem::path& /*root*/) const { return {}; }
 };
 
 struct OverlayRootfs {

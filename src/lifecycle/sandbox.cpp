@@ -19,7 +19,6 @@ class OwnSandbox final : public Sandbox {
   std::string kind() const override { return "own"; }
 
   Result<SandboxInfo> create(const std::string& id) override {
-    PW_TRY(net::ensure_bridge(cfg_));
     PW_ASSIGN(net::Attachment att, net::attach(cfg_, id));
     return from_attachment(att);
   }

@@ -100,11 +100,11 @@ Result<std::vector<oci::Mount>> foreign_mounts(const LoadedImage& img, const std
 // Writes config.json for an instance of an image: the spec's container plus a foreign image's
 // mounts.
 Status write_instance_bundle(const LoadedImage& img, const stdfs::path& dir,
-                             const stdfs::path& root, const InstanceRecord& rec,
-                             const SandboxInfo& sb) {
+                             const stdfs::path& root, const RootfsProvider& rootfs,
+                             const InstanceRecord& rec, const SandboxInfo& sb) {
   oci::ContainerConfig c = container_config(img.spec, root, rec.id, rec.hostname, sb);
   PW_ASSIGN(c.mounts, foreign_mounts(img, dir, rec.hostname, sb.ip));
-  return write_config(dir, std::move(c));
+  return write_config(dir, std::move(c), rootfs.dev_dir(root));
 }
 
 // Waits for readiness: the spec's probe, or just "the container is running" without one.
@@ -140,40 +140,17 @@ void adopt(InstanceRecord& rec, const SandboxInfo& sb) {
   rec.host_veth = sb.host_veth;
 }
 
-// The instance's /dev as a directory of its own (bound in), made as runc makes its /dev tmpfs:
-// the standard device nodes, the /proc/self/fd links, and mount points for pts, shm and mqueue.
-// Not a tmpfs, because CRIU dumps a tmpfs as a tar archive and runs tar to restore it (~6 ms
-// of CPU a restore). Needs a filesystem that allows device nodes; false where it does not.
+// The instance's /dev as a directory of its own (bound in), where its root does not bring one
+// (see rootfs::dev_layer). Not a tmpfs, because CRIU dumps a tmpfs as a tar archive and runs
+// tar to restore it (~6 ms of CPU a restore). Needs a filesystem that allows device nodes;
+// false where it does not.
 Result<bool> make_dev_dir(const stdfs::path& dev) {
   struct statvfs vfs {};
   if (::statvfs(dev.parent_path().c_str(), &vfs) != 0)
     return Error::sys("statvfs", errno, dev.parent_path().string());
   if (vfs.f_flag & ST_NODEV) return false;
-  if (::mkdir(dev.c_str(), 0755) != 0) {
-    if (errno == EEXIST) return true;  // made for an earlier attempt of this instance
-    return Error::sys("mkdir", errno, dev.string());
-  }
-  struct Node {
-    const char* name;
-    unsigned major, minor;
-  };
-  for (const Node& n : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7},
-                        Node{"random", 1, 8}, Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
-    auto p = dev / n.name;
-    if (::mknod(p.c_str(), S_IFCHR | 0666, makedev(n.major, n.minor)) != 0)
-      return Error::sys("mknod", errno, p.string());
-    if (::chmod(p.c_str(), 0666) != 0) return Error::sys("chmod", errno, p.string());
-  }
-  for (const auto& [name, target] :
-       {std::pair{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
-        {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"}}) {
-    auto p = dev / name;
-    if (::symlink(target, p.c_str()) != 0) return Error::sys("symlink", errno, p.string());
-  }
-  for (const char* sub : {"pts", "shm", "mqueue"}) {
-    auto p = dev / sub;
-    if (::mkdir(p.c_str(), 0755) != 0) return Error::sys("mkdir", errno, p.string());
-  }
+  if (::access(dev.c_str(), F_OK) == 0) return true;  // made for an earlier attempt
+  PW_TRY(rootfs::make_dev_tree(dev));
   return true;
 }
 
@@ -212,7 +189,7 @@ oci::ContainerConfig container_config(const spec::AppSpec& spec, const stdfs::pa
   return c;
 }
 
-Status write_config(const stdfs::path& dir, oci::ContainerConfig c) {
+Status write_config(const stdfs::path& dir, oci::ContainerConfig c, const stdfs::path& dev_dir) {
   // Hides masked directories without a tmpfs each (see oci::ContainerConfig::empty_dir).
   c.empty_dir = dir / "empty";
   PW_TRY(fs::make_dirs(c.empty_dir, 0555));
@@ -228,9 +205,11 @@ Status write_config(const stdfs::path& dir, oci::ContainerConfig c) {
   }
   bool has_dev = std::any_of(c.mounts.begin(), c.mounts.end(),
                              [](const oci::Mount& m) { return m.destination == "/dev"; });
-  if (!has_dev) {
-    PW_ASSIGN(bool dev_dir, make_dev_dir(dir / "dev"));
-    if (dev_dir) c.mounts.push_back({"/dev", "bind", (dir / "dev").string(), {"bind", "nosuid"}});
+  if (!has_dev && !dev_dir.empty()) {
+    c.mounts.push_back({"/dev", "bind", dev_dir.string(), {"bind", "nosuid"}});
+  } else if (!has_dev) {
+    PW_ASSIGN(bool made, make_dev_dir(dir / "dev"));
+    if (made) c.mounts.push_back({"/dev", "bind", (dir / "dev").string(), {"bind", "nosuid"}});
   }
   return oci::write_bundle(dir, c);
 }
@@ -394,7 +373,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
         !files_checked.empty() && ::access(files_checked.c_str(), F_OK) == 0;
     auto restore = [&]() -> Result<oci::Restored> {
       PW_ASSIGN(stdfs::path root, rootfs->prepare(dir, RootfsPurpose::kRestore));
-      PW_TRY(write_instance_bundle(img, dir, root, rec, sb));
+      PW_TRY(write_instance_bundle(img, dir, root, *rootfs, rec, sb));
       PW_TRY(fill_dev_shm(img, dir));
       auto criu_work = dir / "criu";
       PW_TRY(fs::make_dirs(criu_work, 0700));
@@ -496,7 +475,7 @@ Result<Started> Instances::start(const LoadedImage& img, const StartOptions& opt
   // Cold starts go through the same backend (the direct-CRIU one hands them to runc).
   if (!restored) {
     PW_ASSIGN(stdfs::path root, rootfs->prepare(dir, RootfsPurpose::kCold));
-    PW_TRY(write_instance_bundle(img, dir, root, rec, sb));
+    PW_TRY(write_instance_bundle(img, dir, root, *rootfs, rec, sb));
     UniqueFd log;
     if (opts.stdio_fd < 0) {
       PW_ASSIGN(log, open_log(dir));

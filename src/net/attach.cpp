@@ -113,7 +113,8 @@ Result<Attachment> attach(const Config& cfg, const std::string& id) {
   PW_ASSIGN(UniqueFd bridge_lock, lock_bridge(cfg, false));
   auto host = nl::Socket::open();
   if (!host.ok()) return std::move(host).error().with_context("attach instance " + id);
-  auto bridge = bridge_index(*host, cfg, subnet, false);
+  // Made or repaired (address, up) here, as ensure_bridge does: one lock and one socket.
+  auto bridge = bridge_index(*host, cfg, subnet, true);
   if (!bridge.ok()) return std::move(bridge).error().with_context("attach instance " + id);
 
   auto ns = create_named_netns(att.netns_name);

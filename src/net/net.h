@@ -46,7 +46,8 @@ std::string host_veth_name(const std::string& instance_id);
 // Creates the bridge when missing (idempotent, safe to race).
 Status ensure_bridge(const Config& cfg);
 
-// Allocates an IP (atomically, safe across concurrent processes), creates the netns, the veth
+// Allocates an IP (atomically, safe across concurrent processes), makes or repairs the bridge
+// as ensure_bridge does, creates the netns, the veth
 // pair (eth0 inside, attached to the bridge outside), brings lo and eth0 up and adds a
 // default route via the bridge. On failure nothing is left behind.
 Result<Attachment> attach(const Config& cfg, const std::string& instance_id);

@@ -128,6 +128,18 @@ Result<std::filesystem::path> diff_layer(const std::filesystem::path& tar_file,
                                          const std::filesystem::path& layers_dir,
                                          std::string_view verified_sha256 = {});
 
+// A container's /dev as runc makes its tmpfs: the standard device nodes (0666), the
+// /proc/self/fd links, ptmx, and mount points for pts, shm and mqueue. `dev` must not exist.
+Status make_dev_tree(const std::filesystem::path& dev);
+
+// That tree once, as a read-only overlay layer holding only /dev, marked opaque so that the
+// base's own /dev stays hidden: layers_dir/dev-1/. Mounted between the image's diff and the
+// base, the instance's root brings its /dev ready made, and a write to it is copied up into the
+// instance's own upper like any other. Fails on a nodev filesystem, or where trusted.* xattrs
+// can't be set (needs root).
+inline constexpr const char* kDevLayerName = "dev-1";
+Result<std::filesystem::path> dev_layer(const std::filesystem::path& layers_dir);
+
 // Extracts a diff archive (what capture_diff's GNU tar writes: files, dirs, symlinks, hard
 // links, 0/0 char devices, FIFOs, pax SCHILY.xattr.* records, GNU long names, numeric owners,
 // modes, mtimes) into the existing directory dest, in-process. Entries are created relative to

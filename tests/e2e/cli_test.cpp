@@ -121,6 +121,15 @@ TEST_F(CliTest, BakeRunPsRmRoundTrip) {
     // The image's first restores here: mapped files checked by build-id (CRIU's default).
     EXPECT_FALSE(stdfs::exists(state_ / "instances" / i["id"].get<std::string>() / "criu" /
                                "criu-restore.conf"));
+    // /dev comes ready made with the root (the shared /dev layer), bound from the instance's
+    // own overlay: nothing to make per instance, writes copied up into its upper.
+    const stdfs::path inst = state_ / "instances" / i["id"].get<std::string>();
+    EXPECT_FALSE(stdfs::exists(inst / "dev")) << "a /dev made for " << i["id"];
+    auto config = json::parse(fs::read_file(inst / "config.json").value());
+    std::string dev_source;
+    for (const auto& m : config["mounts"])
+      if (m["destination"] == "/dev") dev_source = m.value("source", "");
+    EXPECT_EQ(dev_source, (inst / "rootfs" / "dev").string());
   }
   size_t stamps = 0;
   for (const auto& e : stdfs::directory_iterator(state_ / "stamps"))

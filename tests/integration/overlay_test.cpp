@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -226,6 +227,56 @@ TEST_F(OverlayTest, DiffLayerActsAsLowerLayer) {
   mounted_.push_back(three->merged);
   EXPECT_EQ(slurp(three->merged / "change.txt"), "new\n");
   EXPECT_EQ(slurp(three->merged / "keep.txt"), "keep\n");
+}
+
+// The shared /dev layer: every instance's root shows runc's /dev (and none of the base's own
+// entries), the nodes work through the overlay, and a write lands in that instance's upper.
+TEST_F(OverlayTest, DevLayerGivesEveryInstanceTheSameDevAndKeepsWritesApart) {
+  spit(lower_ / "dev/console", "the base's console\n");
+  spit(lower_ / "dev/null", "a regular file in the base\n");
+  auto dev = dev_layer(dir_ / "layers");
+  ASSERT_TRUE(dev.ok()) << dev.error().to_string();
+  EXPECT_EQ(dev->filename(), kDevLayerName);
+  auto again = dev_layer(dir_ / "layers");
+  ASSERT_TRUE(again.ok()) << again.error().to_string();
+  EXPECT_EQ(*again, *dev);
+
+  auto one = mount_overlay(std::vector<stdfs::path>{*dev, lower_}, dir_ / "one");
+  ASSERT_TRUE(one.ok()) << one.error().to_string();
+  mounted_.push_back(one->merged);
+  const stdfs::path d = one->merged / "dev";
+  EXPECT_EQ(listing(d), (std::vector<std::string>{"fd", "full", "mqueue", "null", "ptmx", "pts",
+                                                  "random", "shm", "stderr", "stdin", "stdout",
+                                                  "tty", "urandom", "zero"}));
+  struct stat st {};
+  ASSERT_EQ(::lstat((d / "null").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  EXPECT_EQ(st.st_rdev, makedev(1, 3));
+  EXPECT_EQ(st.st_mode & 07777, 0666u);
+  EXPECT_EQ(stdfs::read_symlink(d / "fd"), "/proc/self/fd");
+  EXPECT_EQ(slurp(one->merged / "keep.txt"), "keep\n") << "the base is still below";
+  {
+    UniqueFd null(::open((d / "null").c_str(), O_WRONLY | O_CLOEXEC));
+    ASSERT_TRUE(null.valid()) << "open /dev/null through the overlay: " << std::strerror(errno);
+    EXPECT_EQ(::write(null.get(), "x", 1), 1);
+  }
+  {
+    UniqueFd zero(::open((d / "zero").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(zero.valid()) << std::strerror(errno);
+    char c = 'x';
+    EXPECT_EQ(::read(zero.get(), &c, 1), 1);
+    EXPECT_EQ(c, '\0');
+  }
+
+  // A file the app makes in /dev is that instance's, in its upper; the layer never changes.
+  spit(d / "mine", "one's\n");
+  EXPECT_EQ(slurp(one->upper / "dev/mine"), "one's\n");
+  EXPECT_FALSE(stdfs::exists(*dev / "dev/mine"));
+  auto two = mount_overlay(std::vector<stdfs::path>{*dev, lower_}, dir_ / "two");
+  ASSERT_TRUE(two.ok()) << two.error().to_string();
+  mounted_.push_back(two->merged);
+  EXPECT_FALSE(stdfs::exists(two->merged / "dev/mine"));
+  EXPECT_FALSE(stdfs::exists(two->merged / "dev/console"));
 }
 
 TEST_F(OverlayTest, UnmountHandlesBusyAndNotMounted) {
