@@ -149,7 +149,10 @@ Result<bool> make_dev_dir(const stdfs::path& dev) {
   if (::statvfs(dev.parent_path().c_str(), &vfs) != 0)
     return Error::sys("statvfs", errno, dev.parent_path().string());
   if (vfs.f_flag & ST_NODEV) return false;
-  if (::access(dev.c_str(), F_OK) == 0) return true;  // made for an earlier attempt
+  if (::mkdir(dev.c_str(), 0755) != 0) {
+    if (errno == EEXIST) return true;  // made for an earlier attempt of this instance
+    return Error::sys("mkdir", errno, dev.string());
+  }
   PW_TRY(rootfs::make_dev_tree(dev));
   return true;
 }
@@ -205,11 +208,13 @@ Status write_config(const stdfs::path& dir, oci::ContainerConfig c, const stdfs:
   }
   bool has_dev = std::any_of(c.mounts.begin(), c.mounts.end(),
                              [](const oci::Mount& m) { return m.destination == "/dev"; });
-  if (!has_dev && !dev_dir.empty()) {
-    c.mounts.push_back({"/dev", "bind", dev_dir.string(), {"bind", "nosuid"}});
-  } else if (!has_dev) {
-    PW_ASSIGN(bool made, make_dev_dir(dir / "dev"));
-    if (made) c.mounts.push_back({"/dev", "bind", (dir / "dev").string(), {"bind", "nosuid"}});
+  if (!has_dev) {
+    stdfs::path source = dev_dir;
+    if (source.empty()) {
+      PW_ASSIGN(bool made, make_dev_dir(dir / "dev"));
+      if (made) source = dir / "dev";
+    }
+    if (!source.empty()) c.mounts.push_back({"/dev", "bind", source.string(), {"bind", "nosuid"}});
   }
   return oci::write_bundle(dir, c);
 }

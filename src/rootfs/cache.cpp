@@ -70,4 +70,14 @@ Result<std::filesystem::path> build_cached(const std::filesystem::path& cache_di
   return dest;
 }
 
+Result<std::filesystem::path> build_layer(const std::filesystem::path& layers_dir,
+                                          const std::string& key, const Builder& build) {
+  std::error_code ec;
+  std::filesystem::path dir = std::filesystem::absolute(layers_dir, ec).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();  // a trailing slash
+  if (!dir.has_parent_path() || dir == dir.root_path())
+    return Error("layers directory " + layers_dir.string() + " can't be \"/\"", EINVAL);
+  return build_cached(dir.parent_path(), dir.filename().string(), key, build);
+}
+
 }  // namespace prewarm::rootfs::detail

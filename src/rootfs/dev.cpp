@@ -13,7 +13,6 @@
 namespace prewarm::rootfs {
 
 Status make_dev_tree(const std::filesystem::path& dev) {
-  if (::mkdir(dev.c_str(), 0755) != 0) return Error::sys("mkdir", errno, dev.string());
   struct Node {
     const char* name;
     unsigned major, minor;
@@ -40,27 +39,25 @@ Status make_dev_tree(const std::filesystem::path& dev) {
 
 Result<std::filesystem::path> dev_layer(const std::filesystem::path& layers_dir) {
   const std::string what = "make the /dev layer in " + layers_dir.string();
-  std::error_code ec;
-  std::filesystem::path dir = std::filesystem::absolute(layers_dir, ec).lexically_normal();
-  if (dir.filename().empty()) dir = dir.parent_path();
-  if (!dir.has_parent_path() || dir == dir.root_path())
-    return Error(what + ": the layers directory can't be \"/\"", EINVAL);
   // Device nodes on a nodev filesystem can't be opened, through an overlay or not.
-  PW_TRY(fs::make_dirs(dir, 0755));
+  PW_TRY(fs::make_dirs(layers_dir, 0755));
   struct statvfs vfs {};
-  if (::statvfs(dir.c_str(), &vfs) != 0) return Error::sys("statvfs", errno, dir.string());
-  if (vfs.f_flag & ST_NODEV)
-    return Error(what + ": its filesystem is mounted nodev", EPERM);
-  auto layer = detail::build_cached(dir.parent_path(), dir.filename().string(), kDevLayerName,
-                                    [](const std::filesystem::path& tmp) -> Status {
-                                      const auto dev = tmp / "dev";
-                                      PW_TRY(make_dev_tree(dev));
-                                      // Opaque: the base's own /dev (console, ...) stays hidden.
-                                      if (::setxattr(dev.c_str(), "trusted.overlay.opaque", "y",
-                                                     1, 0) != 0)
-                                        return Error::sys("mark opaque", errno, dev.string());
-                                      return {};
-                                    });
+  if (::statvfs(layers_dir.c_str(), &vfs) != 0)
+    return Error::sys("statvfs", errno, layers_dir.string());
+  if (vfs.f_flag & ST_NODEV) return Error(what + ": its filesystem is mounted nodev", EPERM);
+  auto layer = detail::build_layer(layers_dir, kDevLayerName,
+                                   [](const std::filesystem::path& tmp) -> Status {
+                                     const auto dev = tmp / "dev";
+                                     if (::mkdir(dev.c_str(), 0755) != 0)
+                                       return Error::sys("mkdir", errno, dev.string());
+                                     // Opaque: the base's own /dev (console, ...) stays hidden.
+                                     // First, so a filesystem without trusted.* xattrs fails
+                                     // before anything is made.
+                                     if (::setxattr(dev.c_str(), "trusted.overlay.opaque", "y", 1,
+                                                    0) != 0)
+                                       return Error::sys("mark opaque", errno, dev.string());
+                                     return make_dev_tree(dev);
+                                   });
   if (!layer.ok()) return std::move(layer).error().with_context(what);
   return layer;
 }

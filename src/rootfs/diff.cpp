@@ -69,14 +69,9 @@ Result<std::filesystem::path> diff_layer(const std::filesystem::path& tar_file,
   Result<std::string> digest = std::string(verified_sha256);
   if (verified_sha256.empty()) digest = sha256_file(tar_file);
   if (!digest.ok()) return std::move(digest).error().with_context(what);
-  std::error_code ec;
-  std::filesystem::path dir = std::filesystem::absolute(layers_dir, ec).lexically_normal();
-  if (dir.filename().empty()) dir = dir.parent_path();  // a trailing slash
-  if (!dir.has_parent_path() || dir == dir.root_path())
-    return Error(what + ": layers directory " + layers_dir.string() + " can't be \"/\"", EINVAL);
-  // build_cached(parent, name, key): flock per key, so concurrent callers extract once and
-  // all wait for that one; the layer appears only by rename, so one that exists is complete.
-  auto layer = detail::build_cached(dir.parent_path(), dir.filename().string(), *digest,
+  // build_layer: flock per key, so concurrent callers extract once and all wait for that one;
+  // the layer appears only by rename, so one that exists is complete.
+  auto layer = detail::build_layer(layers_dir, *digest,
                                     [&](const std::filesystem::path& tmp) -> Status {
                                       // Only a new layer reads the archive: check it is the
                                       // one the digest names (it may have changed since).

@@ -29,6 +29,11 @@ Result<std::filesystem::path> build_cached(const std::filesystem::path& cache_di
                                            std::string_view kind, const std::string& key,
                                            const Builder& build);
 
+// build_cached for an overlay layer: layers_dir/<key>, layers_dir made absolute (a trailing
+// slash dropped) and refused when it is "/".
+Result<std::filesystem::path> build_layer(const std::filesystem::path& layers_dir,
+                                          const std::string& key, const Builder& build);
+
 // What extract_tar does beyond a rootfs diff's entries.
 struct ExtractOptions {
   // OCI image layer semantics, for a layer unpacked over the layers below it in dest:

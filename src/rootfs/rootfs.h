@@ -129,7 +129,8 @@ Result<std::filesystem::path> diff_layer(const std::filesystem::path& tar_file,
                                          std::string_view verified_sha256 = {});
 
 // A container's /dev as runc makes its tmpfs: the standard device nodes (0666), the
-// /proc/self/fd links, ptmx, and mount points for pts, shm and mqueue. `dev` must not exist.
+// /proc/self/fd links, ptmx, and mount points for pts, shm and mqueue, made in the existing,
+// empty directory `dev`.
 Status make_dev_tree(const std::filesystem::path& dev);
 
 // That tree once, as a read-only overlay layer holding only /dev, marked opaque so that the
